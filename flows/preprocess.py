@@ -1,0 +1,78 @@
+"""PreprocessFlow: resize every image and extract its edge map, sharded by hex prefix.
+
+    python flows/preprocess.py run --input DIR_OR_S3 --output DIR_OR_S3
+    python flows/preprocess.py run --with batch --input s3://... --output s3://...
+"""
+
+import time
+import tomllib
+from pathlib import Path
+
+from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, resources, retry, step
+
+from steps.planning import check_positive, prepare_run
+from steps.preprocess import build_report, preprocess_shard
+from steps.progress import log
+from steps.report import headline, shard_stats, summarize
+from steps.shards import read_shard_keys
+from steps.storage import open_storage
+
+
+class PreprocessFlow(FlowSpec):
+    """Decode each image once; write a resized JPEG and a Sobel edge map; report rejects."""
+
+    config = Config("config", default=str(Path(__file__).resolve().parent.parent / "config" / "preprocess.toml"), parser=tomllib.loads)
+
+    input_uri = Parameter("input", required=True, help="Directory or s3://bucket/prefix of images.")
+    output_uri = Parameter("output", required=True, help="Directory or s3://bucket/prefix for results.")
+    size = Parameter("size", type=int, default=config_expr("config.size"), help="Longest side of resized images.")
+    prefix_width = Parameter("prefix-width", type=int, default=0, help="Hex prefix characters per shard; 0 = auto.")
+    shard_size = Parameter("shard-size", type=int, default=config_expr("config.shard_size"), help="Target images per shard (auto width).")
+    max_shards = Parameter("max-shards", type=int, default=config_expr("config.max_shards"), help="At most this many shards (match `run --max-num-splits`).")
+    threads = Parameter("threads", type=int, default=config_expr("config.threads"), help="I/O + decode threads per shard.")
+    chunk_size = Parameter("chunk-size", type=int, default=config_expr("config.chunk_size"), help="Images per committed chunk.")
+
+    @step
+    def start(self):
+        self.started_at = time.time()
+        check_positive("--size", self.size)
+        plan = prepare_run(
+            self.input_uri, self.output_uri, shard_size=self.shard_size, max_shards=self.max_shards,
+            prefix_width=self.prefix_width, threads=self.threads,
+        )
+        self.shard_plan = plan.describe()
+        self.shards = plan.shards
+        log(f"planned {plan.images} images into {len(plan.shards)} shards: {plan.reason}")
+        self.next(self.process_shard, foreach="shards")
+
+    @resources(cpu=config.resources.cpu, memory=config.resources.memory)
+    @retry(times=config.retry.times, minutes_between_retries=config.retry.minutes_between_retries)
+    @step
+    def process_shard(self):
+        source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
+        outcome = preprocess_shard(
+            name=self.input.name, keys=read_shard_keys(target, self.input), source=source, target=target,
+            size=self.size, threads=self.threads, chunk_size=self.chunk_size,
+        )
+        self.shard_stats = shard_stats(outcome, target)
+        self.next(self.join)
+
+    @card(type="blank", id="report")
+    @step
+    def join(self, inputs):
+        self.merge_artifacts(inputs, include=["started_at", "shard_plan"])
+        stats = sorted((i.shard_stats for i in inputs), key=lambda s: s.name)
+        self.summary = summarize(stats, time.time() - self.started_at)
+        self.rejects = [{"key": k, "reason": r} for s in stats for k, r in s.rejects]
+        from cards import render
+
+        render(build_report(stats, self.summary, open_storage(self.input_uri), open_storage(self.output_uri)))
+        self.next(self.end)
+
+    @step
+    def end(self):
+        log(headline("Preprocessed", self.summary, self.output_uri))
+
+
+if __name__ == "__main__":
+    PreprocessFlow()

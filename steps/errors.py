@@ -1,0 +1,15 @@
+"""Errors that carry a one-line, actionable message."""
+
+
+class ConfigError(ValueError):
+    """Bad configuration: name the value, what was expected, and the fix, in one line.
+
+    Raised before any work fans out. It is deterministic, so retrying it is pointless.
+    """
+
+    def __init__(self, what: str, value: object, expected: str, fix: str) -> None:
+        super().__init__(f"{what} {value!r}: expected {expected}; {fix}")
+
+
+class RejectedInput(Exception):
+    """One input item cannot be processed (bad bytes, unreadable object): report it, go on."""

@@ -1,0 +1,130 @@
+"""Decode an image once, resize it to fit a box, and derive an edge map.
+
+Decoding dominates the cost of preprocessing camera-size JPEGs. When the output is much smaller
+than the input, ``Image.draft`` asks libjpeg to decode at 1/2, 1/4 or 1/8 scale (DCT scaling),
+which skips most of the inverse DCT and the full-size pixel buffer.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from steps.errors import RejectedInput
+
+JPEG_QUALITY = 90
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded image in ``RGB`` or ``L``, already upright; ``width``/``height`` are the
+    original dimensions after EXIF orientation (before any reduced-size decode)."""
+
+    image: Image.Image
+    width: int
+    height: int
+    format: str
+
+
+def fit_within(width: int, height: int, box: int) -> tuple[int, int]:
+    """Dimensions that fit within ``box``×``box`` keeping aspect ratio; never upscales."""
+    scale = min(1.0, box / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _to_display_mode(image: Image.Image) -> Image.Image:
+    """RGB for colour (incl. CMYK, palette, alpha over white), L for single-channel."""
+    if image.mode in ("RGB", "L"):
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        peak = values.max() or 1.0
+        return Image.fromarray((values * (255.0 / peak)).clip(0, 255).astype(np.uint8), "L")
+    if image.mode in ("1", "LA"):
+        return image.convert("L")
+    if image.mode == "P" and "transparency" not in image.info:
+        return image.convert("RGB")
+    if image.mode in ("RGBA", "LA", "P", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")  # CMYK, YCbCr, LAB, HSV
+
+
+def decode(data: bytes, max_side: int | None = None) -> Decoded:
+    """Decode ``data``, upright, optionally at reduced scale when only ``max_side`` is needed.
+
+    Raises RejectedInput with a one-line reason for anything that is not a readable image.
+    """
+    if not data:
+        raise RejectedInput("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            fmt = image.format or "unknown"
+            orientation = image.getexif().get(0x0112, 1)
+            # EXIF orientations 5-8 swap width and height.
+            width, height = (image.height, image.width) if orientation in (5, 6, 7, 8) else image.size
+            if max_side and fmt == "JPEG":
+                image.draft(image.mode if image.mode in ("RGB", "L") else None, (max_side, max_side))
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except UnidentifiedImageError as err:
+        raise RejectedInput(f"not a recognised image format ({len(data)} bytes)") from err
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise RejectedInput(f"image too large to decode safely: {err}") from err
+    except (OSError, SyntaxError, ValueError) as err:
+        raise RejectedInput(f"corrupt or truncated image data: {err}") from err
+    return Decoded(_to_display_mode(image), width, height, fmt)
+
+
+def resize_to_fit(image: Image.Image, box: int) -> Image.Image:
+    target = fit_within(image.width, image.height, box)
+    if target == image.size:
+        return image
+    # reducing_gap first shrinks by an integer factor (cheap box filter), then filters the rest.
+    return image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def sobel_edges(image: Image.Image) -> Image.Image:
+    """Sobel gradient magnitude of the grayscale image, clipped to 0-255 (8-bit L)."""
+    gray = np.asarray(image.convert("L"), dtype=np.float32)
+    padded = np.pad(gray, 1, mode="edge")
+    # Separable Sobel: smooth [1,2,1] across, difference [-1,0,1] along.
+    smooth_rows = padded[:-2] + 2 * padded[1:-1] + padded[2:]
+    smooth_cols = padded[:, :-2] + 2 * padded[:, 1:-1] + padded[:, 2:]
+    gx = smooth_rows[:, 2:] - smooth_rows[:, :-2]
+    gy = smooth_cols[2:] - smooth_cols[:-2]
+    magnitude = np.sqrt(gx * gx + gy * gy)
+    return Image.fromarray(np.clip(magnitude, 0, 255).astype(np.uint8), "L")
+
+
+def encode(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    if fmt == "JPEG":
+        image.save(buffer, "JPEG", quality=JPEG_QUALITY, optimize=False)
+    else:
+        image.save(buffer, fmt, compress_level=6)
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Preprocessed:
+    resized_jpeg: bytes
+    edges_png: bytes
+    width: int
+    height: int
+
+
+def preprocess_image(data: bytes, size: int) -> Preprocessed:
+    """Decode once; return the resized JPEG and the Sobel edge PNG of the resized image."""
+    decoded = decode(data, max_side=size)
+    resized = resize_to_fit(decoded.image, size)
+    return Preprocessed(
+        encode(resized, "JPEG"), encode(sobel_edges(resized), "PNG"), decoded.width, decoded.height
+    )

@@ -1,0 +1,126 @@
+"""Exactly-once output for a shard: fixed chunks, each committed atomically, a marker last.
+
+A shard's sorted key list is cut into fixed chunks (chunk ``i`` is always keys[i*c:(i+1)*c]),
+so a retried task recomputes exactly the chunks whose file is missing: no holes, no row
+twice. A chunk file is its own commit record (it is written atomically, in one piece), and
+the shard's manifest is written only after every chunk is committed: its presence means the
+shard is complete and a rerun skips it.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from steps.progress import Progress, log
+from steps.storage import Storage
+
+MANIFEST_DIR = "_manifests"
+
+
+def table_to_parquet(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+def parquet_to_table(data: bytes) -> pa.Table:
+    return pq.read_table(io.BytesIO(data))
+
+
+def manifest_key(shard_name: str) -> str:
+    return f"{MANIFEST_DIR}/{shard_name}.parquet"
+
+
+def chunk_ranges(count: int, chunk_size: int) -> list[range]:
+    return [range(start, min(start + chunk_size, count)) for start in range(0, count, chunk_size)]
+
+
+class ChunkLedger:
+    """Committed chunks of one shard, as files ``<directory>/<stem>-<index>.parquet``."""
+
+    def __init__(self, storage: Storage, directory: str, stem: str = "chunk") -> None:
+        self.storage = storage
+        self.directory = directory.rstrip("/")
+        self.stem = stem
+        self._pattern = re.compile(rf"{re.escape(stem)}-(\d+)\.parquet$")
+
+    def chunk_key(self, index: int) -> str:
+        return f"{self.directory}/{self.stem}-{index:05d}.parquet"
+
+    def committed(self) -> set[int]:
+        found = set()
+        for obj in self.storage.list(self.directory + "/"):
+            match = self._pattern.search(obj.key)
+            if match:
+                found.add(int(match.group(1)))
+        return found
+
+    def commit(self, index: int, table: pa.Table) -> None:
+        self.storage.write(self.chunk_key(index), table_to_parquet(table))
+
+    def read(self, indices: Sequence[int]) -> pa.Table:
+        return pa.concat_tables(parquet_to_table(self.storage.read(self.chunk_key(i))) for i in indices)
+
+
+@dataclass(frozen=True)
+class ShardOutcome:
+    name: str
+    manifest: pa.Table | None  # None when the shard was already complete (skipped)
+    chunks: int
+    skipped_chunks: int
+    seconds: float
+    stopped_early: bool = False
+
+    @property
+    def skipped(self) -> bool:
+        """Complete in an earlier run, so nothing was done now."""
+        return self.manifest is None and not self.stopped_early
+
+
+def run_chunked(
+    *,
+    name: str,
+    keys: Sequence[str],
+    chunk_size: int,
+    storage: Storage,
+    ledger: ChunkLedger,
+    process_chunk: Callable[[Sequence[str], Progress], pa.Table],
+    stop: threading.Event | None = None,
+) -> ShardOutcome:
+    """Process a shard chunk by chunk, skipping committed chunks; write the manifest last.
+
+    ``process_chunk`` returns one row per key. ``stop`` (set on a spot interruption notice)
+    ends the loop after the chunk in flight is committed; the caller then exits non-zero so
+    the task is retried and resumes from the next chunk.
+    """
+    progress = Progress(f"shard {name}", len(keys))
+    if storage.exists(manifest_key(name)):
+        log(f"shard {name}: complete in an earlier run (manifest exists), skipping")
+        return ShardOutcome(name, None, 0, 0, 0.0)
+    ranges = chunk_ranges(len(keys), chunk_size)
+    committed = ledger.committed() & set(range(len(ranges)))
+    if committed:
+        log(f"shard {name}: resuming, {len(committed)}/{len(ranges)} chunks already committed")
+        progress.done = sum(len(ranges[i]) for i in committed)
+    for index, span in enumerate(ranges):
+        if index in committed:
+            continue
+        if stop is not None and stop.is_set():
+            log(f"shard {name}: stop requested, committed chunks are kept; exiting before chunk {index}")
+            return ShardOutcome(name, None, len(ranges), len(committed), progress.elapsed_s, True)
+        chunk_keys = keys[span.start : span.stop]
+        table = process_chunk(chunk_keys, progress)
+        if table.num_rows != len(chunk_keys):
+            raise RuntimeError(f"chunk {index} of shard {name} produced {table.num_rows} rows for {len(chunk_keys)} keys")
+        ledger.commit(index, table)
+    manifest = ledger.read(range(len(ranges))) if ranges else pa.table({})
+    storage.write(manifest_key(name), table_to_parquet(manifest))
+    progress.finish(f"{len(committed)} chunks reused")
+    return ShardOutcome(name, manifest, len(ranges), len(committed), progress.elapsed_s)

@@ -1,0 +1,122 @@
+"""Preprocess one shard: read each image, decode once, write a resized JPEG and an edge map.
+
+Output layout under the output root:
+    resized/<key stem>.jpg    edges/<key stem>.png
+    _ledger/<shard>/chunk-NNNNN.parquet   committed chunks (one row per input key)
+    _manifests/<shard>.parquet            the shard's completion marker, written last
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from steps.errors import RejectedInput
+from steps.imaging import decode, encode, preprocess_image, resize_to_fit
+from steps.ledger import ChunkLedger, ShardOutcome, run_chunked
+from steps.progress import Progress
+from steps.report import Images, Report, ShardStats, Table, headline, rejects_table, shard_table, throughput_chart
+from steps.shards import object_stem
+from steps.storage import Storage, map_bounded, read_input
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("input_bytes", pa.int64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("milliseconds", pa.float32()),
+    ]
+)
+
+
+def output_stem(key: str) -> str:
+    """``dir/<sha>.jpeg`` → ``dir/<sha>``: directories are kept so equal stems cannot collide."""
+    directory = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+    return directory + object_stem(key)
+
+
+def resized_key(key: str) -> str:
+    return f"resized/{output_stem(key)}.jpg"
+
+
+def edges_key(key: str) -> str:
+    return f"edges/{output_stem(key)}.png"
+
+
+def preprocess_one(source: Storage, target: Storage, key: str, size: int) -> dict:
+    started = time.perf_counter()
+    row = {"key": key, "status": "ok", "reason": "", "input_bytes": 0, "width": 0, "height": 0}
+    try:
+        data = read_input(source, key)
+        row["input_bytes"] = len(data)
+        result = preprocess_image(data, size)
+    except RejectedInput as err:
+        row.update(status="rejected", reason=str(err))
+    else:
+        target.write(resized_key(key), result.resized_jpeg)
+        target.write(edges_key(key), result.edges_png)
+        row.update(width=result.width, height=result.height)
+    row["milliseconds"] = (time.perf_counter() - started) * 1000
+    return row
+
+
+def preprocess_shard(
+    *,
+    name: str,
+    keys: Sequence[str],
+    source: Storage,
+    target: Storage,
+    size: int,
+    threads: int,
+    chunk_size: int = 256,
+    stop: threading.Event | None = None,
+) -> ShardOutcome:
+    def process_chunk(chunk_keys: Sequence[str], progress: Progress) -> pa.Table:
+        rows = []
+        for row in map_bounded(lambda k: preprocess_one(source, target, k, size), chunk_keys, threads):
+            rows.append(row)
+            progress.advance()
+        rows.sort(key=lambda r: r["key"])
+        return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+
+    ledger = ChunkLedger(target, f"_ledger/{name}")
+    return run_chunked(
+        name=name, keys=keys, chunk_size=chunk_size, storage=target, ledger=ledger,
+        process_chunk=process_chunk, stop=stop,
+    )
+
+
+def thumbnail_jpeg(data: bytes, size: int = 160) -> bytes:
+    """A small upright JPEG of ``data`` for the card (decoded at reduced scale)."""
+    return encode(resize_to_fit(decode(data, max_side=size).image, size), "JPEG")
+
+
+def build_report(stats: Sequence[ShardStats], summary: dict, source: Storage, target: Storage) -> Report:
+    """The card of a preprocessing run: totals, per-shard throughput, before/after, rejects."""
+    report = Report("PreprocessFlow", headline("Preprocessed", summary, target.uri))
+    report.sections.append(
+        Table("Totals", list(summary), [list(summary.values())])
+    )
+    if any(not s.skipped for s in stats):
+        report.sections.append(throughput_chart(stats))
+    samples = [key for s in stats for key in s.samples][:4]
+    for key in samples:
+        report.sections.append(
+            Images(
+                key,
+                [
+                    ("original", thumbnail_jpeg(source.read(key))),
+                    ("resized", target.read(resized_key(key))),
+                    ("edges", target.read(edges_key(key))),
+                ],
+            )
+        )
+    report.sections.append(shard_table(stats))
+    report.sections.append(rejects_table(stats))
+    return report

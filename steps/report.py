@@ -1,0 +1,167 @@
+"""Per-shard statistics, the run summary, and a card-agnostic report.
+
+Shard tasks return small ``ShardStats`` (never whole manifests, which can be millions of rows);
+the join merges them into a ``summary`` dict and a ``Report`` that the flow renders as a card.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from steps.ledger import ShardOutcome, manifest_key, parquet_to_table
+from steps.storage import Storage
+
+MAX_REJECTS_PER_SHARD = 200
+SAMPLES_PER_SHARD = 2
+
+
+@dataclass(frozen=True)
+class ShardStats:
+    name: str
+    images: int
+    processed: int
+    rejected: int
+    skipped: bool  # complete in an earlier run
+    seconds: float
+    chunks: int = 0
+    reused_chunks: int = 0
+    rejects: tuple[tuple[str, str], ...] = ()  # (key, reason), at most MAX_REJECTS_PER_SHARD
+    samples: tuple[str, ...] = ()  # a few good keys, for before/after thumbnails
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 and not self.skipped else 0.0
+
+
+def shard_stats(outcome: ShardOutcome, storage: Storage) -> ShardStats:
+    """Stats of a finished shard, from this run's manifest or, when skipped, the stored one."""
+    manifest = outcome.manifest
+    if manifest is None:
+        manifest = parquet_to_table(storage.read(manifest_key(outcome.name)))
+    rejected_rows = manifest.filter(pc.not_equal(manifest["status"], "ok"))
+    ok_keys = manifest.filter(pc.equal(manifest["status"], "ok"))["key"].to_pylist()
+    step = max(1, len(ok_keys) // SAMPLES_PER_SHARD)
+    return ShardStats(
+        name=outcome.name,
+        images=manifest.num_rows,
+        processed=len(ok_keys),
+        rejected=rejected_rows.num_rows,
+        skipped=outcome.skipped,
+        seconds=outcome.seconds,
+        chunks=outcome.chunks,
+        reused_chunks=outcome.skipped_chunks,
+        rejects=tuple(
+            zip(
+                rejected_rows["key"].to_pylist()[:MAX_REJECTS_PER_SHARD],
+                rejected_rows["reason"].to_pylist()[:MAX_REJECTS_PER_SHARD],
+                strict=True,
+            )
+        ),
+        samples=tuple(ok_keys[::step][:SAMPLES_PER_SHARD]),
+    )
+
+
+def summarize(stats: Sequence[ShardStats], seconds: float) -> dict:
+    """The ``summary`` artifact: totals over all shards and this run's throughput."""
+    worked = [s for s in stats if not s.skipped]
+    images_this_run = sum(s.images for s in worked)
+    return {
+        "images": sum(s.images for s in stats),
+        "processed": sum(s.processed for s in stats),
+        "rejected": sum(s.rejected for s in stats),
+        "shards": len(stats),
+        "skipped_shards": len(stats) - len(worked),
+        "reused_chunks": sum(s.reused_chunks for s in stats),
+        "seconds": round(seconds, 2),
+        "task_seconds": round(sum(s.seconds for s in worked), 2),
+        "images_per_second": round(images_this_run / seconds, 2) if seconds > 0 else 0.0,
+    }
+
+
+def headline(verb: str, summary: dict, output: str) -> str:
+    """One human sentence for the end of a run."""
+    skipped = summary["skipped_shards"]
+    reuse = f"; {skipped} of {summary['shards']} shards were already complete and skipped" if skipped else ""
+    return (
+        f"{verb} {summary['images']} images in {summary['seconds']:.1f} s "
+        f"({summary['images_per_second']:.1f} images/s this run): {summary['processed']} ok, "
+        f"{summary['rejected']} rejected, {summary['shards']} shards{reuse}. Output: {output}"
+    )
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[object]]
+
+
+@dataclass(frozen=True)
+class Images:
+    """A row of images with captions, e.g. original → resized → edges."""
+
+    title: str
+    images: list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class Chart:
+    title: str
+    png: bytes
+
+
+@dataclass
+class Report:
+    title: str
+    headline: str
+    sections: list[Table | Images | Chart] = field(default_factory=list)
+
+
+def bar_chart_png(labels: Sequence[str], values: Sequence[float], ylabel: str, title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3), dpi=100)
+    ax.bar(list(labels), list(values), color="#3b7dd8")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.tick_params(axis="x", labelrotation=90 if len(labels) > 16 else 0, labelsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def shard_table(stats: Sequence[ShardStats]) -> Table:
+    return Table(
+        "Shards",
+        ["shard", "images", "ok", "rejected", "seconds", "images/s", "reused chunks", "state"],
+        [
+            [s.name, s.images, s.processed, s.rejected, round(s.seconds, 1), round(s.images_per_second, 1),
+             s.reused_chunks, "skipped (complete earlier)" if s.skipped else "processed"]
+            for s in stats
+        ],
+    )
+
+
+def rejects_table(stats: Sequence[ShardStats]) -> Table:
+    rows = [[key, reason] for s in stats for key, reason in s.rejects]
+    total = sum(s.rejected for s in stats)
+    shown = f" (first {len(rows)} of {total})" if total > len(rows) else ""
+    return Table(f"Rejected inputs{shown}", ["key", "reason"], rows)
+
+
+def throughput_chart(stats: Sequence[ShardStats]) -> Chart:
+    worked = [s for s in stats if not s.skipped]
+    return Chart(
+        "Throughput per shard",
+        bar_chart_png([s.name for s in worked], [s.images_per_second for s in worked], "images/s", "images/s per shard"),
+    )

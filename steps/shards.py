@@ -1,0 +1,174 @@
+"""Shard planning: split the keyspace by the hex prefix of sha256-named objects.
+
+Images named by their sha256 digest are spread uniformly over hex prefixes, so the first ``w``
+characters of the name cut the set into up to 16**w shards of near-equal size. Shard count is
+the main cost lever on a batch cluster: each task pays a fixed start-up cost (container pull,
+scheduling, ~50 submits/s per account on AWS Batch), so 65,536 one-image-prefix jobs spend hours
+just being submitted, while 256 shards of ~1,300 images finish 250k images in minutes. The
+planner therefore picks the smallest width whose shards hold no more than a target number of
+images, within the foreach fan-out limit.
+
+The plan is a pure function of the sorted key list: same input, same shards, same output names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from steps.errors import ConfigError
+from steps.storage import Storage, map_bounded
+
+_SHA256_NAME = re.compile(r"^[0-9a-fA-F]{64}$")
+MAX_WIDTH = 4  # 65,536 shards: beyond this, per-task overhead dominates any dataset.
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One unit of fan-out: the keys whose shard prefix is ``prefix``.
+
+    ``name`` is the stable identifier used in output paths; it is ``all`` for a width-0 plan.
+    """
+
+    prefix: str
+    keys: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.prefix or "all"
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    width: int
+    shards: tuple[Shard, ...]
+    target_size: int
+    reason: str
+
+    @property
+    def images(self) -> int:
+        return sum(len(s) for s in self.shards)
+
+
+def object_stem(key: str) -> str:
+    """The file name without directories or extension: ``a/b/<sha>.jpg`` → ``<sha>``."""
+    name = key.rsplit("/", 1)[-1]
+    return name.split(".", 1)[0] if "." in name.lstrip(".") else name
+
+
+def shard_prefix(key: str, width: int) -> str:
+    """First ``width`` hex characters of a sha256-named key; other names hash their full key.
+
+    Hashing keeps non-digest names (``IMG_0001.jpg``) planned deterministically and spread
+    evenly instead of dropped or piled into one shard.
+    """
+    if width == 0:
+        return ""
+    stem = object_stem(key)
+    digest = stem.lower() if _SHA256_NAME.match(stem) else hashlib.sha256(key.encode()).hexdigest()
+    return digest[:width]
+
+
+def group_by_prefix(keys: Iterable[str], width: int) -> tuple[Shard, ...]:
+    groups: dict[str, list[str]] = defaultdict(list)
+    for key in keys:
+        groups[shard_prefix(key, width)].append(key)
+    return tuple(Shard(p, tuple(sorted(ks))) for p, ks in sorted(groups.items()))
+
+
+def choose_width(count: int, target_size: int) -> int:
+    """Smallest width whose average shard holds at most ``target_size`` keys."""
+    if count <= target_size:
+        return 0
+    return min(MAX_WIDTH, math.ceil(math.log(count / target_size, 16)))
+
+
+def plan_shards(
+    keys: Iterable[str], target_size: int, max_shards: int, width: int = 0
+) -> ShardPlan:
+    """Plan shards over ``keys``; ``width`` 0 chooses it from the key count.
+
+    Auto width never exceeds ``max_shards``: when the target would need more shards, shards
+    grow instead (and the reason says so). A forced width that exceeds it is an error.
+    """
+    if target_size < 1:
+        raise ConfigError("shard size", target_size, "at least 1 image per shard", "pass --shard-size 1500")
+    if not 0 <= width <= MAX_WIDTH:
+        raise ConfigError(
+            "prefix width", width, f"0 (auto) to {MAX_WIDTH}", "pass --prefix-width 0 to choose it from the data"
+        )
+    unique = sorted(set(keys))
+    if width:
+        shards = group_by_prefix(unique, width)
+        if len(shards) > max_shards:
+            raise ConfigError(
+                "prefix width",
+                width,
+                f"at most {max_shards} shards (it gives {len(shards)})",
+                f"pass --prefix-width 0, or raise both --max-shards {len(shards)} and Metaflow's "
+                f"`run --max-num-splits {len(shards)}`",
+            )
+        return ShardPlan(width, shards, target_size, f"prefix width {width} set by the user")
+
+    wanted = choose_width(len(unique), target_size)
+    for candidate in range(wanted, -1, -1):
+        shards = group_by_prefix(unique, candidate)
+        if len(shards) <= max_shards:
+            break
+    if candidate == wanted:
+        reason = f"prefix width {candidate} keeps shards at or under ~{target_size} images"
+    else:
+        reason = (
+            f"prefix width {candidate} (not {wanted}) to stay within {max_shards} shards, so shards "
+            f"average {len(unique) // max(1, len(shards))} images; raise --max-shards and Metaflow's "
+            "`run --max-num-splits` for smaller shards"
+        )
+    return ShardPlan(candidate, shards, target_size, reason)
+
+
+@dataclass(frozen=True)
+class ShardRef:
+    """A shard as the fan-out sees it: small enough to pass to every task.
+
+    The key list itself lives at ``keys_key`` in the output location, so a 10^8-image plan does
+    not travel inside a Metaflow artifact that every foreach task would load whole.
+    """
+
+    name: str
+    images: int
+    keys_key: str
+
+
+PLAN_DIR = "_plan"
+
+
+def write_plan(storage: Storage, plan: ShardPlan, threads: int = 16) -> list[ShardRef]:
+    """Store each shard's key list under ``_plan/`` and return the refs to fan out over."""
+
+    def write(shard: Shard) -> ShardRef:
+        key = f"{PLAN_DIR}/{shard.name}.txt"
+        storage.write(key, "\n".join(shard.keys).encode())
+        return ShardRef(shard.name, len(shard), key)
+
+    return sorted(map_bounded(write, plan.shards, threads), key=lambda ref: ref.name)
+
+
+def read_shard_keys(storage: Storage, ref: ShardRef) -> list[str]:
+    text = storage.read(ref.keys_key).decode()
+    return text.split("\n") if text else []
+
+
+# Files at the input root that describe the data rather than being part of it.
+METADATA_NAMES = frozenset({"labels.csv"})
+
+
+def list_inputs(storage: Storage) -> list[str]:
+    """Every object under the input root except known metadata files, sorted."""
+    return [o.key for o in storage.list() if o.key not in METADATA_NAMES]
