@@ -1,0 +1,143 @@
+"""Shared fixtures: loopback-only networking, a real S3 API server on 127.0.0.1, sample data,
+and a helper that really runs a flow in its own working directory (its own .metaflow/)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+
+from steps.sample_data import generate
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Nothing in the tests may leave this machine: route every non-loopback HTTP(S) request to a
+# dead proxy, keep AWS SDKs away from the metadata service and any real credentials.
+LOOPBACK_ONLY = {
+    "HTTP_PROXY": "http://127.0.0.1:1",
+    "HTTPS_PROXY": "http://127.0.0.1:1",
+    "http_proxy": "http://127.0.0.1:1",
+    "https_proxy": "http://127.0.0.1:1",
+    "NO_PROXY": "127.0.0.1,localhost",
+    "no_proxy": "127.0.0.1,localhost",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "SPOT_BATCH_METADATA_URL": "http://127.0.0.1:1",
+    "USER": os.environ.get("USER") or "tester",
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def loopback_only() -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.update(LOOPBACK_ONLY)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "METAFLOW_PROFILE"):
+        os.environ.pop(name, None)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint: str
+
+    def client(self):  # noqa: ANN201
+        return boto3.client("s3", endpoint_url=self.endpoint)
+
+    def make_bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return f"s3://{name}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"METAFLOW_S3_ENDPOINT_URL": self.endpoint}
+
+
+@pytest.fixture(scope="session")
+def s3_server(loopback_only: None) -> Iterator[S3Server]:
+    """moto in server mode on 127.0.0.1: a real S3 HTTP API, shared by the session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    os.environ["METAFLOW_S3_ENDPOINT_URL"] = endpoint
+    yield S3Server(endpoint)
+    os.environ.pop("METAFLOW_S3_ENDPOINT_URL", None)
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """48 good sample photos (8 per label) plus the bad and unusual files."""
+    directory = tmp_path_factory.mktemp("sample")
+    generate(directory, count=48, seed=1)
+    return directory
+
+
+def upload_dir(server: S3Server, directory: Path, uri: str) -> None:
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    client = server.client()
+    for path in sorted(directory.rglob("*")):
+        if path.is_file():
+            key = "/".join(p for p in (prefix, path.relative_to(directory).as_posix()) if p)
+            client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+
+
+@dataclass(frozen=True)
+class FlowRun:
+    """A finished flow run: its process result and its Metaflow client object."""
+
+    process: subprocess.CompletedProcess
+    workdir: Path
+
+    @property
+    def ok(self) -> bool:
+        return self.process.returncode == 0
+
+    @property
+    def output(self) -> str:
+        return self.process.stdout + self.process.stderr
+
+    def client_run(self):  # noqa: ANN201
+        """The Metaflow ``Run`` of this flow run, read from its own local metadata."""
+        from metaflow import Flow, metadata, namespace
+
+        metadata(f"local@{self.workdir}")
+        namespace(None)
+        flow_name = next(line for line in self.output.splitlines() if "executing" in line).split()[3]
+        return Flow(flow_name).latest_run
+
+
+def run_flow(
+    flow: str,
+    workdir: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    top_args: tuple[str, ...] = (),
+    command: str = "run",
+    timeout: int = 600,
+) -> FlowRun:
+    """Run ``flows/<flow>.py <command> <args>`` as a real process with ``workdir`` as cwd."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    process = subprocess.run(
+        [sys.executable, str(REPO / "flows" / f"{flow}.py"), "--no-pylint", *top_args, command, *args],
+        cwd=workdir,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return FlowRun(process, workdir)
