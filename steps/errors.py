@@ -13,3 +13,11 @@ class ConfigError(ValueError):
 
 class RejectedInput(Exception):
     """One input item cannot be processed (bad bytes, unreadable object): report it, go on."""
+
+
+class SpotInterruption(Exception):
+    """Raised after in-flight work is committed because the instance is going away.
+
+    Transient by nature: the task exits non-zero so Metaflow's @retry reschedules it, and the
+    retry resumes from what was committed.
+    """
