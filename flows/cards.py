@@ -21,8 +21,10 @@ def render(report: Report) -> None:
                 card.append(Markdown("_none_"))
         elif isinstance(section, Images):
             card.append(
-                Table(data=[[Image(src=data, label=caption) for caption, data in section.images]],
-                      headers=[caption for caption, _ in section.images])
+                Table(
+                    data=[[Image(src=data, label=caption) for caption, data in section.images]],
+                    headers=[caption for caption, _ in section.images],
+                )
             )
         elif isinstance(section, Chart):
             card.append(Image(src=section.png, label=section.title))

@@ -1,14 +1,14 @@
 """PreprocessFlow: resize every image and extract its edge map, sharded by hex prefix.
 
-    python flows/preprocess.py run --input DIR_OR_S3 --output DIR_OR_S3
-    python flows/preprocess.py run --with batch --input s3://... --output s3://...
+python flows/preprocess.py run --input DIR_OR_S3 --output DIR_OR_S3
+python flows/preprocess.py run --with batch --input s3://... --output s3://...
 """
 
 import time
 import tomllib
 from pathlib import Path
 
-from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, resources, retry, step
+from metaflow import Config, FlowSpec, Parameter, card, config_expr, resources, retry, step
 
 from steps.planning import check_positive, prepare_run
 from steps.preprocess import build_report, preprocess_shard
@@ -21,24 +21,43 @@ from steps.storage import open_storage
 class PreprocessFlow(FlowSpec):
     """Decode each image once; write a resized JPEG and a Sobel edge map; report rejects."""
 
-    config = Config("config", default=str(Path(__file__).resolve().parent.parent / "config" / "preprocess.toml"), parser=tomllib.loads)
+    config = Config(
+        "config",
+        default=str(Path(__file__).resolve().parent.parent / "config" / "preprocess.toml"),
+        parser=tomllib.loads,
+    )
 
     input_uri = Parameter("input", required=True, help="Directory or s3://bucket/prefix of images.")
     output_uri = Parameter("output", required=True, help="Directory or s3://bucket/prefix for results.")
     size = Parameter("size", type=int, default=config_expr("config.size"), help="Longest side of resized images.")
     prefix_width = Parameter("prefix-width", type=int, default=0, help="Hex prefix characters per shard; 0 = auto.")
-    shard_size = Parameter("shard-size", type=int, default=config_expr("config.shard_size"), help="Target images per shard (auto width).")
-    max_shards = Parameter("max-shards", type=int, default=config_expr("config.max_shards"), help="At most this many shards (match `run --max-num-splits`).")
-    threads = Parameter("threads", type=int, default=config_expr("config.threads"), help="I/O + decode threads per shard.")
-    chunk_size = Parameter("chunk-size", type=int, default=config_expr("config.chunk_size"), help="Images per committed chunk.")
+    shard_size = Parameter(
+        "shard-size", type=int, default=config_expr("config.shard_size"), help="Target images per shard (auto width)."
+    )
+    max_shards = Parameter(
+        "max-shards",
+        type=int,
+        default=config_expr("config.max_shards"),
+        help="At most this many shards (match `run --max-num-splits`).",
+    )
+    threads = Parameter(
+        "threads", type=int, default=config_expr("config.threads"), help="I/O + decode threads per shard."
+    )
+    chunk_size = Parameter(
+        "chunk-size", type=int, default=config_expr("config.chunk_size"), help="Images per committed chunk."
+    )
 
     @step
     def start(self):
         self.started_at = time.time()
         check_positive("--size", self.size)
         plan = prepare_run(
-            self.input_uri, self.output_uri, shard_size=self.shard_size, max_shards=self.max_shards,
-            prefix_width=self.prefix_width, threads=self.threads,
+            self.input_uri,
+            self.output_uri,
+            shard_size=self.shard_size,
+            max_shards=self.max_shards,
+            prefix_width=self.prefix_width,
+            threads=self.threads,
         )
         self.shard_plan = plan.describe()
         self.shards = plan.shards
@@ -51,8 +70,13 @@ class PreprocessFlow(FlowSpec):
     def process_shard(self):
         source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
         outcome = preprocess_shard(
-            name=self.input.name, keys=read_shard_keys(target, self.input), source=source, target=target,
-            size=self.size, threads=self.threads, chunk_size=self.chunk_size,
+            name=self.input.name,
+            keys=read_shard_keys(target, self.input),
+            source=source,
+            target=target,
+            size=self.size,
+            threads=self.threads,
+            chunk_size=self.chunk_size,
         )
         self.shard_stats = shard_stats(outcome, target)
         self.next(self.join)

@@ -31,7 +31,7 @@ class Decoded:
 
 
 def fit_within(width: int, height: int, box: int) -> tuple[int, int]:
-    """Dimensions that fit within ``box``×``box`` keeping aspect ratio; never upscales."""
+    """Dimensions that fit within ``box`` x ``box`` keeping aspect ratio; never upscales."""
     scale = min(1.0, box / max(width, height))
     return max(1, round(width * scale)), max(1, round(height * scale))
 
@@ -125,6 +125,4 @@ def preprocess_image(data: bytes, size: int) -> Preprocessed:
     """Decode once; return the resized JPEG and the Sobel edge PNG of the resized image."""
     decoded = decode(data, max_side=size)
     resized = resize_to_fit(decoded.image, size)
-    return Preprocessed(
-        encode(resized, "JPEG"), encode(sobel_edges(resized), "PNG"), decoded.width, decoded.height
-    )
+    return Preprocessed(encode(resized, "JPEG"), encode(sobel_edges(resized), "PNG"), decoded.width, decoded.height)

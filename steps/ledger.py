@@ -118,7 +118,9 @@ def run_chunked(
         chunk_keys = keys[span.start : span.stop]
         table = process_chunk(chunk_keys, progress)
         if table.num_rows != len(chunk_keys):
-            raise RuntimeError(f"chunk {index} of shard {name} produced {table.num_rows} rows for {len(chunk_keys)} keys")
+            raise RuntimeError(
+                f"chunk {index} of shard {name} produced {table.num_rows} rows for {len(chunk_keys)} keys"
+            )
         ledger.commit(index, table)
     manifest = ledger.read(range(len(ranges))) if ranges else pa.table({})
     storage.write(manifest_key(name), table_to_parquet(manifest))

@@ -30,7 +30,12 @@ class SmallCNN(nn.Module):
         blocks: list[nn.Module] = []
         channels = 3
         for out in (width, width * 2, width * 4):
-            blocks += [nn.Conv2d(channels, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            blocks += [
+                nn.Conv2d(channels, out, 3, padding=1),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
             channels = out
         self.features = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -58,7 +63,9 @@ def build_architecture(name: str, num_classes: int) -> nn.Module:
     if name not in known:
         close = difflib.get_close_matches(name, [SMALL_CNN, *known], n=3)
         raise ConfigError(
-            "architecture", name, f"{SMALL_CNN} or a torchvision classification model",
+            "architecture",
+            name,
+            f"{SMALL_CNN} or a torchvision classification model",
             f"did you mean {', '.join(close) or 'resnet18'}?",
         )
     return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
@@ -100,10 +107,20 @@ class ModelBundle:
     def from_bytes(cls, data: bytes, source: str = "model") -> ModelBundle:
         try:
             payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - torch raises many types for foreign files
-            raise ConfigError("model file", source, f"a {BUNDLE_FORMAT} bundle written by TrainFlow", f"check the path ({err.__class__.__name__})") from err
+        except Exception as err:
+            raise ConfigError(
+                "model file",
+                source,
+                f"a {BUNDLE_FORMAT} bundle written by TrainFlow",
+                f"check the path ({err.__class__.__name__})",
+            ) from err
         if not isinstance(payload, dict) or payload.get("format") != BUNDLE_FORMAT:
-            raise ConfigError("model file", source, f"a {BUNDLE_FORMAT} bundle written by TrainFlow", "pass a TrainFlow model URI, a TorchScript file or torchvision:<arch>:<weights>")
+            raise ConfigError(
+                "model file",
+                source,
+                f"a {BUNDLE_FORMAT} bundle written by TrainFlow",
+                "pass a TrainFlow model URI, a TorchScript file or torchvision:<arch>:<weights>",
+            )
         return cls(
             architecture=payload["architecture"],
             class_names=list(payload["class_names"]),

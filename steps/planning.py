@@ -44,7 +44,9 @@ def check_input(uri: str) -> Storage:
         raise ConfigError("--input", uri, "a directory or s3://bucket/prefix of images", "pass --input")
     if not is_s3(uri) and not os.path.isdir(uri):
         raise ConfigError(
-            "--input", uri, "an existing directory of images",
+            "--input",
+            uri,
+            "an existing directory of images",
             "check the path, or create sample data with `python -m steps.sample_data DIR`",
         )
     storage = open_storage(uri)
@@ -65,7 +67,9 @@ def check_output(uri: str) -> Storage:
         storage.write(probe, b"")
         storage.delete(probe)
     except OSError as err:
-        raise ConfigError("--output", uri, "a writable location", f"fix permissions or choose another path ({err})") from err
+        raise ConfigError(
+            "--output", uri, "a writable location", f"fix permissions or choose another path ({err})"
+        ) from err
     return storage
 
 
@@ -74,20 +78,32 @@ def check_positive(name: str, value: int) -> None:
         raise ConfigError(name, value, "a positive integer", f"pass {name} with a value of 1 or more")
 
 
+def _within(inner: str, outer: str) -> bool:
+    def normal(uri: str) -> str:
+        return (uri if is_s3(uri) else os.path.abspath(uri)).rstrip("/") + "/"
+
+    return normal(inner).startswith(normal(outer))
+
+
 def prepare_run(
     input_uri: str, output_uri: str, *, shard_size: int, max_shards: int, prefix_width: int, threads: int
 ) -> RunPlan:
     """Validate locations, list the input, plan shards and store each shard's key list."""
     check_positive("--threads", threads)
-    if (output_uri.rstrip("/") + "/").startswith(input_uri.rstrip("/") + "/"):
+    if _within(output_uri, input_uri):
         raise ConfigError(
-            "--output", output_uri, "a location outside --input", "outputs under the input would be read back as inputs; choose a sibling path"
+            "--output",
+            output_uri,
+            "a location outside --input",
+            "outputs under the input would be read back as inputs; choose a sibling path",
         )
     source = check_input(input_uri)
     target = check_output(output_uri)
     keys = list_inputs(source)
     if not keys:
-        raise ConfigError("--input", input_uri, "at least one object", "point --input at the folder/prefix that holds the images")
+        raise ConfigError(
+            "--input", input_uri, "at least one object", "point --input at the folder/prefix that holds the images"
+        )
     plan = plan_shards(keys, shard_size, max_shards, prefix_width)
     refs = write_plan(target, plan, threads)
     return RunPlan(source.uri, target.uri, plan.width, plan.reason, plan.images, refs)

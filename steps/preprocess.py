@@ -87,8 +87,13 @@ def preprocess_shard(
 
     ledger = ChunkLedger(target, f"_ledger/{name}")
     return run_chunked(
-        name=name, keys=keys, chunk_size=chunk_size, storage=target, ledger=ledger,
-        process_chunk=process_chunk, stop=stop,
+        name=name,
+        keys=keys,
+        chunk_size=chunk_size,
+        storage=target,
+        ledger=ledger,
+        process_chunk=process_chunk,
+        stop=stop,
     )
 
 
@@ -100,9 +105,7 @@ def thumbnail_jpeg(data: bytes, size: int = 160) -> bytes:
 def build_report(stats: Sequence[ShardStats], summary: dict, source: Storage, target: Storage) -> Report:
     """The card of a preprocessing run: totals, per-shard throughput, before/after, rejects."""
     report = Report("PreprocessFlow", headline("Preprocessed", summary, target.uri))
-    report.sections.append(
-        Table("Totals", list(summary), [list(summary.values())])
-    )
+    report.sections.append(Table("Totals", list(summary), [list(summary.values())]))
     if any(not s.skipped for s in stats):
         report.sections.append(throughput_chart(stats))
     samples = [key for s in stats for key in s.samples][:4]

@@ -10,7 +10,6 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from steps.ledger import ShardOutcome, manifest_key, parquet_to_table
@@ -145,8 +144,16 @@ def shard_table(stats: Sequence[ShardStats]) -> Table:
         "Shards",
         ["shard", "images", "ok", "rejected", "seconds", "images/s", "reused chunks", "state"],
         [
-            [s.name, s.images, s.processed, s.rejected, round(s.seconds, 1), round(s.images_per_second, 1),
-             s.reused_chunks, "skipped (complete earlier)" if s.skipped else "processed"]
+            [
+                s.name,
+                s.images,
+                s.processed,
+                s.rejected,
+                round(s.seconds, 1),
+                round(s.images_per_second, 1),
+                s.reused_chunks,
+                "skipped (complete earlier)" if s.skipped else "processed",
+            ]
             for s in stats
         ],
     )
@@ -163,5 +170,7 @@ def throughput_chart(stats: Sequence[ShardStats]) -> Chart:
     worked = [s for s in stats if not s.skipped]
     return Chart(
         "Throughput per shard",
-        bar_chart_png([s.name for s in worked], [s.images_per_second for s in worked], "images/s", "images/s per shard"),
+        bar_chart_png(
+            [s.name for s in worked], [s.images_per_second for s in worked], "images/s", "images/s per shard"
+        ),
     )

@@ -61,7 +61,9 @@ def variant(photo: Image.Image, rng: random.Random) -> tuple[Image.Image, int]:
     image = photo.crop((left, top, left + cw, top + ch))
     long_side = rng.randint(224, 640)
     ratio = long_side / max(image.size)
-    image = image.resize((max(1, round(image.width * ratio)), max(1, round(image.height * ratio))), Image.Resampling.BICUBIC)
+    image = image.resize(
+        (max(1, round(image.width * ratio)), max(1, round(image.height * ratio))), Image.Resampling.BICUBIC
+    )
     if rng.random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):

@@ -90,9 +90,7 @@ def choose_width(count: int, target_size: int) -> int:
     return min(MAX_WIDTH, math.ceil(math.log(count / target_size, 16)))
 
 
-def plan_shards(
-    keys: Iterable[str], target_size: int, max_shards: int, width: int = 0
-) -> ShardPlan:
+def plan_shards(keys: Iterable[str], target_size: int, max_shards: int, width: int = 0) -> ShardPlan:
     """Plan shards over ``keys``; ``width`` 0 chooses it from the key count.
 
     Auto width never exceeds ``max_shards``: when the target would need more shards, shards

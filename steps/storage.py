@@ -107,7 +107,7 @@ class LocalStorage:
         self._path(key).unlink(missing_ok=True)
 
 
-def s3_client(max_connections: int = 16):  # noqa: ANN201 - boto3 clients have no static type
+def s3_client(max_connections: int = 16):
     """A boto3 S3 client for the configured endpoint, retrying throttling and 5xx with backoff."""
     import boto3
     from botocore.config import Config
@@ -178,12 +178,10 @@ class S3Storage:
             ) from err
 
 
-def map_bounded(
-    fn: Callable[[T], R], items: Iterable[T], threads: int, in_flight: int | None = None
-) -> Iterator[R]:
+def map_bounded(fn: Callable[[T], R], items: Iterable[T], threads: int, in_flight: int | None = None) -> Iterator[R]:
     """Apply ``fn`` over ``items`` on a thread pool, yielding results as they complete.
 
-    At most ``in_flight`` items (default 2 × threads) are submitted at once, so a shard of
+    At most ``in_flight`` items (default 2 x threads) are submitted at once, so a shard of
     any size runs in bounded memory. S3 reads and writes are network bound and Pillow releases
     the GIL while decoding/encoding, so threads overlap I/O with compute.
     """
@@ -199,7 +197,6 @@ def map_bounded(
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             yield from (f.result() for f in done)
-
 
 
 # Per-object failures that retrying cannot fix: report the object as a reject, go on.

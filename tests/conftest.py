@@ -52,7 +52,7 @@ def loopback_only() -> Iterator[None]:
 class S3Server:
     endpoint: str
 
-    def client(self):  # noqa: ANN201
+    def client(self):
         return boto3.client("s3", endpoint_url=self.endpoint)
 
     def make_bucket(self, name: str) -> str:
@@ -111,7 +111,7 @@ class FlowRun:
     def output(self) -> str:
         return self.process.stdout + self.process.stderr
 
-    def client_run(self):  # noqa: ANN201
+    def client_run(self):
         """The Metaflow ``Run`` of this flow run, read from its own local metadata."""
         from metaflow import Flow, metadata, namespace
 
@@ -135,9 +135,28 @@ def run_flow(
     process = subprocess.run(
         [sys.executable, str(REPO / "flows" / f"{flow}.py"), "--no-pylint", *top_args, command, *args],
         cwd=workdir,
-        env={**os.environ, **(env or {})},
+        # Pin the local datastore to the workdir so a stray .metaflow/ in a parent is never used.
+        env={**os.environ, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(workdir), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
+        check=False,
     )
     return FlowRun(process, workdir)
+
+
+def card_text(flow: str, workdir: Path, pathspec: str) -> str:
+    """The decoded content of a step's card, fetched as a user would (`card get`).
+
+    Card HTML carries its components as base64 JSON in ``__MF_DATA__``; decode it so tests can
+    look for the text and images people see.
+    """
+    import base64
+    import re
+
+    target = workdir / f"card-{pathspec.replace('/', '-')}.html"
+    result = run_flow(flow, workdir, "get", pathspec, str(target), command="card")
+    assert result.ok, result.output
+    payloads = re.findall(r'__MF_DATA__\["[^"]+"\] = "([A-Za-z0-9+/=]+)"', target.read_text())
+    assert payloads, "card has no data"
+    return "\n".join(base64.b64decode(p).decode() for p in payloads)
