@@ -1,0 +1,108 @@
+"""The predictions InferFlow writes, and a reader for them.
+
+Layout under the output root (one row per input key, none dropped, none twice):
+    predictions/<shard>/part-NNNNN.parquet   key, status (ok/rejected), reason, label, score,
+                                             top_k_labels, top_k_scores
+    _manifests/<shard>.parquet               the shard's completion marker, written last
+
+    python -m steps.predictions OUTPUT [--labels INPUT_DIR_OR_S3]
+    # or, in Python:  from steps.predictions import load_predictions; df = load_predictions(OUTPUT)
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from collections.abc import Sequence
+
+import pandas as pd
+import pyarrow as pa
+
+from steps.ledger import parquet_to_table
+from steps.storage import Storage, map_bounded, open_storage
+
+PREDICTIONS_DIR = "predictions"
+PART_STEM = "part"
+LABELS_FILE = "labels.csv"
+
+SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("label", pa.string()),
+        ("score", pa.float32()),
+        ("top_k_labels", pa.list_(pa.string())),
+        ("top_k_scores", pa.list_(pa.float32())),
+    ]
+)
+
+
+def shard_directory(shard_name: str) -> str:
+    return f"{PREDICTIONS_DIR}/{shard_name}"
+
+
+def load_predictions(uri: str, columns: Sequence[str] | None = None, threads: int = 16) -> pd.DataFrame:
+    """Every committed part under ``<uri>/predictions/`` as one DataFrame, sorted by key."""
+    storage = open_storage(uri, threads)
+    parts = [o.key for o in storage.list(PREDICTIONS_DIR + "/") if o.key.endswith(".parquet")]
+    schema = SCHEMA if columns is None else pa.schema([SCHEMA.field(c) for c in columns])
+
+    def read(key: str) -> pa.Table:
+        return parquet_to_table(storage.read(key)).select(schema.names)
+
+    tables = list(map_bounded(read, parts, threads))
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    return table.to_pandas().sort_values("key", kind="stable").reset_index(drop=True)
+
+
+def load_labels(storage: Storage) -> pd.DataFrame | None:
+    """``labels.csv`` (key,label) at the root of ``storage``, or None when there is none."""
+    if not storage.exists(LABELS_FILE):
+        return None
+    return pd.read_csv(io.BytesIO(storage.read(LABELS_FILE)), dtype=str).rename(columns={"label": "truth"})
+
+
+def accuracy(predictions: pd.DataFrame, labels: pd.DataFrame) -> dict:
+    """Top-1 accuracy over the predicted images that have a ground-truth label."""
+    ok = predictions[predictions["status"] == "ok"]
+    joined = ok.merge(labels[["key", "truth"]], on="key", how="inner")
+    correct = int((joined["label"] == joined["truth"]).sum())
+    return {
+        "labelled": len(joined),
+        "correct": correct,
+        "accuracy": round(correct / len(joined), 4) if len(joined) else None,
+    }
+
+
+def label_counts(predictions: pd.DataFrame) -> pd.Series:
+    """Images per predicted label, most frequent first."""
+    return predictions.loc[predictions["status"] == "ok", "label"].value_counts()
+
+
+def describe(predictions: pd.DataFrame, labels: pd.DataFrame | None = None) -> str:
+    """A few lines for people: counts, top labels, rejects and, with labels, accuracy."""
+    status = predictions["status"].value_counts()
+    lines = [
+        f"{len(predictions)} rows: {int(status.get('ok', 0))} predicted, {int(status.get('rejected', 0))} rejected",
+        f"duplicate keys: {int(predictions['key'].duplicated().sum())}",
+    ]
+    counts = label_counts(predictions)
+    lines.append("top labels: " + ", ".join(f"{label} {count}" for label, count in counts.head(10).items()))
+    if labels is not None:
+        result = accuracy(predictions, labels)
+        lines.append(f"accuracy: {result['accuracy']} ({result['correct']}/{result['labelled']} labelled images)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Summarise the predictions InferFlow wrote.")
+    parser.add_argument("output", help="InferFlow --output (directory or s3://bucket/prefix)")
+    parser.add_argument("--labels", help="input root holding labels.csv, to print accuracy")
+    args = parser.parse_args(argv)
+    labels = load_labels(open_storage(args.labels)) if args.labels else None
+    print(describe(load_predictions(args.output), labels))
+
+
+if __name__ == "__main__":
+    main()
