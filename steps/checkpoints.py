@@ -156,7 +156,9 @@ def load_resume_from(uri: str) -> Checkpoint:
         found = CheckpointStore(open_storage(parent or "."), "").load(int(match.group(1)))
     if found is None:
         raise ConfigError(
-            "--resume-from", uri, "a complete checkpoint (ckpt-*.pt with its ckpt-*.json marker) or a folder of them",
+            "--resume-from",
+            uri,
+            "a complete checkpoint (ckpt-*.pt with its ckpt-*.json marker) or a folder of them",
             "pass a checkpoint path printed by an earlier TrainFlow run, copied together with its marker",
         )
     return found
