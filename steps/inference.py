@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import torch
 from PIL import Image
@@ -30,11 +31,25 @@ from steps.errors import ConfigError, RejectedInput
 from steps.imaging import decode
 from steps.ledger import ChunkLedger, ShardOutcome, chunk_ranges, run_chunked
 from steps.model_loading import LoadedModel
-from steps.predictions import PART_STEM, SCHEMA, shard_directory
+from steps.predictions import PART_STEM, SCHEMA, label_counts, shard_directory
+from steps.preprocess import thumbnail_jpeg
 from steps.progress import Progress
+from steps.report import (
+    Chart,
+    Images,
+    Report,
+    ShardStats,
+    Table,
+    bar_chart_png,
+    rejects_table,
+    shard_table,
+    summarize,
+    throughput_chart,
+)
 from steps.storage import Storage, map_bounded, read_input
 
 T = TypeVar("T")
+SAMPLE_IMAGES = 6
 
 
 def prepare_image(data: bytes, size: int, crop_fraction: float) -> np.ndarray:
@@ -315,3 +330,75 @@ def rejected_row(item: Prepared) -> dict:
         "key": item.key, "status": "rejected", "reason": item.reason, "label": None, "score": None,
         "top_k_labels": [], "top_k_scores": [],
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Run summary and card
+
+
+def inference_summary(
+    stats: Sequence[ShardStats], model_seconds: Sequence[float], devices: Sequence[str], seconds: float,
+    scores: dict | None,
+) -> dict:
+    """The ``summary`` artifact. ``gpu_seconds`` is what a GPU was held for (task time of shards
+    processed on CUDA, what spot instances bill); ``model_seconds`` is how much of it the model
+    was busy (transfer + forward + top-k), so their ratio is the GPU utilisation."""
+    summary = {("predicted" if k == "processed" else k): v for k, v in summarize(stats, seconds).items()}
+    gpu_seconds = sum(s.seconds for s, d in zip(stats, devices, strict=True) if not s.skipped and d.startswith("cuda"))
+    summary.update(
+        model_seconds=round(sum(model_seconds), 2),
+        gpu_seconds=round(gpu_seconds, 2),
+        devices=", ".join(sorted(set(devices))),
+    )
+    if scores is not None:
+        summary.update(scores)
+    return summary
+
+
+def inference_headline(summary: dict, output: str) -> str:
+    """One human sentence for the end of a run."""
+    skipped = summary["skipped_shards"]
+    reuse = f"; {skipped} of {summary['shards']} shards were already complete and skipped" if skipped else ""
+    scored = (
+        f", accuracy {summary['accuracy']:.1%} on {summary['labelled']} labelled images"
+        if summary.get("accuracy") is not None else ""
+    )
+    return (
+        f"Predicted {summary['images']} images in {summary['seconds']:.1f} s ({summary['images_per_second']:.1f} "
+        f"images/s this run; model busy {summary['model_seconds']:.1f} s on {summary['devices'] or 'no device'}, "
+        f"{summary['gpu_seconds']:.1f} GPU-seconds): {summary['predicted']} predicted, {summary['rejected']} "
+        f"rejected{scored}, {summary['shards']} shards{reuse}. Output: {output}"
+    )
+
+
+def build_report(
+    stats: Sequence[ShardStats], summary: dict, *, model: dict, predictions: pd.DataFrame,
+    labels: pd.DataFrame | None, source: Storage, output: str,
+) -> Report:
+    """The card: totals, model, throughput, label histogram, sample predictions, shards, rejects."""
+    report = Report("InferFlow", inference_headline(summary, output))
+    report.sections.append(Table("Totals", list(summary), [list(summary.values())]))
+    report.sections.append(Table("Model", ["field", "value"], [[k, v] for k, v in model.items()]))
+    if any(not s.skipped for s in stats):
+        report.sections.append(throughput_chart(stats))
+    counts = label_counts(predictions).head(40)
+    if len(counts):
+        chart = bar_chart_png(list(counts.index), list(counts.values), "images", "images per predicted label")
+        report.sections.append(Chart("Predicted labels", chart))
+    truth = dict(zip(labels["key"], labels["truth"], strict=True)) if labels is not None else {}
+    by_key = predictions.set_index("key")
+    samples = [key for s in stats for key in s.samples][:SAMPLE_IMAGES]
+    if samples:
+        report.sections.append(
+            Images(
+                "Sample predictions (predicted label, score; truth)",
+                [
+                    (f"{by_key.at[key, 'label']} {by_key.at[key, 'score']:.2f}; {truth.get(key, '?')}",
+                     thumbnail_jpeg(source.read(key)))
+                    for key in samples
+                ],
+            )
+        )
+    report.sections.append(shard_table(stats))
+    report.sections.append(rejects_table(stats))
+    return report

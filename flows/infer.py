@@ -1,0 +1,163 @@
+"""InferFlow: classify every image with a trained model, sharded, batched, exactly once.
+
+    python flows/infer.py run --input DIR_OR_S3 --output DIR_OR_S3 [--model latest]
+    python flows/infer.py run --with batch --input s3://b/images --output s3://b/predictions
+
+``--model``: ``latest`` (the newest successful TrainFlow run's ``model_uri``), a TrainFlow model
+URI, a TorchScript file, or ``torchvision:<arch>:<local weights file>`` (see
+steps/model_loading.py). Output: ``<output>/predictions/<shard>/part-NNNNN.parquet``, read with
+``python -m steps.predictions OUTPUT``. A retried shard skips its committed parts; a rerun into
+the same output skips finished shards.
+"""
+
+import os
+import signal
+import time
+import tomllib
+from pathlib import Path
+
+from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, resources, retry, step
+
+from steps.errors import ConfigError
+from steps.inference import build_report, class_names_for, infer_shard, inference_headline, inference_summary
+from steps.model_loading import MODEL_FORMS, load_model
+from steps.planning import check_positive, prepare_run
+from steps.predictions import PART_STEM, accuracy, load_labels, load_predictions
+from steps.progress import log
+from steps.report import shard_stats
+from steps.shards import read_shard_keys
+from steps.storage import Storage, open_storage
+
+LATEST = "latest"
+# Test hook: on a task's first attempt, SIGKILL it right after it commits this many parts, as a
+# spot loss would, so a test can prove the retry resumes without writing any row twice.
+DIE_AFTER_CHUNKS = "SPOT_BATCH_TEST_DIE_AFTER_CHUNKS"
+
+
+def latest_model_uri() -> str:
+    """``model_uri`` of the newest successful TrainFlow run in the current Metaflow namespace."""
+    from metaflow import Flow, get_namespace
+    from metaflow.exception import MetaflowNotFound
+
+    try:
+        run = Flow("TrainFlow").latest_successful_run
+    except MetaflowNotFound:
+        run = None
+    if run is None or "model_uri" not in run.data:
+        raise ConfigError(
+            "--model", LATEST, f"a successful TrainFlow run with a model_uri in namespace {get_namespace()}",
+            f"train one with `python flows/train.py run --input DIR` (same working directory), or pass --model "
+            f"{MODEL_FORMS}",
+        )
+    log(f"--model latest: TrainFlow/{run.id} → {run.data.model_uri}")
+    return run.data.model_uri
+
+
+def die_after_chunks(storage: Storage) -> None:
+    """Arm the DIE_AFTER_CHUNKS test hook on ``storage`` (first attempt only)."""
+    limit = int(os.environ.get(DIE_AFTER_CHUNKS, "0"))
+    if not limit or current.retry_count:
+        return
+    write, commits = storage.write, []
+
+    def write_then_die(key: str, data: bytes) -> None:
+        write(key, data)
+        if f"/{PART_STEM}-" in key:
+            commits.append(key)
+            if len(commits) >= limit:
+                log(f"{DIE_AFTER_CHUNKS}={limit}: killing this task after committing {key}")
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    storage.write = write_then_die
+
+
+class InferFlow(FlowSpec):
+    """Batched inference on spot GPUs: one Parquet row per image, each chunk committed once."""
+
+    config = Config(
+        "config", default=str(Path(__file__).resolve().parent.parent / "config" / "infer.toml"), parser=tomllib.loads
+    )
+
+    input_uri = Parameter("input", required=True, help="Directory or s3://bucket/prefix of images.")
+    output_uri = Parameter("output", required=True, help="Directory or s3://bucket/prefix for predictions.")
+    model_spec = Parameter("model", default=config_expr("config.model"), help=f"latest, or {MODEL_FORMS}.")
+    batch_size = Parameter("batch-size", type=int, default=config_expr("config.batch_size"),
+                           help="Images per forward pass.")
+    chunk_size = Parameter("chunk-size", type=int, default=config_expr("config.chunk_size"),
+                           help="Images per committed Parquet part (a spot loss costs at most one).")
+    top_k = Parameter("top-k", type=int, default=config_expr("config.top_k"), help="Labels and scores kept per image.")
+    prefix_width = Parameter("prefix-width", type=int, default=0, help="Hex prefix characters per shard; 0 = auto.")
+    shard_size = Parameter("shard-size", type=int, default=config_expr("config.shard_size"),
+                           help="Target images per shard (auto width).")
+    max_shards = Parameter("max-shards", type=int, default=config_expr("config.max_shards"),
+                           help="At most this many shards (match `run --max-num-splits`).")
+    threads = Parameter("threads", type=int, default=config_expr("config.threads"), help="Read threads per shard.")
+    workers = Parameter("workers", type=int, default=config_expr("config.workers"),
+                        help="Decode/resize threads per shard (match the task's vCPUs).")
+    prefetch = Parameter("prefetch", type=int, default=config_expr("config.prefetch_batches"),
+                         help="Ready batches queued ahead of the model.")
+
+    @step
+    def start(self):
+        self.started_at = time.time()
+        for name in ("--batch-size", "--chunk-size", "--top-k", "--workers", "--prefetch"):
+            check_positive(name, getattr(self, name[2:].replace("-", "_")))
+        self.model_uri = latest_model_uri() if self.model_spec == LATEST else self.model_spec
+        loaded = load_model(self.model_uri)
+        loaded.class_names = class_names_for(loaded)
+        self.model = loaded.identity()
+        log(f"model {self.model_uri}: {loaded.kind} {loaded.architecture}, {len(loaded.class_names)} classes")
+        plan = prepare_run(
+            self.input_uri, self.output_uri, shard_size=self.shard_size, max_shards=self.max_shards,
+            prefix_width=self.prefix_width, threads=self.threads,
+        )
+        self.shard_plan = plan.describe()
+        self.shards = plan.shards
+        log(f"planned {plan.images} images into {len(plan.shards)} shards: {plan.reason}")
+        self.next(self.predict_shard, foreach="shards")
+
+    @resources(gpu=config.resources.gpu, cpu=config.resources.cpu, memory=config.resources.memory)
+    @retry(times=config.retry.times, minutes_between_retries=config.retry.minutes_between_retries)
+    @step
+    def predict_shard(self):
+        source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
+        die_after_chunks(target)
+        result = infer_shard(
+            name=self.input.name, keys=read_shard_keys(target, self.input), source=source, target=target,
+            model=load_model(self.model_uri), batch_size=self.batch_size, chunk_size=self.chunk_size,
+            top_k=self.top_k, threads=self.threads, workers=self.workers, prefetch_batches=self.prefetch,
+        )
+        self.shard_stats = shard_stats(result.outcome, target)
+        self.model_seconds = result.model_seconds
+        self.device = result.device
+        self.next(self.join)
+
+    @card(type="blank", id="report")
+    @step
+    def join(self, inputs):
+        self.merge_artifacts(inputs, include=["started_at", "shard_plan", "model", "model_uri"])
+        done = sorted(inputs, key=lambda i: i.shard_stats.name)
+        stats = [i.shard_stats for i in done]
+        source = open_storage(self.input_uri)
+        predictions = load_predictions(self.output_uri, columns=["key", "status", "label", "score"])
+        labels = load_labels(source)
+        self.summary = inference_summary(
+            stats, [i.model_seconds for i in done], [i.device for i in done], time.time() - self.started_at,
+            accuracy(predictions, labels) if labels is not None else None,
+        )
+        self.rejects = [{"key": k, "reason": r} for s in stats for k, r in s.rejects]
+        from cards import render
+
+        render(build_report(
+            stats, self.summary, model=self.model, predictions=predictions, labels=labels, source=source,
+            output=self.output_uri,
+        ))
+        self.next(self.end)
+
+    @step
+    def end(self):
+        log(inference_headline(self.summary, self.output_uri))
+
+
+if __name__ == "__main__":
+    InferFlow()
