@@ -94,7 +94,7 @@ class RegionQuote:
 
     def as_dict(self) -> dict:
         """Rounded for people and JSON; ranking uses the exact values."""
-        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        return {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
 def quote(price: PriceQuote, job: Job, book: PriceBook) -> RegionQuote:
