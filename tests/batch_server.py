@@ -1,0 +1,181 @@
+"""A local AWS Batch for tests: moto on 127.0.0.1 whose Batch jobs run as local processes.
+
+    python tests/batch_server.py STATE_DIR
+
+moto implements the whole AWS API (S3 for Metaflow's datastore, Batch, IAM, EC2) but runs Batch
+jobs in docker. Here each submitted job's container command runs as a local process instead,
+in its own empty working directory, with the environment a Batch container gets: the job's
+environment variables plus ``AWS_BATCH_JOB_ID``, ``AWS_BATCH_JOB_ATTEMPT``, ``AWS_BATCH_CE_NAME``,
+``AWS_BATCH_JQ_NAME`` and ``AWS_EXECUTION_ENV``.
+
+Files in STATE_DIR:
+  endpoint          written when the server is up: ``http://127.0.0.1:PORT``
+  kill.json         optional, read at each job start: ``{"step": S, "bucket": B, "after_key": REGEX}``
+                    SIGKILLs the first job of step S (retry 0) once an object in bucket B whose
+                    key matches REGEX exists — the instance vanishing, as on a spot reclaim
+  jobs.jsonl        one record per finished job (name, overrides, image, exit code, killed)
+  jobs/<id>/        each job's working directory, ``output.log`` = its stdout + stderr
+
+SAFETY: Metaflow probes the EC2 metadata address when ``AWS_BATCH_JOB_ID`` is set. This server
+and every job process disable the AWS metadata lookups and send any non-loopback HTTP(S) to a
+dead proxy on 127.0.0.1:1, so nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import os
+
+LOOPBACK_ONLY = {
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "HTTP_PROXY": "http://127.0.0.1:1",
+    "HTTPS_PROXY": "http://127.0.0.1:1",
+    "http_proxy": "http://127.0.0.1:1",
+    "https_proxy": "http://127.0.0.1:1",
+    "NO_PROXY": "127.0.0.1,localhost",
+    "no_proxy": "127.0.0.1,localhost",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
+os.environ.update(LOOPBACK_ONLY)  # before boto3/moto are imported
+
+import json  # noqa: E402
+import re  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from datetime import datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
+from types import FrameType  # noqa: E402
+
+import boto3  # noqa: E402
+from moto.batch.models import Job  # noqa: E402
+from moto.batch.utils import JobStatus  # noqa: E402
+from moto.server import ThreadedMotoServer  # noqa: E402
+
+# What the container image provides: the project's Python and its dependencies (so Metaflow's
+# bootstrap skips `pip install boto3`), like docker/Dockerfile.
+IMAGE_ENV = {
+    "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "METAFLOW_SKIP_INSTALL_DEPENDENCIES": "1",
+}
+POLL_S = 0.2
+
+
+class LocalBatch:
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.endpoint = ""
+        self._lock = threading.Lock()
+        self._killed_once: set[str] = set()
+        self._processes: set[subprocess.Popen[bytes]] = set()
+
+    def kill_rule(self, job: Job) -> tuple[str, re.Pattern[str]] | None:
+        """The bucket and key pattern after which to kill this job, if the kill rule targets it."""
+        path = self.state / "kill.json"
+        if not path.exists():
+            return None
+        rule = json.loads(path.read_text())
+        # Metaflow names jobs {user}-{flow}-{run}-{step}-{task}-{retry}.
+        if f"-{rule['step']}-" not in job.job_name or not job.job_name.endswith("-0"):
+            return None
+        with self._lock:
+            if rule["step"] in self._killed_once:
+                return None
+            self._killed_once.add(rule["step"])
+        return rule["bucket"], re.compile(rule["after_key"])
+
+    def object_exists(self, bucket: str, pattern: re.Pattern[str]) -> bool:
+        pages = boto3.client("s3", endpoint_url=self.endpoint).get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return any(pattern.search(o["Key"]) for page in pages for o in page.get("Contents", []))
+
+    def run(self, job: Job) -> None:
+        """Replaces moto's docker runner: Job.run, on the job's own thread."""
+        kill_after = self.kill_rule(job)
+        job.status = JobStatus.RUNNING
+        job.job_started_at = datetime.now()
+        job.log_stream_name = job._stream_name
+        job._start_attempt()
+        workdir = self.state / "jobs" / job.job_id
+        workdir.mkdir(parents=True)
+        environment = {e["name"]: e["value"] for e in job._get_container_property("environment", [])}
+        env = {
+            **IMAGE_ENV, **LOOPBACK_ONLY, "HOME": str(workdir), **environment,
+            "AWS_BATCH_JOB_ID": job.job_id,
+            "AWS_BATCH_JOB_ATTEMPT": "1",
+            "AWS_BATCH_CE_NAME": job.job_queue.environments[0].name,
+            "AWS_BATCH_JQ_NAME": job.job_queue.name,
+            "AWS_EXECUTION_ENV": "AWS_ECS_EC2",
+        }
+        command = job._add_parameters_to_command(job._get_container_property("command", []))
+        killed = False
+        with (workdir / "output.log").open("wb") as log:
+            process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+            self._processes.add(process)
+            while process.poll() is None:
+                if job.stop or (kill_after is not None and not killed and self.object_exists(*kill_after)):
+                    os.killpg(process.pid, signal.SIGKILL)
+                    killed = not job.stop
+                time.sleep(POLL_S)
+            self._processes.discard(process)
+        job.exit_code = process.returncode if process.returncode >= 0 else 128 - process.returncode
+        if killed:
+            job.job_stopped_reason = "Host EC2 (instance i-0local) terminated."
+        job._mark_stopped(success=process.returncode == 0)
+        self.record(job, killed)
+
+    def record(self, job: Job, killed: bool) -> None:
+        entry = {
+            "jobId": job.job_id,
+            "jobName": job.job_name,
+            "jobQueue": job.job_queue.name,
+            "image": job.job_definition.container_properties["image"],
+            "jobDefinitionRetryStrategy": job.job_definition.retry_strategy,
+            "containerOverrides": {k: v for k, v in job.container_overrides.items() if k != "environment"},
+            "exitCode": job.exit_code,
+            "killed": killed,
+            "log": str(self.state / "jobs" / job.job_id / "output.log"),
+        }
+        with self._lock, (self.state / "jobs.jsonl").open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def stop_all(self) -> None:
+        for process in list(self._processes):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def main(state: Path) -> None:
+    state.mkdir(parents=True, exist_ok=True)
+    batch = LocalBatch(state)
+
+    def run_locally(job: Job) -> None:
+        batch.run(job)
+
+    Job.run = run_locally  # every Batch job this server creates runs as a local process
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    batch.endpoint = f"http://{host}:{port}"
+    (state / "endpoint.tmp").write_text(batch.endpoint)
+    (state / "endpoint.tmp").rename(state / "endpoint")
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while not stopping.wait(1):
+        pass
+    batch.stop_all()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
