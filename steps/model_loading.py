@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 import zipfile
 from dataclasses import dataclass
 
@@ -103,7 +104,9 @@ def _is_torchscript(data: bytes) -> bool:
 def _load_torchscript(uri: str, data: bytes) -> LoadedModel:
     extra = {TORCHSCRIPT_META: ""}
     try:
-        module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", FutureWarning)
+            module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
     except RuntimeError as err:
         raise ConfigError(
             "--model", uri, "a loadable TorchScript file", f"re-export it with torch.jit.save ({err})"
