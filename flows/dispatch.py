@@ -27,7 +27,7 @@ from metaflow import Config, FlowSpec, Parameter, Runner, card, step
 
 from steps.errors import ConfigError
 from steps.progress import log
-from steps.regions import data_region, input_sizes
+from steps.regions import batch_settings, data_region, input_sizes
 from steps.report import Report, Table, headline, merge_summaries
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,10 +65,10 @@ class DispatchFlow(FlowSpec):
         self.region_plan = []
         for uri in uris:
             region = data_region(uri, self.regions)
+            env, decospecs = batch_settings(region, self.regions) if self.compute == "batch" else ({}, [])
             self.region_plan.append({
                 "region": region, "input": uri, "output": regional_output(self.output, uri, region, self.regions),
-                "gb": round(sizes[uri] / 1e9, 3),
-                "batch_queue": self.regions["regions"].get(region, {}).get("batch_queue"),
+                "gb": round(sizes[uri] / 1e9, 3), "env": env, "with": decospecs,
             })
         outputs = [p["output"] for p in self.region_plan]
         if len(set(outputs)) != len(outputs):
@@ -81,14 +81,7 @@ class DispatchFlow(FlowSpec):
     @step
     def run_region(self):
         plan = self.input
-        env, decospecs = {}, []
-        if self.compute == "batch":
-            if not plan["batch_queue"]:
-                raise ConfigError("region", plan["region"], "a region with a batch_queue in config/regions.toml",
-                                  "add [regions.<name>] batch_queue = ... there")
-            env["AWS_DEFAULT_REGION"] = plan["region"]
-            decospecs.append(f"batch:queue={plan['batch_queue']}")
-        with Runner(PREPROCESS, show_output=False, env=env, decospecs=decospecs) as runner:
+        with Runner(PREPROCESS, show_output=False, env=plan["env"], decospecs=plan["with"]) as runner:
             running = runner.run(input=plan["input"], output=plan["output"])
             if running.status != "successful":
                 raise RuntimeError(

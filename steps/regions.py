@@ -176,7 +176,12 @@ def explain(best: RegionQuote, other: RegionQuote | None, home: str | None) -> s
         pros.append(f"its interruption risk is lower ({best.risk} vs {other.risk})")
     elif best.rework_cost - other.rework_cost > _CENT:
         cons.append(f"higher interruption risk ({best.risk} vs {other.risk})")
-    why = " because " + " and ".join(pros) if pros else " (equal cost: ties go to the region, then instance, name)"
+    if pros:
+        why = " because " + " and ".join(pros)
+    elif _rank_key(best)[0] == _rank_key(other)[0]:
+        why = " (equal cost: ties go to the region name, then the instance type)"
+    else:
+        why = " (less than a cent apart)"
     despite = ", despite " + " and ".join(cons) if cons else ""
     other_where = " where the data is" if other.region == home else ""
     return (f"{best.label}{where}: ${best.total_cost:.2f} expected, ${other.total_cost - best.total_cost:.2f} "
@@ -241,6 +246,19 @@ def input_sizes(uris: Iterable[str]) -> dict[str, int]:
     return {uri: sum(o.size for o in open_storage(uri).list()) for uri in uris}
 
 
+def batch_settings(region: str, regions_config: Mapping) -> tuple[dict[str, str], list[str]]:
+    """Environment and ``--with`` specs that put a Metaflow run on ``region``'s Batch queue.
+
+    Metaflow fixes the compute layer when a run starts, so a choice made inside a run applies to
+    the runs it launches (flows/dispatch.py) or to the next run the user starts with these.
+    """
+    queue = regions_config["regions"].get(region, {}).get("batch_queue")
+    if not queue:
+        raise ConfigError("region", region, "a region with a batch_queue in config/regions.toml",
+                          f"add [regions.{region}] batch_queue = \"...\" there")
+    return {"AWS_DEFAULT_REGION": region}, [f"batch:queue={queue}"]
+
+
 @dataclass(frozen=True)
 class RegionChoice:
     """Where a run goes, why, and what the compute layer needs to get it there."""
@@ -267,8 +285,9 @@ class RegionChoice:
         data = ", ".join(f"{gb:g} GB in {r}" for r, gb in sorted(self.data_gb.items())) or "no input data"
         return Report(
             "Region choice",
-            f"{self.explanation}\n\nRuns on Batch queue `{self.batch_queue}`; {self.gpu_hours:.2f} GPU-hours "
-            f"estimated; {data}. {self.ranking.prices}.",
+            f"{self.explanation}\n\n{self.gpu_hours:.2f} GPU-hours estimated; {data}. {self.ranking.prices}. "
+            f"To run there: `AWS_DEFAULT_REGION={self.region} python flows/<flow>.py run "
+            f"--with batch:queue={self.batch_queue} ...`",
             [self.ranking.table()],
         )
 

@@ -12,7 +12,7 @@ import pytest
 
 from steps.errors import ConfigError
 from steps.prices import PriceBook, PriceQuote, parse_snapshot, read_snapshot
-from steps.regions import Job, choose_region, main, rank
+from steps.regions import Job, batch_settings, choose_region, main, rank
 from steps.report import Table
 from tests.conftest import REPO, S3Server
 
@@ -80,7 +80,7 @@ def test_ties_rank_by_region_then_instance_type_whatever_the_input_order() -> No
     for order in (quotes, quotes[::-1]):
         ranking = rank(book(*order), Job({"eu-west-1": 50}, gpu_hours=3), ["g5.xlarge", "g4dn.xlarge"], today=TODAY)
         assert [(q.region, q.instance_type) for q in ranking.quotes] == expected
-    assert "(equal cost: ties go to the region, then instance, name)" in ranking.explanation
+    assert "(equal cost: ties go to the region name, then the instance type)" in ranking.explanation
 
 
 def test_a_single_candidate_says_so() -> None:
@@ -170,7 +170,8 @@ def test_choose_region_keeps_a_big_local_input_at_home(tmp_path: object) -> None
     assert [row["region"] for row in choice.region_table] == ["eu-west-1", "us-east-2"]
     report = choice.report()
     assert isinstance(report.sections[0], Table) and len(report.sections[0].rows) == 2
-    assert choice.explanation in report.headline and "q-euw1" in report.headline
+    assert choice.explanation in report.headline
+    assert "AWS_DEFAULT_REGION=eu-west-1 python flows/<flow>.py run --with batch:queue=q-euw1" in report.headline
 
 
 def test_choose_region_reads_bucket_regions(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -185,3 +186,15 @@ def test_choose_region_reads_bucket_regions(s3_server: S3Server, monkeypatch: py
     assert choose_region({"s3://in-eu/raw": 1}, 1, regions_config=REGIONS_CONFIG, prices=US_EU).data_gb == {
         "us-east-2": 1e-9
     }
+
+
+def test_batch_settings_put_a_run_on_the_regions_queue() -> None:
+    assert batch_settings("eu-west-1", REGIONS_CONFIG) == ({"AWS_DEFAULT_REGION": "eu-west-1"}, ["batch:queue=q-euw1"])
+    with pytest.raises(ConfigError, match=r"^region 'us-west-2': expected a region with a batch_queue"):
+        batch_settings("us-west-2", REGIONS_CONFIG)
+
+
+def test_a_tiny_job_is_not_called_a_tie() -> None:
+    ranking = rank(US_EU, Job({"us-east-2": 0.001}, gpu_hours=0.001), ["g4dn.xlarge"], today=TODAY)
+    assert ranking.best.region == "us-east-2"
+    assert ranking.explanation.endswith("(less than a cent apart).")
