@@ -9,7 +9,6 @@ The input holds images plus ``labels.csv`` (``key,label``, keys relative to the 
 ``<checkpoint root>/<run id>/``; a retried task resumes from the newest complete one.
 """
 
-import time
 import tomllib
 from pathlib import Path
 
@@ -53,7 +52,6 @@ class TrainFlow(FlowSpec):
 
     @step
     def start(self):
-        self.started_at = time.time()
         self.settings = settings_from({name: getattr(self, name) for name in TRAIN_PARAMETERS})
         self.dataset = check_dataset(self.input_uri)
         log(f"{self.dataset['images']} labelled images, {self.dataset['classes']} classes: {self.dataset['per_class']}")
