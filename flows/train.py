@@ -38,7 +38,7 @@ class TrainFlow(FlowSpec):
     checkpoint_root = Parameter("checkpoint-root", default="", help="Default <output>/checkpoints.")
     resume_from = Parameter("resume-from", default="", help="ckpt-*.pt or run folder to continue.")
     architecture = Parameter("architecture", default=config_expr("config.architecture"), help="small_cnn, resnet18...")
-    initial_weights = Parameter("initial-weights", default="", help="Local state dict or model bundle to start from.")
+    initial_weights = Parameter("initial-weights", default="", help="State dict or bundle (local/s3://) to start from.")
     epochs = Parameter("epochs", type=int, default=config_expr("config.epochs"))
     batch_size = Parameter("batch-size", type=int, default=config_expr("config.batch_size"))
     learning_rate = Parameter("learning-rate", type=float, default=config_expr("config.learning_rate"))

@@ -42,7 +42,7 @@ from steps.planning import check_input, check_output, check_positive
 from steps.progress import log
 from steps.report import Chart, Report, Table
 from steps.sample_data import LABELS_FILE
-from steps.storage import Storage, join_uri, map_bounded, open_storage, read_input
+from steps.storage import Storage, is_s3, join_uri, map_bounded, open_storage, read_input
 
 # Test hook: SIGKILL the training process after this many batches on the first attempt, exactly
 # as a lost spot instance ends it (no exception, no cleanup), so tests can prove the resume.
@@ -90,9 +90,9 @@ class TrainConfig:
             raise ConfigError(
                 "--checkpoint-every", self.checkpoint_every, "seconds >= 0 (0 = every batch)", "pass e.g. 600"
             )
-        if self.initial_weights and not os.path.isfile(self.initial_weights):
+        if self.initial_weights and not is_s3(self.initial_weights) and not os.path.isfile(self.initial_weights):
             raise ConfigError(
-                "--initial-weights", self.initial_weights, "an existing local weights file", "check the path"
+                "--initial-weights", self.initial_weights, "an existing weights file (local or s3://)", "check the path"
             )
 
 
@@ -314,7 +314,9 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def load_initial_weights(model: nn.Module, path: str) -> None:
     """Load a state dict or TrainFlow bundle; tensors whose shape differs (a new head) stay random."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    # Read through storage: on Batch/Kubernetes a laptop path does not exist, an s3:// URI does.
+    parent, _, name = path.rpartition("/")
+    payload = torch.load(io.BytesIO(open_storage(parent or ".").read(name)), map_location="cpu", weights_only=True)
     weights = payload.get("state_dict", payload) if isinstance(payload, dict) else None
     if not isinstance(weights, dict):
         raise ConfigError(

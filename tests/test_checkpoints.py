@@ -11,8 +11,9 @@ import torch
 
 from steps.checkpoints import CheckpointStore, checkpoint_name, load_resume_from
 from steps.errors import ConfigError, SpotInterruption
+from steps.models import SmallCNN
 from steps.storage import LocalStorage, open_storage
-from steps.training import Dataset, TrainConfig, check_dataset, fit, load_dataset
+from steps.training import Dataset, TrainConfig, Trainer, check_dataset, fit, load_dataset
 
 
 def small_state(value: float) -> dict:
@@ -130,3 +131,14 @@ def test_bad_labelled_input_gives_one_line_errors(sample_dir: Path, tmp_path: Pa
     assert [r["key"] for r in data.rejects] == ["broken.jpg"]
     assert "not a recognised image" in data.rejects[0]["reason"]
     assert len(data.keys) == len(rows)
+
+
+def test_initial_weights_load_except_a_differently_shaped_head(sample_dir: Path, tmp_path: Path,
+                                                               tiny_data: Dataset) -> None:
+    source = SmallCNN(num_classes=10)
+    torch.save(source.state_dict(), tmp_path / "pretrained.pt")
+    model = Trainer(tiny_config(sample_dir, tmp_path, initial_weights=str(tmp_path / "pretrained.pt")), tiny_data).model
+    assert torch.equal(model.features[0].weight, source.features[0].weight)
+    assert model.classifier.weight.shape == (6, source.classifier.in_features)  # new head, random
+    with pytest.raises(ConfigError, match="initial-weights"):
+        tiny_config(sample_dir, tmp_path, initial_weights=str(tmp_path / "missing.pt")).check()
