@@ -216,7 +216,7 @@ def load_dataset(input_uri: str, image_size: int, threads: int) -> Dataset:
     return Dataset(
         class_names=class_names,
         keys=[labels.keys[i] for i in good],
-        images=torch.stack([results[i] for i in good]) if good else torch.empty(0),
+        images=torch.stack([results[i] for i in good]),
         targets=torch.tensor([index_of[labels.labels[i]] for i in good], dtype=torch.int64),
         rejects=rejects,
     )
