@@ -10,10 +10,11 @@ environment variables plus ``AWS_BATCH_JOB_ID``, ``AWS_BATCH_JOB_ATTEMPT``, ``AW
 
 Files in STATE_DIR:
   endpoint          written when the server is up: ``http://127.0.0.1:PORT``
-  kill.json         optional, read at each job start: ``{"step": S, "bucket": B, "after_key": REGEX}``
-                    SIGKILLs the first job of step S (retry 0) once an object in bucket B whose
-                    key matches REGEX exists — the instance vanishing, as on a spot reclaim
-  jobs.jsonl        one record per finished job (name, overrides, image, exit code, killed)
+  kill.json         optional: ``{"step": S, "on_put": REGEX}``. When a running first attempt
+                    (retry 0) of step S PUTs an S3 key matching REGEX, its whole process group
+                    is SIGKILLed before the object is stored — the instance vanishing mid-write,
+                    as on a spot reclaim. Once per step; run one task at a time to target it.
+  jobs.jsonl        one record per finished job (name, overrides, image, exit code, reason)
   jobs/<id>/        each job's working directory, ``output.log`` = its stdout + stderr
 
 SAFETY: Metaflow probes the EC2 metadata address when ``AWS_BATCH_JOB_ID`` is set. This server
@@ -51,10 +52,11 @@ import time  # noqa: E402
 from datetime import datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from types import FrameType  # noqa: E402
+from typing import Any  # noqa: E402
 
-import boto3  # noqa: E402
 from moto.batch.models import Job  # noqa: E402
 from moto.batch.utils import JobStatus  # noqa: E402
+from moto.s3.models import S3Backend  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
 # What the container image provides: the project's Python and its dependencies (so Metaflow's
@@ -70,33 +72,32 @@ POLL_S = 0.2
 class LocalBatch:
     def __init__(self, state: Path) -> None:
         self.state = state
-        self.endpoint = ""
         self._lock = threading.Lock()
         self._killed_once: set[str] = set()
-        self._processes: set[subprocess.Popen[bytes]] = set()
+        self._running: dict[Job, subprocess.Popen[bytes]] = {}
 
-    def kill_rule(self, job: Job) -> tuple[str, re.Pattern[str]] | None:
-        """The bucket and key pattern after which to kill this job, if the kill rule targets it."""
+    def kill_on_put(self, key: str) -> bool:
+        """Called for every S3 PUT: SIGKILL the targeted job if ``key`` matches the rule."""
         path = self.state / "kill.json"
         if not path.exists():
-            return None
+            return False
         rule = json.loads(path.read_text())
-        # Metaflow names jobs {user}-{flow}-{run}-{step}-{task}-{retry}.
-        if f"-{rule['step']}-" not in job.job_name or not job.job_name.endswith("-0"):
-            return None
+        if not re.search(rule["on_put"], key):
+            return False
         with self._lock:
-            if rule["step"] in self._killed_once:
-                return None
+            # Metaflow names jobs {user}-{flow}-{run}-{step}-{task}-{retry}.
+            targets = [(job, process) for job, process in self._running.items()
+                       if f"-{rule['step']}-" in job.job_name and job.job_name.endswith("-0")]
+            if rule["step"] in self._killed_once or not targets:
+                return False
             self._killed_once.add(rule["step"])
-        return rule["bucket"], re.compile(rule["after_key"])
-
-    def object_exists(self, bucket: str, pattern: re.Pattern[str]) -> bool:
-        pages = boto3.client("s3", endpoint_url=self.endpoint).get_paginator("list_objects_v2").paginate(Bucket=bucket)
-        return any(pattern.search(o["Key"]) for page in pages for o in page.get("Contents", []))
+        for job, process in targets:
+            job.job_stopped_reason = "Host EC2 (instance i-0local) terminated."
+            os.killpg(process.pid, signal.SIGKILL)
+        return True
 
     def run(self, job: Job) -> None:
         """Replaces moto's docker runner: Job.run, on the job's own thread."""
-        kill_after = self.kill_rule(job)
         job.status = JobStatus.RUNNING
         job.job_started_at = datetime.now()
         job.log_stream_name = job._stream_name
@@ -113,24 +114,22 @@ class LocalBatch:
             "AWS_EXECUTION_ENV": "AWS_ECS_EC2",
         }
         command = job._add_parameters_to_command(job._get_container_property("command", []))
-        killed = False
         with (workdir / "output.log").open("wb") as log:
             process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
                                        start_new_session=True)
-            self._processes.add(process)
+            with self._lock:
+                self._running[job] = process
             while process.poll() is None:
-                if job.stop or (kill_after is not None and not killed and self.object_exists(*kill_after)):
+                if job.stop:  # TerminateJob / CancelJob
                     os.killpg(process.pid, signal.SIGKILL)
-                    killed = not job.stop
                 time.sleep(POLL_S)
-            self._processes.discard(process)
+            with self._lock:
+                del self._running[job]
         job.exit_code = process.returncode if process.returncode >= 0 else 128 - process.returncode
-        if killed:
-            job.job_stopped_reason = "Host EC2 (instance i-0local) terminated."
         job._mark_stopped(success=process.returncode == 0)
-        self.record(job, killed)
+        self.record(job)
 
-    def record(self, job: Job, killed: bool) -> None:
+    def record(self, job: Job) -> None:
         entry = {
             "jobId": job.job_id,
             "jobName": job.job_name,
@@ -139,15 +138,16 @@ class LocalBatch:
             "jobDefinitionRetryStrategy": job.job_definition.retry_strategy,
             "containerOverrides": {k: v for k, v in job.container_overrides.items() if k != "environment"},
             "exitCode": job.exit_code,
-            "killed": killed,
+            "statusReason": job.job_stopped_reason,
             "log": str(self.state / "jobs" / job.job_id / "output.log"),
         }
         with self._lock, (self.state / "jobs.jsonl").open("a") as f:
             f.write(json.dumps(entry) + "\n")
 
     def stop_all(self) -> None:
-        for process in list(self._processes):
-            os.killpg(process.pid, signal.SIGKILL)
+        with self._lock:
+            for process in self._running.values():
+                os.killpg(process.pid, signal.SIGKILL)
 
 
 def main(state: Path) -> None:
@@ -157,12 +157,18 @@ def main(state: Path) -> None:
     def run_locally(job: Job) -> None:
         batch.run(job)
 
+    def put_object(backend: S3Backend, bucket_name: str, key_name: str, *args: Any, **kwargs: Any) -> Any:
+        if batch.kill_on_put(key_name):
+            raise ConnectionAbortedError(f"client killed while writing {bucket_name}/{key_name}")
+        return store_object(backend, bucket_name, key_name, *args, **kwargs)
+
     Job.run = run_locally  # every Batch job this server creates runs as a local process
+    store_object = S3Backend.put_object
+    S3Backend.put_object = put_object
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    batch.endpoint = f"http://{host}:{port}"
-    (state / "endpoint.tmp").write_text(batch.endpoint)
+    (state / "endpoint.tmp").write_text(f"http://{host}:{port}")
     (state / "endpoint.tmp").rename(state / "endpoint")
     stopping = threading.Event()
 

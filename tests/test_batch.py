@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from steps.shards import shard_prefix
 from tests.conftest import REPO, S3Server, run_flow, upload_dir
 from tests.remote_harness import IMAGE, create_batch_queue, flow_graph, metaflow_env
 
@@ -42,9 +46,9 @@ class LocalBatch:
     def s3(self) -> S3Server:
         return S3Server(self.endpoint)
 
-    def kill_first_attempt(self, step: str, bucket: str, after_key: str) -> None:
-        """SIGKILL the first job of ``step`` once an object matching ``after_key`` is in ``bucket``."""
-        (self.state / "kill.json").write_text(json.dumps({"step": step, "bucket": bucket, "after_key": after_key}))
+    def kill_first_attempt(self, step: str, on_put: str) -> None:
+        """SIGKILL the first attempt of ``step`` when it PUTs a key matching ``on_put``."""
+        (self.state / "kill.json").write_text(json.dumps({"step": step, "on_put": on_put}))
 
     def jobs(self, step: str) -> list[dict[str, Any]]:
         """Finished jobs of ``step``, in submission order (the job name ends with the retry count)."""
@@ -72,32 +76,52 @@ def requirements(job: dict[str, Any]) -> dict[str, str]:
     return {r["type"]: r["value"] for r in job["containerOverrides"]["resourceRequirements"]}
 
 
+def two_shards(sample_dir: Path, into: Path) -> list[str]:
+    """Copy the sample files of the two largest one-hex-digit shards: a 2-way foreach."""
+    by_prefix: dict[str, list[Path]] = defaultdict(list)
+    for path in sample_dir.iterdir():
+        if path.name != "labels.csv":
+            by_prefix[shard_prefix(path.name, 1)].append(path)
+    chosen = sorted(by_prefix.values(), key=len)[-2:]
+    into.mkdir()
+    for path in (p for group in chosen for p in group):
+        shutil.copy(path, into / path.name)
+    return sorted(p.name for p in into.iterdir())
+
+
+@pytest.fixture
+def batch_env(local_batch: LocalBatch, tmp_path: Path) -> dict[str, str]:
+    """Metaflow on the local Batch: S3 datastore, job queue, image."""
+    bucket = local_batch.s3.make_bucket(f"datastore-{uuid.uuid4().hex[:12]}")[len("s3://"):]
+    return metaflow_env(local_batch.endpoint, bucket, create_batch_queue(local_batch.endpoint), tmp_path / "home")
+
+
 def test_preprocess_runs_on_batch_and_survives_a_killed_task(
-    local_batch: LocalBatch, sample_dir: Path, tmp_path: Path
+    local_batch: LocalBatch, batch_env: dict[str, str], sample_dir: Path, tmp_path: Path
 ) -> None:
     s3 = local_batch.s3
-    s3.make_bucket("spot-batch-datastore")
-    upload_dir(s3, sample_dir, s3.make_bucket("spot-batch-in") + "/raw")
-    s3.make_bucket("spot-batch-out")
-    env = metaflow_env(local_batch.endpoint, "spot-batch-datastore", create_batch_queue(local_batch.endpoint),
-                       tmp_path / "home")
-    local_batch.kill_first_attempt("process_shard", "spot-batch-out", r"_ledger/.+/chunk-00000\.parquet$")
+    keys = two_shards(sample_dir, tmp_path / "images")
+    upload_dir(s3, tmp_path / "images", s3.make_bucket("preprocess-in") + "/raw")
+    s3.make_bucket("preprocess-out")
+    # The first shard task dies while committing its second chunk, as if its instance vanished.
+    local_batch.kill_first_attempt("process_shard", r"_ledger/.+/chunk-00001\.parquet$")
 
-    # One worker: while the killed task runs, every chunk in the bucket is its own.
+    # One task at a time, so the kill hits the shard task that is writing.
     run = run_flow(
         "preprocess", tmp_path / "work", "--with", "batch", "--max-workers", "1",
-        "--input", "s3://spot-batch-in/raw", "--output", "s3://spot-batch-out/pre",
-        "--shard-size", "24", "--threads", "2", "--chunk-size", "4",
-        env=env,
+        "--input", "s3://preprocess-in/raw", "--output", "s3://preprocess-out/pre",
+        "--prefix-width", "1", "--threads", "2", "--chunk-size", "1",
+        env=batch_env,
     )
     assert run.ok, run.output[-5000:]
 
     shard_jobs = local_batch.jobs("process_shard")
-    killed = [j for j in shard_jobs if j["killed"]]
-    assert len(killed) == 1 and killed[0]["exitCode"] == 137 and killed[0]["jobName"].endswith("-0")
-    retried = next(j for j in shard_jobs if j["jobName"] == killed[0]["jobName"][:-2] + "-1")
-    assert retried["exitCode"] == 0
-    assert "resuming" in Path(retried["log"]).read_text()
+    (killed,) = [j for j in shard_jobs if j["statusReason"]]
+    assert killed["exitCode"] == 137 and killed["statusReason"].startswith("Host EC2")
+    retry = killed["jobName"][:-2] + "-1"  # Metaflow's retry is a new Batch job, retry count in its name
+    assert [j["exitCode"] for j in shard_jobs if j["jobName"] == retry] == [0]
+    assert len(shard_jobs) == 3  # two shards, one retry
+    assert "resuming, 1/" in run.output  # the retry kept the committed chunk
 
     step = flow_graph(REPO / "flows" / "preprocess.py", tmp_path)["process_shard"]
     for job in shard_jobs:
@@ -106,8 +130,7 @@ def test_preprocess_runs_on_batch_and_survives_a_killed_task(
                                      "MEMORY": str(step.attribute("resources", "memory"))}
     # Every input is in exactly one shard manifest, despite the kill.
     client = s3.client()
-    manifests = client.list_objects_v2(Bucket="spot-batch-out", Prefix="pre/_manifests/")["Contents"]
-    rows = [r for m in manifests
-            for r in pq.read_table(io.BytesIO(client.get_object(Bucket="spot-batch-out", Key=m["Key"])["Body"].read()))
-            .column("key").to_pylist()]
-    assert sorted(rows) == sorted(p.name for p in sample_dir.iterdir() if p.name != "labels.csv")
+    manifests = client.list_objects_v2(Bucket="preprocess-out", Prefix="pre/_manifests/")["Contents"]
+    rows = [row for m in manifests for row in pq.read_table(
+        io.BytesIO(client.get_object(Bucket="preprocess-out", Key=m["Key"])["Body"].read())).column("key").to_pylist()]
+    assert sorted(rows) == keys
