@@ -8,7 +8,9 @@ import time
 import tomllib
 from pathlib import Path
 
+from cards import render
 from metaflow import Config, FlowSpec, Parameter, card, config_expr, resources, retry, step
+from spot_guard import spot_guard
 
 from steps.planning import check_positive, prepare_run
 from steps.preprocess import build_report, preprocess_shard
@@ -69,15 +71,17 @@ class PreprocessFlow(FlowSpec):
     @step
     def process_shard(self):
         source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
-        outcome = preprocess_shard(
-            name=self.input.name,
-            keys=read_shard_keys(target, self.input),
-            source=source,
-            target=target,
-            size=self.size,
-            threads=self.threads,
-            chunk_size=self.chunk_size,
-        )
+        with spot_guard() as stop:
+            outcome = preprocess_shard(
+                name=self.input.name,
+                keys=read_shard_keys(target, self.input),
+                source=source,
+                target=target,
+                size=self.size,
+                threads=self.threads,
+                chunk_size=self.chunk_size,
+                stop=stop,
+            )
         self.shard_stats = shard_stats(outcome, target)
         self.next(self.join)
 
@@ -88,8 +92,6 @@ class PreprocessFlow(FlowSpec):
         stats = sorted((i.shard_stats for i in inputs), key=lambda s: s.name)
         self.summary = summarize(stats, time.time() - self.started_at)
         self.rejects = [{"key": k, "reason": r} for s in stats for k, r in s.rejects]
-        from cards import render
-
         render(build_report(stats, self.summary, open_storage(self.input_uri), open_storage(self.output_uri)))
         self.next(self.end)
 

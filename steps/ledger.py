@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from steps.errors import SpotInterruption
 from steps.progress import Progress, log
 from steps.storage import Storage
 
@@ -76,12 +77,11 @@ class ShardOutcome:
     chunks: int
     skipped_chunks: int
     seconds: float
-    stopped_early: bool = False
 
     @property
     def skipped(self) -> bool:
         """Complete in an earlier run, so nothing was done now."""
-        return self.manifest is None and not self.stopped_early
+        return self.manifest is None
 
 
 def run_chunked(
@@ -97,8 +97,8 @@ def run_chunked(
     """Process a shard chunk by chunk, skipping committed chunks; write the manifest last.
 
     ``process_chunk`` returns one row per key. ``stop`` (set on a spot interruption notice)
-    ends the loop after the chunk in flight is committed; the caller then exits non-zero so
-    the task is retried and resumes from the next chunk.
+    ends the loop after the chunk in flight is committed, raising SpotInterruption so the task
+    exits non-zero, is retried, and resumes from the next chunk.
     """
     progress = Progress(f"shard {name}", len(keys))
     if storage.exists(manifest_key(name)):
@@ -113,8 +113,7 @@ def run_chunked(
         if index in committed:
             continue
         if stop is not None and stop.is_set():
-            log(f"shard {name}: stop requested, committed chunks are kept; exiting before chunk {index}")
-            return ShardOutcome(name, None, len(ranges), len(committed), progress.elapsed_s, True)
+            raise SpotInterruption(f"shard {name}: stopped before chunk {index}; committed chunks are kept")
         chunk_keys = keys[span.start : span.stop]
         table = process_chunk(chunk_keys, progress)
         if table.num_rows != len(chunk_keys):

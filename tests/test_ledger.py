@@ -7,6 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from steps.errors import SpotInterruption
 from steps.ledger import ChunkLedger, chunk_ranges, manifest_key, run_chunked
 from steps.progress import Progress
 from steps.storage import open_storage
@@ -68,8 +69,8 @@ def test_stop_request_keeps_committed_chunks_and_writes_no_manifest(tmp_path: Pa
         stop.set()  # the notice arrives while the first chunk is in flight
         return pa.table({"key": list(chunk)})
 
-    outcome = run(tmp_path, process, stop)
-    assert outcome.stopped_early and not outcome.skipped
+    with pytest.raises(SpotInterruption, match="stopped before chunk 1"):
+        run(tmp_path, process, stop)
     assert len(calls) == 1
     assert not (tmp_path / manifest_key("s0")).exists()
     assert (tmp_path / "_ledger/s0/chunk-00000.parquet").exists()

@@ -1,0 +1,91 @@
+"""Check an output location for completeness and duplicates.
+
+    python -m steps.verify OUTPUT --input INPUT
+
+Every input key must be accounted for exactly once across the shard manifests (``ok`` or
+``rejected``); every ``ok`` row must have its output files (preprocessing) or exactly one row in
+the prediction parts (inference). Prints each problem on one line and exits 1 if there is any.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+
+from steps.ledger import MANIFEST_DIR, parquet_to_table
+from steps.preprocess import edges_key, resized_key
+from steps.shards import PLAN_DIR, list_inputs
+from steps.storage import Storage, open_storage
+
+PREDICTIONS_DIR = "predictions"
+
+
+@dataclass
+class Verification:
+    inputs: int = 0
+    accounted: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _keys_in(storage: Storage, directory: str) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for obj in storage.list(directory + "/"):
+        if obj.key.endswith(".parquet"):
+            counts.update(parquet_to_table(storage.read(obj.key)).column("key").to_pylist())
+    return counts
+
+
+def verify(output_uri: str, input_uri: str) -> Verification:
+    source, target = open_storage(input_uri), open_storage(output_uri)
+    expected = set(list_inputs(source))
+    result = Verification(inputs=len(expected))
+    planned = {o.key.rsplit("/", 1)[-1].removesuffix(".txt") for o in target.list(PLAN_DIR + "/")}
+    finished = {o.key.rsplit("/", 1)[-1].removesuffix(".parquet") for o in target.list(MANIFEST_DIR + "/")}
+    result.problems += [f"shard {name}: no manifest (incomplete)" for name in sorted(planned - finished)]
+
+    rows: Counter[str] = Counter()
+    ok_keys: list[str] = []
+    for obj in target.list(MANIFEST_DIR + "/"):
+        table = parquet_to_table(target.read(obj.key))
+        keys, statuses = table.column("key").to_pylist(), table.column("status").to_pylist()
+        rows.update(keys)
+        ok_keys += [k for k, s in zip(keys, statuses, strict=True) if s == "ok"]
+    result.accounted = len(expected & set(rows))
+    result.problems += [f"{key}: missing from every manifest" for key in sorted(expected - set(rows))]
+    result.problems += [f"{key}: in manifests {n} times" for key, n in sorted(rows.items()) if n > 1]
+    result.problems += [f"{key}: in a manifest but not an input" for key in sorted(set(rows) - expected)]
+
+    predictions = _keys_in(target, PREDICTIONS_DIR)
+    if predictions:
+        result.problems += [f"{key}: {n} prediction rows" for key, n in sorted(predictions.items()) if n != 1]
+        result.problems += [f"{key}: no prediction row" for key in sorted(set(rows) - set(predictions))]
+    else:
+        present = {o.key for o in target.list("resized/")} | {o.key for o in target.list("edges/")}
+        for key in ok_keys:
+            result.problems += [
+                f"{key}: missing {out}" for out in (resized_key(key), edges_key(key)) if out not in present
+            ]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Check an output location for gaps and duplicates.")
+    parser.add_argument("output", help="the --output of a PreprocessFlow or InferFlow run")
+    parser.add_argument("--input", required=True, help="the --input of that run")
+    args = parser.parse_args(argv)
+    result = verify(args.output, args.input)
+    for problem in result.problems:
+        print(problem)
+    state = "OK" if result.ok else f"FAILED ({len(result.problems)} problems)"
+    print(f"{state}: {result.accounted}/{result.inputs} input keys accounted for exactly once in {args.output}")
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

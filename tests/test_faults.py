@@ -1,0 +1,220 @@
+"""Fault injection on real flow runs: SIGKILL, spot notices, flaky S3, resume after failure.
+
+Each case checks the output with `python -m steps.verify` and against an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from steps.sample_data import generate
+from steps.verify import verify
+from tests.conftest import REPO, S3Server, run_flow, upload_dir
+from tests.fakes import fake_imds, flaky_s3_proxy
+
+ONE_SHARD = ("--shard-size", "1000", "--threads", "1", "--chunk-size", "4")
+
+
+@pytest.fixture(scope="module")
+def fault_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("fault-input")
+    generate(directory, count=60, seed=7)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def reference_output(fault_input: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted run, for byte-for-byte comparison."""
+    base = tmp_path_factory.mktemp("reference")
+    result = run_flow("preprocess", base / "wd", "--input", str(fault_input), "--output", str(base / "out"), *ONE_SHARD)
+    assert result.ok, result.output
+    return base / "out"
+
+
+def output_digests(out: Path) -> dict[str, str]:
+    """Every resized/edge file's bytes, by relative path."""
+    return {
+        p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for sub in ("resized", "edges")
+        for p in (out / sub).rglob("*")
+        if p.is_file()
+    }
+
+
+def assert_exactly_once(out: Path, fault_input: Path, reference: Path) -> None:
+    check = verify(str(out), str(fault_input))
+    assert check.ok, check.problems
+    assert output_digests(out) == output_digests(reference)
+    assert not [p for p in out.rglob(".tmp-*")], "temporary files left behind"
+
+
+def first_attempt_task_pids() -> list[int]:
+    """PIDs of process_shard tasks on their first attempt (Metaflow's task command line)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        is_shard_task = b"step" in cmdline and b"process_shard" in cmdline and b"--retry-count" in cmdline
+        if is_shard_task and cmdline[cmdline.index(b"--retry-count") + 1] == b"0":
+            pids.append(int(entry.name))
+    return pids
+
+
+def run_and_kill_when(
+    args: list[str], workdir: Path, ready: Callable[[], bool]
+) -> tuple[subprocess.CompletedProcess, bool]:
+    """Start a flow run, SIGKILL its first-attempt shard task once ``ready()``; let it finish."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(workdir)}
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "flows/preprocess.py"), "--no-pylint", "run", *args],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    killed = False
+    deadline = time.monotonic() + 120
+    while process.poll() is None and not killed and time.monotonic() < deadline:
+        if ready():
+            for pid in first_attempt_task_pids():
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+        time.sleep(0.002)
+    stdout, _ = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, ""), killed
+
+
+def count(directory: Path, pattern: str) -> int:
+    return len(list(directory.glob(pattern))) if directory.exists() else 0
+
+
+@pytest.mark.parametrize(
+    "point",
+    ["before any commit", "between chunks", "late, random"],
+)
+def test_sigkill_mid_shard_is_retried_to_an_identical_output(
+    point: str, fault_input: Path, reference_output: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    chunks = out / "_ledger" / "all"
+    ready = {
+        "before any commit": lambda: count(out, "resized/*.jpg") >= 1 and count(chunks, "*.parquet") == 0,
+        "between chunks": lambda: count(chunks, "*.parquet") >= 2,
+        "late, random": lambda: count(out, "resized/*.jpg") >= random.Random(str(tmp_path)).randint(20, 55),
+    }[point]
+    result, killed = run_and_kill_when(
+        ["--input", str(fault_input), "--output", str(out), *ONE_SHARD], tmp_path / "wd", ready
+    )
+    assert killed, f"the task finished before the kill point {point!r}"
+    assert result.returncode == 0, result.stdout
+    assert "(retry)" in result.stdout or "retry" in result.stdout.lower()
+    assert_exactly_once(out, fault_input, reference_output)
+
+
+def test_spot_notice_commits_exits_and_the_retry_finishes(
+    fault_input: Path, reference_output: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    # The notice comes at the first poll: always before the last of the 17 chunks.
+    with fake_imds(notice_after_s=0.0) as imds:
+        result = run_flow(
+            "preprocess",
+            tmp_path / "wd",
+            "--input",
+            str(fault_input),
+            "--output",
+            str(out),
+            *ONE_SHARD,
+            env={"SPOT_BATCH_METADATA_URL": imds, "SPOT_BATCH_POLL_SECONDS": "0.1"},
+        )
+    assert result.ok, result.output
+    assert "spot interruption notice" in result.output
+    assert "SpotInterruption" in result.output and "will be retried" in result.output
+    summary = result.client_run().data.summary
+    assert summary["processed"] + summary["rejected"] == summary["images"]
+    assert_exactly_once(out, fault_input, reference_output)
+
+
+def test_throttling_and_5xx_from_s3_do_not_fail_the_run(
+    fault_input: Path, reference_output: Path, tmp_path: Path, s3_server: S3Server
+) -> None:
+    bucket = s3_server.make_bucket("flaky")
+    upload_dir(s3_server, fault_input, f"{bucket}/in")
+    with flaky_s3_proxy(s3_server.endpoint, failure_rate=0.2) as proxy:
+        result = run_flow(
+            "preprocess",
+            tmp_path / "wd",
+            "--input",
+            f"{bucket}/in",
+            "--output",
+            f"{bucket}/out",
+            *ONE_SHARD,
+            env={"METAFLOW_S3_ENDPOINT_URL": proxy},
+        )
+    assert result.ok, result.output
+    check = verify(f"{bucket}/out", f"{bucket}/in")
+    assert check.ok, check.problems
+    assert result.client_run().data.summary["processed"] == len(list(reference_output.glob("resized/*")))
+
+
+def test_deterministic_failure_fails_fast_and_resume_reuses_finished_shards(fault_input: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["--input", str(fault_input), "--output", str(out), "--shard-size", "20", "--threads", "2"]
+    # Make one shard's completion marker unwritable: a directory where its manifest file goes.
+    (out / "_manifests" / "7.parquet").mkdir(parents=True)
+    failed = run_flow("preprocess", tmp_path / "wd", *args)
+    assert not failed.ok
+    assert "not retrying: IsADirectoryError is deterministic" in failed.output
+    assert "This failed task will not be retried" in failed.output
+
+    (out / "_manifests" / "7.parquet").rmdir()
+    resumed = run_flow("preprocess", tmp_path / "wd", command="resume")  # resume reuses the parameters
+    assert resumed.ok, resumed.output
+    assert resumed.output.count("Cloning previously run task") >= 10  # finished shards are reused
+    assert "shard 7: resuming, 1/1 chunks already committed" in resumed.output
+    check = verify(str(out), str(fault_input))
+    assert check.ok, check.problems
+
+
+def test_verify_command_reports_gaps(fault_input: Path, reference_output: Path, tmp_path: Path) -> None:
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(reference_output, out)
+    ok = subprocess.run(
+        [sys.executable, "-m", "steps.verify", str(out), "--input", str(fault_input)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+    )
+    assert ok.returncode == 0 and ok.stdout.startswith("OK:"), ok.stdout
+    victim = sorted((out / "resized").iterdir())[3]
+    victim.unlink()
+    (out / "_manifests" / "all.parquet").unlink()
+    broken = subprocess.run(
+        [sys.executable, "-m", "steps.verify", str(out), "--input", str(fault_input)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+    )
+    assert broken.returncode == 1
+    assert "shard all: no manifest (incomplete)" in broken.stdout
+    assert "missing from every manifest" in broken.stdout
