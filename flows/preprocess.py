@@ -14,18 +14,24 @@ from spot_guard import spot_guard
 
 from steps.planning import check_positive, prepare_run
 from steps.preprocess import build_report, preprocess_shard
+from steps.prices import load_prices
 from steps.progress import log
+from steps.regions import choose_region
 from steps.report import headline, shard_stats, summarize
 from steps.shards import read_shard_keys
 from steps.storage import open_storage
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
 
 class PreprocessFlow(FlowSpec):
     """Decode each image once; write a resized JPEG and a Sobel edge map; report rejects."""
 
+    regions = Config("regions", default=str(CONFIG_DIR / "regions.toml"), parser=tomllib.loads)
+    prices = Config("prices", default=str(CONFIG_DIR / "prices.toml"), parser=tomllib.loads)
     config = Config(
         "config",
-        default=str(Path(__file__).resolve().parent.parent / "config" / "preprocess.toml"),
+        default=str(CONFIG_DIR / "preprocess.toml"),
         parser=tomllib.loads,
     )
 
@@ -64,6 +70,22 @@ class PreprocessFlow(FlowSpec):
         self.shard_plan = plan.describe()
         self.shards = plan.shards
         log(f"planned {plan.images} images into {len(plan.shards)} shards: {plan.reason}")
+        self.next(self.select_region)
+
+    @card(type="blank", id="region")
+    @step
+    def select_region(self):
+        """Rank regions x instance types for this run's data and size; record the choice."""
+        choice = choose_region(
+            {self.input_uri: self.shard_plan["input_bytes"]},
+            self.shard_plan["images"],
+            regions_config=self.regions,
+            prices=load_prices(self.prices),
+        )
+        self.region_table = choice.region_table
+        self.region, self.instance_type, self.batch_queue = choice.region, choice.instance_type, choice.batch_queue
+        log(choice.explanation)
+        render(choice.report())
         self.next(self.process_shard, foreach="shards")
 
     @resources(cpu=config.resources.cpu, memory=config.resources.memory)

@@ -12,7 +12,9 @@ The input holds images plus ``labels.csv`` (``key,label``, keys relative to the 
 import tomllib
 from pathlib import Path
 
+from cards import render
 from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, resources, retry, step
+from spot_guard import spot_guard
 
 from steps.progress import log
 from steps.training import (
@@ -29,8 +31,9 @@ from steps.training import (
 class TrainFlow(FlowSpec):
     """Train a classifier; checkpoints make a spot loss cost minutes of work, not the run."""
 
-    config = Config("config", default=str(Path(__file__).resolve().parent.parent / "config" / "train.toml"),
-                    parser=tomllib.loads)
+    config = Config(
+        "config", default=str(Path(__file__).resolve().parent.parent / "config" / "train.toml"), parser=tomllib.loads
+    )
 
     # Attribute names match steps.training.TrainConfig's fields (start passes them by name).
     input_uri = Parameter("input", required=True, help="Images + labels.csv (key,label): dir or s3://.")
@@ -45,8 +48,12 @@ class TrainFlow(FlowSpec):
     seed = Parameter("seed", type=int, default=config_expr("config.seed"), help="Fixes init/split/order/augment.")
     image_size = Parameter("image-size", type=int, default=config_expr("config.image_size"), help="Model input side.")
     val_fraction = Parameter("val-fraction", type=float, default=config_expr("config.val_fraction"))
-    checkpoint_every = Parameter("checkpoint-every", type=float, default=config_expr("config.checkpoint_every"),
-                                 help="Seconds between checkpoints (0 = every batch); also one at each epoch end.")
+    checkpoint_every = Parameter(
+        "checkpoint-every",
+        type=float,
+        default=config_expr("config.checkpoint_every"),
+        help="Seconds between checkpoints (0 = every batch); also one at each epoch end.",
+    )
     keep_last = Parameter("keep-last", type=int, default=config_expr("config.keep_last"), help="Checkpoints kept.")
     threads = Parameter("threads", type=int, default=config_expr("config.threads"), help="Image read/decode threads.")
 
@@ -61,7 +68,10 @@ class TrainFlow(FlowSpec):
     @retry(times=config.retry.times, minutes_between_retries=config.retry.minutes_between_retries)
     @step
     def train(self):
-        outcome = train_run(TrainConfig(**self.settings), run_id=current.run_id, attempt=current.retry_count)
+        with spot_guard() as stop:
+            outcome = train_run(
+                TrainConfig(**self.settings), run_id=current.run_id, attempt=current.retry_count, stop=stop
+            )
         self.model_uri = outcome.model_uri
         self.metrics = outcome.metrics
         self.confusion = outcome.confusion
@@ -72,8 +82,6 @@ class TrainFlow(FlowSpec):
     @card(type="blank", id="report")
     @step
     def end(self):
-        from cards import render
-
         render(build_report(self.summary, self.metrics, self.confusion, self.rejects))
         log(headline(self.summary))
 

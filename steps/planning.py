@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 
 from steps.errors import ConfigError
-from steps.shards import ShardRef, list_inputs, plan_shards, write_plan
+from steps.shards import ShardRef, list_input_objects, plan_shards, write_plan
 from steps.storage import S3Storage, Storage, is_s3, open_storage
 
 
@@ -22,6 +22,7 @@ class RunPlan:
     width: int
     reason: str
     images: int
+    input_bytes: int
     shards: list[ShardRef]
 
     def describe(self) -> dict:
@@ -31,6 +32,7 @@ class RunPlan:
             "input": self.input_uri,
             "output": self.output_uri,
             "images": self.images,
+            "input_bytes": self.input_bytes,
             "shards": len(self.shards),
             "prefix_width": self.width,
             "smallest_shard": min(sizes, default=0),
@@ -99,11 +101,12 @@ def prepare_run(
         )
     source = check_input(input_uri)
     target = check_output(output_uri)
-    keys = list_inputs(source)
+    objects = list_input_objects(source)
+    keys = [o.key for o in objects]
     if not keys:
         raise ConfigError(
             "--input", input_uri, "at least one object", "point --input at the folder/prefix that holds the images"
         )
     plan = plan_shards(keys, shard_size, max_shards, prefix_width)
     refs = write_plan(target, plan, threads)
-    return RunPlan(source.uri, target.uri, plan.width, plan.reason, plan.images, refs)
+    return RunPlan(source.uri, target.uri, plan.width, plan.reason, plan.images, sum(o.size for o in objects), refs)

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from steps.errors import ConfigError
-from steps.storage import Storage, map_bounded
+from steps.storage import ObjectInfo, Storage, map_bounded
 
 _SHA256_NAME = re.compile(r"^[0-9a-fA-F]{64}$")
 MAX_WIDTH = 4  # 65,536 shards: beyond this, per-task overhead dominates any dataset.
@@ -167,6 +167,10 @@ def read_shard_keys(storage: Storage, ref: ShardRef) -> list[str]:
 METADATA_NAMES = frozenset({"labels.csv"})
 
 
+def list_input_objects(storage: Storage) -> list[ObjectInfo]:
+    """Every object under the input root except known metadata files, sorted by key."""
+    return [o for o in storage.list() if o.key not in METADATA_NAMES]
+
+
 def list_inputs(storage: Storage) -> list[str]:
-    """Every object under the input root except known metadata files, sorted."""
-    return [o.key for o in storage.list() if o.key not in METADATA_NAMES]
+    return [o.key for o in list_input_objects(storage)]
