@@ -1,0 +1,163 @@
+"""Shared helpers for the bench scripts: machine info, timing, tables, test images, loopback S3.
+
+The scripts are run directly (``.venv/bin/python bench/preprocess.py``), so they import this
+module as ``common``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, features
+
+from steps.sample_data import SOURCES, load_source
+
+# Nothing a bench does may leave this machine: non-loopback HTTP(S) goes to a dead proxy,
+# the AWS SDK never asks the metadata service, and credentials are dummies.
+LOOPBACK_ONLY = {
+    "HTTP_PROXY": "http://127.0.0.1:1",
+    "HTTPS_PROXY": "http://127.0.0.1:1",
+    "http_proxy": "http://127.0.0.1:1",
+    "https_proxy": "http://127.0.0.1:1",
+    "NO_PROXY": "127.0.0.1,localhost",
+    "no_proxy": "127.0.0.1,localhost",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (the affinity mask, not the host's total)."""
+    return len(os.sched_getaffinity(0))
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def print_machine_info(title: str) -> None:
+    """What the figures were measured on; printed first by every bench."""
+    jpeg = f"libjpeg-turbo {features.version('jpg')}" if features.check_feature("libjpeg_turbo") else "libjpeg"
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"== {title}")
+    print(f"cpu:      {cpu_model()}, {usable_cores()} usable cores ({os.cpu_count()} logical), load avg {load}")
+    print(f"python:   {platform.python_version()} on {platform.system()} {platform.release()}")
+    print(
+        f"packages: Pillow {_version('pillow')} ({jpeg}), numpy {_version('numpy')}, torch {_version('torch')}, "
+        f"torchvision {_version('torchvision')}"
+    )
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A Markdown table (pastes straight into docs/performance.md)."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row, texts in zip(rows, cells, strict=True):
+        aligned = (
+            t.ljust(w) if isinstance(v, str) else t.rjust(w) for v, t, w in zip(row, texts, widths, strict=True)
+        )
+        print("| " + " | ".join(aligned) + " |")
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def best_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """The fastest of ``repeats`` timed calls: other load on a shared machine only adds time."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def camera_jpegs(
+    count: int, grain: int = 6, min_mp: float = 2.0, max_mp: float = 12.0, seed: int = 0
+) -> list[bytes]:
+    """``count`` camera-size JPEGs (``min_mp``-``max_mp`` megapixels, 4:3, either orientation).
+
+    Made from the sample-data source photos (``steps.sample_data.SOURCES``) upscaled with bicubic
+    filtering, plus uniform per-pixel noise of +-``grain`` levels like a sensor's: a plain upscale (``grain``
+    0) compresses several times better than a camera image, and its entropy decoding, which no
+    reduced-size decode can skip, is correspondingly cheaper.
+    """
+    rng = random.Random(seed)
+    noise = np.random.default_rng(seed)
+    photos = [load_source(name) for name in SOURCES.values()]
+    images = []
+    for index in range(count):
+        megapixels = rng.uniform(min_mp, max_mp)
+        long_side = round((megapixels * 1e6 * 4 / 3) ** 0.5)
+        short_side = round(long_side * 3 / 4)
+        size = (long_side, short_side) if rng.random() < 0.7 else (short_side, long_side)
+        big = np.asarray(photos[index % len(photos)].resize(size, Image.Resampling.BICUBIC), dtype=np.int16)
+        if grain:
+            big = big + noise.integers(-grain, grain + 1, size=big.shape, dtype=np.int16)
+        buffer = io.BytesIO()
+        Image.fromarray(np.clip(big, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=92)
+        images.append(buffer.getvalue())
+    return images
+
+
+def megapixels(data: bytes) -> float:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.width * image.height / 1e6
+
+
+@contextmanager
+def s3_server(latency_ms: float = 0.0) -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1 in its own process (see ``bench/s3server.py``); yields its endpoint.
+
+    Its own process, so the server's Python does not compete for the bench's GIL, as a real
+    S3 endpoint would not.
+    """
+    script = Path(__file__).with_name("s3server.py")
+    env = {**os.environ, **LOOPBACK_ONLY}
+    process = subprocess.Popen(
+        [sys.executable, str(script), "--latency-ms", str(latency_ms)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert process.stdout is not None
+        endpoint = process.stdout.readline().strip()
+        if not endpoint.startswith("http://127.0.0.1:"):
+            raise RuntimeError(f"S3 server did not start (said {endpoint!r})")
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
