@@ -16,7 +16,10 @@ import time
 import tomllib
 from pathlib import Path
 
+from cards import render
 from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, resources, retry, step
+from region_choice import record_region_choice
+from spot_guard import spot_guard
 
 from steps.errors import ConfigError
 from steps.inference import build_report, class_names_for, infer_shard, inference_headline, inference_summary
@@ -24,10 +27,11 @@ from steps.model_loading import MODEL_FORMS, load_model
 from steps.planning import check_positive, prepare_run
 from steps.predictions import PART_STEM, accuracy, load_labels, load_predictions
 from steps.progress import log
-from steps.report import shard_stats
+from steps.report import shard_stats, with_cost
 from steps.shards import read_shard_keys
 from steps.storage import Storage, open_storage
 
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 LATEST = "latest"
 # Test hook: on a task's first attempt, SIGKILL it right after it commits this many parts, as a
 # spot loss would, so a test can prove the retry resumes without writing any row twice.
@@ -74,9 +78,9 @@ def die_after_chunks(storage: Storage) -> None:
 class InferFlow(FlowSpec):
     """Batched inference on spot GPUs: one Parquet row per image, each chunk committed once."""
 
-    config = Config(
-        "config", default=str(Path(__file__).resolve().parent.parent / "config" / "infer.toml"), parser=tomllib.loads
-    )
+    regions = Config("regions", default=str(CONFIG_DIR / "regions.toml"), parser=tomllib.loads)
+    prices = Config("prices", default=str(CONFIG_DIR / "prices.toml"), parser=tomllib.loads)
+    config = Config("config", default=str(CONFIG_DIR / "infer.toml"), parser=tomllib.loads)
 
     input_uri = Parameter("input", required=True, help="Directory or s3://bucket/prefix of images.")
     output_uri = Parameter("output", required=True, help="Directory or s3://bucket/prefix for predictions.")
@@ -114,6 +118,13 @@ class InferFlow(FlowSpec):
         self.shard_plan = plan.describe()
         self.shards = plan.shards
         log(f"planned {plan.images} images into {len(plan.shards)} shards: {plan.reason}")
+        self.next(self.select_region)
+
+    @card(type="blank", id="region")
+    @step
+    def select_region(self):
+        """Rank regions x instance types for this run's data and size; record the choice."""
+        record_region_choice(self)
         self.next(self.predict_shard, foreach="shards")
 
     @resources(gpu=config.resources.gpu, cpu=config.resources.cpu, memory=config.resources.memory)
@@ -122,11 +133,13 @@ class InferFlow(FlowSpec):
     def predict_shard(self):
         source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
         die_after_chunks(target)
-        result = infer_shard(
-            name=self.input.name, keys=read_shard_keys(target, self.input), source=source, target=target,
-            model=load_model(self.model_uri), batch_size=self.batch_size, chunk_size=self.chunk_size,
-            top_k=self.top_k, threads=self.threads, workers=self.workers, prefetch_batches=self.prefetch,
-        )
+        with spot_guard() as stop:
+            result = infer_shard(
+                name=self.input.name, keys=read_shard_keys(target, self.input), source=source, target=target,
+                model=load_model(self.model_uri), batch_size=self.batch_size, chunk_size=self.chunk_size,
+                top_k=self.top_k, threads=self.threads, workers=self.workers, prefetch_batches=self.prefetch,
+                stop=stop,
+            )
         self.shard_stats = shard_stats(result.outcome, target)
         self.model_seconds = result.model_seconds
         self.device = result.device
@@ -135,19 +148,23 @@ class InferFlow(FlowSpec):
     @card(type="blank", id="report")
     @step
     def join(self, inputs):
-        self.merge_artifacts(inputs, include=["started_at", "shard_plan", "model", "model_uri"])
+        self.merge_artifacts(
+            inputs, include=["started_at", "shard_plan", "model", "model_uri", "instance_type", "spot_price"]
+        )
         done = sorted(inputs, key=lambda i: i.shard_stats.name)
         stats = [i.shard_stats for i in done]
         source = open_storage(self.input_uri)
         predictions = load_predictions(self.output_uri, columns=["key", "status", "label", "score"])
         labels = load_labels(source)
-        self.summary = inference_summary(
-            stats, [i.model_seconds for i in done], [i.device for i in done], time.time() - self.started_at,
-            accuracy(predictions, labels) if labels is not None else None,
+        self.summary = with_cost(
+            inference_summary(
+                stats, [i.model_seconds for i in done], [i.device for i in done], time.time() - self.started_at,
+                accuracy(predictions, labels) if labels is not None else None,
+            ),
+            self.instance_type,
+            self.spot_price,
         )
         self.rejects = [{"key": k, "reason": r} for s in stats for k, r in s.rejects]
-        from cards import render
-
         render(build_report(
             stats, self.summary, model=self.model, predictions=predictions, labels=labels, source=source,
             output=self.output_uri,

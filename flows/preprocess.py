@@ -10,14 +10,13 @@ from pathlib import Path
 
 from cards import render
 from metaflow import Config, FlowSpec, Parameter, card, config_expr, resources, retry, step
+from region_choice import record_region_choice
 from spot_guard import spot_guard
 
 from steps.planning import check_positive, prepare_run
 from steps.preprocess import build_report, preprocess_shard
-from steps.prices import load_prices
 from steps.progress import log
-from steps.regions import choose_region
-from steps.report import headline, shard_stats, summarize
+from steps.report import headline, shard_stats, summarize, with_cost
 from steps.shards import read_shard_keys
 from steps.storage import open_storage
 
@@ -76,16 +75,7 @@ class PreprocessFlow(FlowSpec):
     @step
     def select_region(self):
         """Rank regions x instance types for this run's data and size; record the choice."""
-        choice = choose_region(
-            {self.input_uri: self.shard_plan["input_bytes"]},
-            self.shard_plan["images"],
-            regions_config=self.regions,
-            prices=load_prices(self.prices),
-        )
-        self.region_table = choice.region_table
-        self.region, self.instance_type, self.batch_queue = choice.region, choice.instance_type, choice.batch_queue
-        log(choice.explanation)
-        render(choice.report())
+        record_region_choice(self)
         self.next(self.process_shard, foreach="shards")
 
     @resources(cpu=config.resources.cpu, memory=config.resources.memory)
@@ -110,9 +100,9 @@ class PreprocessFlow(FlowSpec):
     @card(type="blank", id="report")
     @step
     def join(self, inputs):
-        self.merge_artifacts(inputs, include=["started_at", "shard_plan"])
+        self.merge_artifacts(inputs, include=["started_at", "shard_plan", "instance_type", "spot_price"])
         stats = sorted((i.shard_stats for i in inputs), key=lambda s: s.name)
-        self.summary = summarize(stats, time.time() - self.started_at)
+        self.summary = with_cost(summarize(stats, time.time() - self.started_at), self.instance_type, self.spot_price)
         self.rejects = [{"key": k, "reason": r} for s in stats for k, r in s.rejects]
         render(build_report(stats, self.summary, open_storage(self.input_uri), open_storage(self.output_uri)))
         self.next(self.end)

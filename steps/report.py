@@ -71,6 +71,7 @@ def summarize(stats: Sequence[ShardStats], seconds: float) -> dict:
     images_this_run = sum(s.images for s in worked)
     return {
         "images": sum(s.images for s in stats),
+        "images_this_run": images_this_run,
         "processed": sum(s.processed for s in stats),
         "rejected": sum(s.rejected for s in stats),
         "shards": len(stats),
@@ -94,14 +95,32 @@ def merge_summaries(summaries: Sequence[dict], seconds: float) -> dict:
     return merged
 
 
+def with_cost(summary: dict, instance_type: str, spot_price_per_hour: float) -> dict:
+    """Add the estimated spot cost of this run's task time and the $ per million images it implies.
+
+    Task seconds are what instances bill for (start-up excluded: it is amortised over a shard).
+    """
+    cost = summary["task_seconds"] / 3600 * spot_price_per_hour
+    worked = summary["images_this_run"]
+    return {
+        **summary,
+        "instance_type": instance_type,
+        "spot_usd_per_hour": spot_price_per_hour,
+        "estimated_usd": round(cost, 4),
+        "usd_per_million_images": round(cost / worked * 1e6, 2) if worked else None,
+    }
+
+
 def headline(verb: str, summary: dict, output: str) -> str:
     """One human sentence for the end of a run."""
     skipped = summary["skipped_shards"]
     reuse = f"; {skipped} of {summary['shards']} shards were already complete and skipped" if skipped else ""
+    cost = summary.get("usd_per_million_images")
+    priced = f" ≈ ${cost:,.2f} per million images on {summary['instance_type']} spot" if cost else ""
     return (
         f"{verb} {summary['images']} images in {summary['seconds']:.1f} s "
         f"({summary['images_per_second']:.1f} images/s this run): {summary['processed']} ok, "
-        f"{summary['rejected']} rejected, {summary['shards']} shards{reuse}. Output: {output}"
+        f"{summary['rejected']} rejected, {summary['shards']} shards{reuse}{priced}. Output: {output}"
     )
 
 
