@@ -97,13 +97,16 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def best_seconds(fn: Callable[[], object], repeats: int) -> float:
-    """The fastest of ``repeats`` timed calls: other load on a shared machine only adds time."""
-    best = float("inf")
+def best_seconds(runs: Sequence[Callable[[], object]], repeats: int) -> list[float]:
+    """The fastest of ``repeats`` timed calls of each of ``runs``, taken in turns (a, b, a, b, ...)
+    so a burst of other load on a shared machine cannot favour one of them; load only adds time.
+    """
+    best = [float("inf")] * len(runs)
     for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - started)
+        for index, run in enumerate(runs):
+            started = time.perf_counter()
+            run()
+            best[index] = min(best[index], time.perf_counter() - started)
     return best
 
 

@@ -8,7 +8,7 @@ resize, Sobel edges), timed alone on in-memory bytes and through the real
 ``steps.preprocess.preprocess_shard`` (threaded I/O, atomic writes, Parquet ledger) on
 ``LocalStorage`` with 1 thread and with one thread per core; the same work in one process per
 core shows what the machine's cores allow right now (GIL-free). Each figure is the best of
-``--repeats`` runs, measured in this run.
+``--repeats`` runs, taken in turns, measured in this run.
 """
 
 from __future__ import annotations
@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> None:
         ]
         in_processes(pool, images[: 4 * all_threads], args.size)  # start the workers outside the timing
         results = []
-        for label, threads, run in variants:
-            seconds = best_seconds(run, args.repeats)
+        timings = best_seconds([run for _, _, run in variants], args.repeats)
+        for (label, threads, _), seconds in zip(variants, timings, strict=True):
             cores = min(threads, usable_cores())
             results.append((label, cores, seconds, len(images) / seconds, len(images) / seconds / cores))
 

@@ -43,10 +43,10 @@ def measure(endpoint: str, objects: list[bytes], threads: int, repeats: int) -> 
     full_keys = [f"shard/{key}" for key in keys]
     sequential_read(client, full_keys[:2])  # open the connections outside the timing
     threaded_read(storage, keys[: 2 * threads], threads)
-    return (
-        best_seconds(lambda: sequential_read(client, full_keys), repeats),
-        best_seconds(lambda: threaded_read(storage, keys, threads), repeats),
+    sequential, threaded = best_seconds(
+        [lambda: sequential_read(client, full_keys), lambda: threaded_read(storage, keys, threads)], repeats
     )
+    return sequential, threaded
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,144 @@
+"""End-to-end inference throughput (JPEG → prediction) vs the model alone vs a naive DataLoader.
+
+    .venv/bin/python bench/infer.py [--images 64] [--batch-size 16] [--device cpu|cuda]
+
+The model is torchvision's ResNet-50 with random weights (nothing is downloaded; the cost of a
+forward pass does not depend on the weights). Three ways through the same model and device:
+
+* model only: ``steps.inference.Predictor`` (normalize, forward, top-5) on random uint8 batches,
+  i.e. the ceiling an input pipeline can reach;
+* ours: ``steps.inference.infer_shard``, InferFlow's pipeline, reading the sample JPEGs
+  (``steps.sample_data``, 224-640 px photos) from ``LocalStorage`` with threaded reads, threaded
+  decode (reduced-size JPEG decode, resize, center crop), uint8 batches prefetched while the model
+  runs, Parquet output;
+* naive: ``torch.utils.data.DataLoader`` over a PIL dataset with torchvision's
+  Resize(256)/CenterCrop(224)/ToTensor/Normalize, float32 batches, plain fp32 forward pass, with
+  ``num_workers=0`` (the default) and one worker process per core.
+
+On ``--device cuda`` ours runs as it does in InferFlow there: pinned uint8 batches copied
+asynchronously, channels-last, fp16 autocast, cudnn.benchmark. Each figure is the best of
+``--repeats`` runs, taken in turns after one warm-up batch, measured in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import tempfile
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import torch
+import torchvision
+from common import best_seconds, print_machine_info, print_table, usable_cores
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from steps.inference import Predictor, infer_shard
+from steps.model_loading import DEFAULT_INPUT_SIZE, LoadedModel
+from steps.models import IMAGENET_MEAN, IMAGENET_STD
+from steps.sample_data import generate
+from steps.storage import LocalStorage
+
+TOP_K = 5
+
+
+def resnet50() -> LoadedModel:
+    module = torchvision.models.resnet50(weights=None).eval()
+    classes = [str(i) for i in range(1000)]
+    return LoadedModel(module, "torchvision:resnet50 (random init)", "torchvision", "resnet50", classes,
+                       DEFAULT_INPUT_SIZE)
+
+
+def model_only(predictor: Predictor, images: int, batch_size: int) -> None:
+    pixels = torch.randint(0, 256, (batch_size, DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE, 3), dtype=torch.uint8)
+    pixels = pixels.pin_memory() if predictor.cuda else pixels
+    for _ in range(math.ceil(images / batch_size)):
+        predictor(pixels)
+
+
+def ours(model: LoadedModel, source: LocalStorage, keys: list[str], args: argparse.Namespace, scratch: Path) -> None:
+    target = LocalStorage(tempfile.mkdtemp(dir=scratch))  # fresh: committed parts would be skipped
+    with redirect_stdout(io.StringIO()):  # its progress lines
+        infer_shard(
+            name="bench", keys=keys, source=source, target=target, model=model, batch_size=args.batch_size,
+            chunk_size=len(keys), top_k=TOP_K, threads=16, workers=usable_cores(), device=torch.device(args.device),
+        )
+
+
+class PilDataset(Dataset):
+    """The textbook dataset: a list of files, opened with PIL, torchvision transforms."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+        self.transform = transforms.Compose([
+            transforms.Resize(256),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ])
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        with Image.open(self.paths[index]) as image:
+            return self.transform(image.convert("RGB"))
+
+
+@torch.inference_mode()
+def naive(module: torch.nn.Module, paths: list[Path], args: argparse.Namespace, workers: int) -> None:
+    device = torch.device(args.device)
+    loader = DataLoader(PilDataset(paths), batch_size=args.batch_size, num_workers=workers,
+                        pin_memory=device.type == "cuda")
+    for batch in loader:
+        module(batch.to(device)).softmax(dim=1).topk(TOP_K, dim=1)[1].cpu()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=64, help="JPEGs to predict (default 64)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per variant; the best counts")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is visible to torch")
+
+    print_machine_info("bench/infer.py: JPEG -> prediction images/s vs model only vs a naive DataLoader")
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    model = resnet50()
+    with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp:
+        scratch = Path(tmp)
+        written = generate(scratch / "in", args.images)
+        keys = sorted(s.key for s in written if s.label is not None)[: args.images]
+        paths = [scratch / "in" / key for key in keys]
+        print(
+            f"images:   {len(keys)} sample JPEGs (224-640 px), ResNet-50 at {DEFAULT_INPUT_SIZE} px, batch "
+            f"{args.batch_size}, device {args.device} ({device_name}); best of {args.repeats}"
+        )
+        source = LocalStorage(scratch / "in")
+        predictor = Predictor(model, torch.device(args.device), TOP_K)  # moves the module to the device
+        cores = usable_cores()
+        variants = [
+            ("model only (Predictor on random uint8 batches)",
+             lambda: model_only(predictor, len(keys), args.batch_size)),
+            ("ours: infer_shard (InferFlow's pipeline)", lambda: ours(model, source, keys, args, scratch)),
+            ("naive: DataLoader + PIL, num_workers=0", lambda: naive(model.module, paths, args, 0)),
+            (f"naive: DataLoader + PIL, num_workers={cores}", lambda: naive(model.module, paths, args, cores)),
+        ]
+        model_only(predictor, args.batch_size, args.batch_size)  # warm-up: allocator, cudnn autotuning
+        rates = [len(keys) / seconds for seconds in best_seconds([run for _, run in variants], args.repeats)]
+    ceiling, end_to_end, best_naive = rates[0], rates[1], max(rates[2:])
+    print_table(
+        ["variant", "images/s", "vs model only"],
+        [(label, rate, f"{rate / ceiling:.0%}") for (label, _), rate in zip(variants, rates, strict=True)],
+    )
+    print(f"ratio: ours {end_to_end / ceiling:.0%} of model-only; ours {end_to_end / best_naive:.2f}x the best "
+          f"naive DataLoader ({end_to_end / rates[2]:.2f}x num_workers=0)")
+
+
+if __name__ == "__main__":
+    main()
