@@ -15,12 +15,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from steps.predictions import load_predictions
 from steps.sample_data import generate
 from steps.verify import verify
 from tests.conftest import REPO, S3Server, run_flow, upload_dir
 from tests.fakes import fake_imds, flaky_s3_proxy
+from tests.test_inference import save_bundle
 
 ONE_SHARD = ("--shard-size", "1000", "--threads", "1", "--chunk-size", "4")
 
@@ -58,8 +61,8 @@ def assert_exactly_once(out: Path, fault_input: Path, reference: Path) -> None:
     assert not [p for p in out.rglob(".tmp-*")], "temporary files left behind"
 
 
-def first_attempt_task_pids() -> list[int]:
-    """PIDs of process_shard tasks on their first attempt (Metaflow's task command line)."""
+def first_attempt_task_pids(step: str) -> list[int]:
+    """PIDs of ``step`` tasks on their first attempt (from Metaflow's task command line)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -68,20 +71,20 @@ def first_attempt_task_pids() -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        is_shard_task = b"step" in cmdline and b"process_shard" in cmdline and b"--retry-count" in cmdline
+        is_shard_task = b"step" in cmdline and step.encode() in cmdline and b"--retry-count" in cmdline
         if is_shard_task and cmdline[cmdline.index(b"--retry-count") + 1] == b"0":
             pids.append(int(entry.name))
     return pids
 
 
 def run_and_kill_when(
-    args: list[str], workdir: Path, ready: Callable[[], bool]
+    flow: str, step: str, args: list[str], workdir: Path, ready: Callable[[], bool]
 ) -> tuple[subprocess.CompletedProcess, bool]:
-    """Start a flow run, SIGKILL its first-attempt shard task once ``ready()``; let it finish."""
+    """Start a flow run, SIGKILL its first-attempt ``step`` task once ``ready()``; let it finish."""
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(workdir)}
     process = subprocess.Popen(
-        [sys.executable, str(REPO / "flows/preprocess.py"), "--no-pylint", "run", *args],
+        [sys.executable, str(REPO / "flows" / f"{flow}.py"), "--no-pylint", "run", *args],
         cwd=workdir,
         env=env,
         stdout=subprocess.PIPE,
@@ -92,7 +95,7 @@ def run_and_kill_when(
     deadline = time.monotonic() + 120
     while process.poll() is None and not killed and time.monotonic() < deadline:
         if ready():
-            for pid in first_attempt_task_pids():
+            for pid in first_attempt_task_pids(step):
                 os.kill(pid, signal.SIGKILL)
                 killed = True
         time.sleep(0.002)
@@ -119,7 +122,11 @@ def test_sigkill_mid_shard_is_retried_to_an_identical_output(
         "late, random": lambda: count(out, "resized/*.jpg") >= random.Random(str(tmp_path)).randint(20, 55),
     }[point]
     result, killed = run_and_kill_when(
-        ["--input", str(fault_input), "--output", str(out), *ONE_SHARD], tmp_path / "wd", ready
+        "preprocess",
+        "process_shard",
+        ["--input", str(fault_input), "--output", str(out), *ONE_SHARD],
+        tmp_path / "wd",
+        ready,
     )
     assert killed, f"the task finished before the kill point {point!r}"
     assert result.returncode == 0, result.stdout
@@ -218,3 +225,91 @@ def test_verify_command_reports_gaps(fault_input: Path, reference_output: Path, 
     assert broken.returncode == 1
     assert "shard all: no manifest (incomplete)" in broken.stdout
     assert "missing from every manifest" in broken.stdout
+
+
+INFER_ONE_SHARD = ("--shard-size", "1000", "--chunk-size", "4", "--batch-size", "4", "--workers", "1", "--threads", "1")
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(save_bundle(tmp_path_factory.mktemp("model") / "model.pt"))
+
+
+@pytest.fixture(scope="module")
+def reference_predictions(fault_input: Path, model_file: str, tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    base = tmp_path_factory.mktemp("infer-reference")
+    result = run_flow(
+        "infer",
+        base / "wd",
+        "--input",
+        str(fault_input),
+        "--output",
+        str(base / "out"),
+        "--model",
+        model_file,
+        *INFER_ONE_SHARD,
+    )
+    assert result.ok, result.output
+    return load_predictions(str(base / "out")).sort_values("key").reset_index(drop=True)
+
+
+@pytest.mark.parametrize("point", ["before any commit", "between chunks", "late, random"])
+def test_sigkilled_inference_is_retried_to_identical_predictions(
+    point: str,
+    fault_input: Path,
+    model_file: str,
+    reference_predictions: pd.DataFrame,
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    parts = out / "predictions" / "all"
+    ready = {
+        "before any commit": lambda: count(out, "_plan/*.txt") == 1 and count(parts, "*.parquet") == 0,
+        "between chunks": lambda: count(parts, "*.parquet") >= 2,
+        "late, random": lambda: count(parts, "*.parquet") >= random.Random(str(tmp_path)).randint(5, 14),
+    }[point]
+    result, killed = run_and_kill_when(
+        "infer",
+        "predict_shard",
+        ["--input", str(fault_input), "--output", str(out), "--model", model_file, *INFER_ONE_SHARD],
+        tmp_path / "wd",
+        ready,
+    )
+    assert killed, f"the task finished before the kill point {point!r}"
+    assert result.returncode == 0, result.stdout
+    check = verify(str(out), str(fault_input))
+    assert check.ok, check.problems
+    predictions = load_predictions(str(out)).sort_values("key").reset_index(drop=True)
+    assert predictions[["key", "status", "label"]].equals(reference_predictions[["key", "status", "label"]])
+    assert (predictions["score"] - reference_predictions["score"]).abs().max() < 1e-5
+
+
+def test_infer_resume_after_a_failed_run_reuses_finished_shards(
+    fault_input: Path, model_file: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = [
+        "--input",
+        str(fault_input),
+        "--output",
+        str(out),
+        "--model",
+        model_file,
+        "--shard-size",
+        "20",
+        "--chunk-size",
+        "8",
+        "--batch-size",
+        "8",
+    ]
+    (out / "_manifests" / "7.parquet").mkdir(parents=True)  # one shard cannot write its marker
+    failed = run_flow("infer", tmp_path / "wd", *args)
+    assert not failed.ok
+    assert "not retrying: IsADirectoryError is deterministic" in failed.output
+
+    (out / "_manifests" / "7.parquet").rmdir()
+    resumed = run_flow("infer", tmp_path / "wd", command="resume")
+    assert resumed.ok, resumed.output
+    assert resumed.output.count("Cloning previously run task") >= 10
+    check = verify(str(out), str(fault_input))
+    assert check.ok, check.problems
