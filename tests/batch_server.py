@@ -39,6 +39,8 @@ LOOPBACK_ONLY = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_CONFIG_FILE": os.devnull,
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    # steps.spot's interruption watcher: a dead loopback port instead of the instance metadata.
+    "SPOT_BATCH_METADATA_URL": "http://127.0.0.1:1",
 }
 os.environ.update(LOOPBACK_ONLY)  # before boto3/moto are imported
 

@@ -1,15 +1,15 @@
 """`run --with batch`, end to end, on a local AWS Batch (tests/batch_server.py).
 
-Metaflow submits every task as a Batch job to a moto server on 127.0.0.1; the server runs each
-job's container command as a local process (as a Batch container would, from the code package in
-S3) and the harness SIGKILLs one task mid-shard, the way a spot reclaim ends an instance. The run
-must still finish, the killed task's retry must resume from the committed chunks, and the jobs
-must carry the resources, image and queue the flow and the configuration ask for.
+PreprocessFlow and InferFlow: Metaflow submits every task as a Batch job to a moto server on
+127.0.0.1; the server runs each job's container command as a local process (as a Batch container
+would, from the code package in S3) and SIGKILLs one shard task mid-shard, the way a spot reclaim
+ends an instance. The run must still finish, the killed task's retry must resume from the
+committed chunks, and the jobs must carry the resources, image and queue the flow and the
+configuration ask for.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import signal
@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 
 from steps.shards import shard_prefix
+from steps.verify import verify
 from tests.conftest import REPO, S3Server, run_flow, upload_dir
 from tests.remote_harness import IMAGE, create_batch_queue, flow_graph, metaflow_env
+from tests.test_inference import save_bundle
 
 pytestmark = pytest.mark.batch
 
@@ -96,26 +97,48 @@ def batch_env(local_batch: LocalBatch, tmp_path: Path) -> dict[str, str]:
     return metaflow_env(local_batch.endpoint, bucket, create_batch_queue(local_batch.endpoint), tmp_path / "home")
 
 
-def test_preprocess_runs_on_batch_and_survives_a_killed_task(
-    local_batch: LocalBatch, batch_env: dict[str, str], sample_dir: Path, tmp_path: Path
+@dataclass(frozen=True)
+class Case:
+    flow: str
+    step: str  # the foreach step whose first shard task is killed
+    commit: str  # the S3 key of its second committed chunk: the kill lands mid-shard
+    args: tuple[str, ...]
+
+
+CASES = [
+    Case("preprocess", "process_shard", r"_ledger/.+/chunk-00001\.parquet$", ("--threads", "2", "--chunk-size", "1")),
+    Case("infer", "predict_shard", r"predictions/.+/part-00001\.parquet$",
+         ("--chunk-size", "2", "--batch-size", "2", "--workers", "1", "--threads", "1")),
+]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+@pytest.mark.parametrize("case", CASES, ids=[c.flow for c in CASES])
+def test_flow_runs_on_batch_and_survives_a_killed_task(
+    case: Case, local_batch: LocalBatch, batch_env: dict[str, str], *,
+    sample_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     s3 = local_batch.s3
+    bucket = s3.make_bucket(f"{case.flow}-data")
     keys = two_shards(sample_dir, tmp_path / "images")
-    upload_dir(s3, tmp_path / "images", s3.make_bucket("preprocess-in") + "/raw")
-    s3.make_bucket("preprocess-out")
+    upload_dir(s3, tmp_path / "images", f"{bucket}/raw")
+    model_args: tuple[str, ...] = ()
+    if case.flow == "infer":
+        model = save_bundle(tmp_path / "model" / "model.pt")
+        upload_dir(s3, model.parent, f"{bucket}/model")
+        model_args = ("--model", f"{bucket}/model/{model.name}")
     # The first shard task dies while committing its second chunk, as if its instance vanished.
-    local_batch.kill_first_attempt("process_shard", r"_ledger/.+/chunk-00001\.parquet$")
+    local_batch.kill_first_attempt(case.step, case.commit)
 
     # One task at a time, so the kill hits the shard task that is writing.
     run = run_flow(
-        "preprocess", tmp_path / "work", "--with", "batch", "--max-workers", "1",
-        "--input", "s3://preprocess-in/raw", "--output", "s3://preprocess-out/pre",
-        "--prefix-width", "1", "--threads", "2", "--chunk-size", "1",
+        case.flow, tmp_path / "work", "--with", "batch", "--max-workers", "1",
+        "--input", f"{bucket}/raw", "--output", f"{bucket}/out", "--prefix-width", "1", *case.args, *model_args,
         env=batch_env,
     )
     assert run.ok, run.output[-5000:]
 
-    shard_jobs = local_batch.jobs("process_shard")
+    shard_jobs = local_batch.jobs(case.step)
     (killed,) = [j for j in shard_jobs if j["statusReason"]]
     assert killed["exitCode"] == 137 and killed["statusReason"].startswith("Host EC2")
     retry = killed["jobName"][:-2] + "-1"  # Metaflow's retry is a new Batch job, retry count in its name
@@ -123,14 +146,15 @@ def test_preprocess_runs_on_batch_and_survives_a_killed_task(
     assert len(shard_jobs) == 3  # two shards, one retry
     assert "resuming, 1/" in run.output  # the retry kept the committed chunk
 
-    step = flow_graph(REPO / "flows" / "preprocess.py", tmp_path)["process_shard"]
+    step = flow_graph(REPO / "flows" / f"{case.flow}.py", tmp_path)[case.step]
+    expected = {"VCPU": step.attribute("resources", "cpu"), "MEMORY": step.attribute("resources", "memory"),
+                "GPU": step.attribute("resources", "gpu")}
     for job in shard_jobs:
         assert job["image"] == IMAGE
-        assert requirements(job) == {"VCPU": str(step.attribute("resources", "cpu")),
-                                     "MEMORY": str(step.attribute("resources", "memory"))}
-    # Every input is in exactly one shard manifest, despite the kill.
-    client = s3.client()
-    manifests = client.list_objects_v2(Bucket="preprocess-out", Prefix="pre/_manifests/")["Contents"]
-    rows = [row for m in manifests for row in pq.read_table(
-        io.BytesIO(client.get_object(Bucket="preprocess-out", Key=m["Key"])["Body"].read())).column("key").to_pylist()]
-    assert sorted(rows) == keys
+        assert requirements(job) == {k: str(v) for k, v in expected.items() if v}
+
+    # Every input accounted for exactly once, outputs complete, despite the kill.
+    monkeypatch.setenv("METAFLOW_S3_ENDPOINT_URL", local_batch.endpoint)
+    check = verify(f"{bucket}/out", f"{bucket}/raw")
+    assert check.ok, check.problems
+    assert check.inputs == len(keys)
