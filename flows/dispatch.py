@@ -23,7 +23,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
-from metaflow import Config, FlowSpec, Parameter, Runner, card, step
+from metaflow import Config, FlowSpec, Parameter, Runner, card, package_sources, step
 
 from steps.errors import ConfigError
 from steps.progress import log
@@ -36,11 +36,13 @@ PREPROCESS = str(ROOT / "flows" / "preprocess.py")
 
 def regional_output(template: str, uri: str, region: str, regions: Mapping) -> str:
     """``--output`` with ``{bucket}``, ``{region}`` and ``{staging}`` filled in for one input."""
-    bucket = uri[len("s3://"):].split("/", 1)[0] if uri.startswith("s3://") else ""
+    bucket = uri[len("s3://") :].split("/", 1)[0] if uri.startswith("s3://") else ""
     staging = regions["regions"].get(region, {}).get("staging_bucket", "")
     return template.format(bucket=bucket, region=region, staging=staging.rstrip("/"))
 
 
+# config/ travels in the code package too, so remote tasks can read it like a local run.
+@package_sources("../config", suffixes=[".toml"])
 class DispatchFlow(FlowSpec):
     """Run PreprocessFlow once per regional input location, next to its data, and merge the reports."""
 
@@ -48,7 +50,8 @@ class DispatchFlow(FlowSpec):
 
     inputs = Parameter("inputs", required=True, help="Comma-separated input locations, e.g. s3://b-us/x,s3://b-eu/x.")
     output = Parameter(
-        "output", required=True,
+        "output",
+        required=True,
         help="Output location per input; {bucket}, {region} and {staging} (regions.toml) are filled in.",
     )
     compute = Parameter("compute", default="local", help="local: run here; batch: each run on its region's queue.")
@@ -66,14 +69,24 @@ class DispatchFlow(FlowSpec):
         for uri in uris:
             region = data_region(uri, self.regions)
             env, decospecs = batch_settings(region, self.regions) if self.compute == "batch" else ({}, [])
-            self.region_plan.append({
-                "region": region, "input": uri, "output": regional_output(self.output, uri, region, self.regions),
-                "gb": round(sizes[uri] / 1e9, 3), "env": env, "with": decospecs,
-            })
+            self.region_plan.append(
+                {
+                    "region": region,
+                    "input": uri,
+                    "output": regional_output(self.output, uri, region, self.regions),
+                    "gb": round(sizes[uri] / 1e9, 3),
+                    "env": env,
+                    "with": decospecs,
+                }
+            )
         outputs = [p["output"] for p in self.region_plan]
         if len(set(outputs)) != len(outputs):
-            raise ConfigError("--output", self.output, "a distinct output per input",
-                              "use {bucket} or {region} in --output so runs do not overwrite each other")
+            raise ConfigError(
+                "--output",
+                self.output,
+                "a distinct output per input",
+                "use {bucket} or {region} in --output so runs do not overwrite each other",
+            )
         for p in self.region_plan:
             log(f"{p['region']}: {p['input']} ({p['gb']} GB) -> {p['output']}")
         self.next(self.run_region, foreach="region_plan")
@@ -100,13 +113,32 @@ class DispatchFlow(FlowSpec):
         self.summary = merge_summaries([r["summary"] for r in self.region_runs], time.time() - self.started_at)
         from cards import render
 
-        render(Report("Multi-region preprocessing", headline("Preprocessed", self.summary, "one output per region"), [
-            Table("Regional runs", ["region", "input", "GB", "output", "images", "ok", "rejected", "seconds", "run"], [
-                [r["region"], r["input"], r["gb"], r["output"], r["summary"]["images"], r["summary"]["processed"],
-                 r["summary"]["rejected"], r["summary"]["seconds"], r["run"]]
-                for r in self.region_runs
-            ]),
-        ]))
+        render(
+            Report(
+                "Multi-region preprocessing",
+                headline("Preprocessed", self.summary, "one output per region"),
+                [
+                    Table(
+                        "Regional runs",
+                        ["region", "input", "GB", "output", "images", "ok", "rejected", "seconds", "run"],
+                        [
+                            [
+                                r["region"],
+                                r["input"],
+                                r["gb"],
+                                r["output"],
+                                r["summary"]["images"],
+                                r["summary"]["processed"],
+                                r["summary"]["rejected"],
+                                r["summary"]["seconds"],
+                                r["run"],
+                            ]
+                            for r in self.region_runs
+                        ],
+                    ),
+                ],
+            )
+        )
         self.next(self.end)
 
     @step

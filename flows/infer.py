@@ -17,14 +17,14 @@ import tomllib
 from pathlib import Path
 
 from cards import render
-from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, resources, retry, step
-from region_choice import record_region_choice
+from fanout import plan_fanout, record_region_choice
+from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, package_sources, resources, retry, step
 from spot_guard import spot_guard
 
 from steps.errors import ConfigError
 from steps.inference import build_report, class_names_for, infer_shard, inference_headline, inference_summary
 from steps.model_loading import MODEL_FORMS, load_model
-from steps.planning import check_positive, prepare_run
+from steps.planning import check_positive
 from steps.predictions import PART_STEM, accuracy, load_labels, load_predictions
 from steps.progress import log
 from steps.report import shard_stats, with_cost
@@ -49,7 +49,9 @@ def latest_model_uri() -> str:
         run = None
     if run is None or "model_uri" not in run.data:
         raise ConfigError(
-            "--model", LATEST, f"a successful TrainFlow run with a model_uri in namespace {get_namespace()}",
+            "--model",
+            LATEST,
+            f"a successful TrainFlow run with a model_uri in namespace {get_namespace()}",
             f"train one with `python flows/train.py run --input DIR` (same working directory), or pass --model "
             f"{MODEL_FORMS}",
         )
@@ -75,6 +77,8 @@ def die_after_chunks(storage: Storage) -> None:
     storage.write = write_then_die
 
 
+# config/ travels in the code package too, so remote tasks can read it like a local run.
+@package_sources("../config", suffixes=[".toml"])
 class InferFlow(FlowSpec):
     """Batched inference on spot GPUs: one Parquet row per image, each chunk committed once."""
 
@@ -85,21 +89,39 @@ class InferFlow(FlowSpec):
     input_uri = Parameter("input", required=True, help="Directory or s3://bucket/prefix of images.")
     output_uri = Parameter("output", required=True, help="Directory or s3://bucket/prefix for predictions.")
     model_spec = Parameter("model", default=config_expr("config.model"), help=f"latest, or {MODEL_FORMS}.")
-    batch_size = Parameter("batch-size", type=int, default=config_expr("config.batch_size"),
-                           help="Images per forward pass.")
-    chunk_size = Parameter("chunk-size", type=int, default=config_expr("config.chunk_size"),
-                           help="Images per committed Parquet part (a spot loss costs at most one).")
+    batch_size = Parameter(
+        "batch-size", type=int, default=config_expr("config.batch_size"), help="Images per forward pass."
+    )
+    chunk_size = Parameter(
+        "chunk-size",
+        type=int,
+        default=config_expr("config.chunk_size"),
+        help="Images per committed Parquet part (a spot loss costs at most one).",
+    )
     top_k = Parameter("top-k", type=int, default=config_expr("config.top_k"), help="Labels and scores kept per image.")
     prefix_width = Parameter("prefix-width", type=int, default=0, help="Hex prefix characters per shard; 0 = auto.")
-    shard_size = Parameter("shard-size", type=int, default=config_expr("config.shard_size"),
-                           help="Target images per shard (auto width).")
-    max_shards = Parameter("max-shards", type=int, default=config_expr("config.max_shards"),
-                           help="At most this many shards (match `run --max-num-splits`).")
+    shard_size = Parameter(
+        "shard-size", type=int, default=config_expr("config.shard_size"), help="Target images per shard (auto width)."
+    )
+    max_shards = Parameter(
+        "max-shards",
+        type=int,
+        default=config_expr("config.max_shards"),
+        help="At most this many shards (match `run --max-num-splits`).",
+    )
     threads = Parameter("threads", type=int, default=config_expr("config.threads"), help="Read threads per shard.")
-    workers = Parameter("workers", type=int, default=config_expr("config.workers"),
-                        help="Decode/resize threads per shard (match the task's vCPUs).")
-    prefetch = Parameter("prefetch", type=int, default=config_expr("config.prefetch_batches"),
-                         help="Ready batches queued ahead of the model.")
+    workers = Parameter(
+        "workers",
+        type=int,
+        default=config_expr("config.workers"),
+        help="Decode/resize threads per shard (match the task's vCPUs).",
+    )
+    prefetch = Parameter(
+        "prefetch",
+        type=int,
+        default=config_expr("config.prefetch_batches"),
+        help="Ready batches queued ahead of the model.",
+    )
 
     @step
     def start(self):
@@ -111,13 +133,7 @@ class InferFlow(FlowSpec):
         loaded.class_names = class_names_for(loaded)
         self.model = loaded.identity()
         log(f"model {self.model_uri}: {loaded.kind} {loaded.architecture}, {len(loaded.class_names)} classes")
-        plan = prepare_run(
-            self.input_uri, self.output_uri, shard_size=self.shard_size, max_shards=self.max_shards,
-            prefix_width=self.prefix_width, threads=self.threads,
-        )
-        self.shard_plan = plan.describe()
-        self.shards = plan.shards
-        log(f"planned {plan.images} images into {len(plan.shards)} shards: {plan.reason}")
+        plan_fanout(self)
         self.next(self.select_region)
 
     @card(type="blank", id="region")
@@ -135,9 +151,17 @@ class InferFlow(FlowSpec):
         die_after_chunks(target)
         with spot_guard() as stop:
             result = infer_shard(
-                name=self.input.name, keys=read_shard_keys(target, self.input), source=source, target=target,
-                model=load_model(self.model_uri), batch_size=self.batch_size, chunk_size=self.chunk_size,
-                top_k=self.top_k, threads=self.threads, workers=self.workers, prefetch_batches=self.prefetch,
+                name=self.input.name,
+                keys=read_shard_keys(target, self.input),
+                source=source,
+                target=target,
+                model=load_model(self.model_uri),
+                batch_size=self.batch_size,
+                chunk_size=self.chunk_size,
+                top_k=self.top_k,
+                threads=self.threads,
+                workers=self.workers,
+                prefetch_batches=self.prefetch,
                 stop=stop,
             )
         self.shard_stats = shard_stats(result.outcome, target)
@@ -158,17 +182,27 @@ class InferFlow(FlowSpec):
         labels = load_labels(source)
         self.summary = with_cost(
             inference_summary(
-                stats, [i.model_seconds for i in done], [i.device for i in done], time.time() - self.started_at,
+                stats,
+                [i.model_seconds for i in done],
+                [i.device for i in done],
+                time.time() - self.started_at,
                 accuracy(predictions, labels) if labels is not None else None,
             ),
             self.instance_type,
             self.spot_price,
         )
         self.rejects = [{"key": k, "reason": r} for s in stats for k, r in s.rejects]
-        render(build_report(
-            stats, self.summary, model=self.model, predictions=predictions, labels=labels, source=source,
-            output=self.output_uri,
-        ))
+        render(
+            build_report(
+                stats,
+                self.summary,
+                model=self.model,
+                predictions=predictions,
+                labels=labels,
+                source=source,
+                output=self.output_uri,
+            )
+        )
         self.next(self.end)
 
     @step

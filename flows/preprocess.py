@@ -9,11 +9,11 @@ import tomllib
 from pathlib import Path
 
 from cards import render
-from metaflow import Config, FlowSpec, Parameter, card, config_expr, resources, retry, step
-from region_choice import record_region_choice
+from fanout import plan_fanout, record_region_choice
+from metaflow import Config, FlowSpec, Parameter, card, config_expr, package_sources, resources, retry, step
 from spot_guard import spot_guard
 
-from steps.planning import check_positive, prepare_run
+from steps.planning import check_positive
 from steps.preprocess import build_report, preprocess_shard
 from steps.progress import log
 from steps.report import headline, shard_stats, summarize, with_cost
@@ -23,6 +23,8 @@ from steps.storage import open_storage
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
 
+# config/ travels in the code package too, so remote tasks can read it like a local run.
+@package_sources("../config", suffixes=[".toml"])
 class PreprocessFlow(FlowSpec):
     """Decode each image once; write a resized JPEG and a Sobel edge map; report rejects."""
 
@@ -58,17 +60,7 @@ class PreprocessFlow(FlowSpec):
     def start(self):
         self.started_at = time.time()
         check_positive("--size", self.size)
-        plan = prepare_run(
-            self.input_uri,
-            self.output_uri,
-            shard_size=self.shard_size,
-            max_shards=self.max_shards,
-            prefix_width=self.prefix_width,
-            threads=self.threads,
-        )
-        self.shard_plan = plan.describe()
-        self.shards = plan.shards
-        log(f"planned {plan.images} images into {len(plan.shards)} shards: {plan.reason}")
+        plan_fanout(self)
         self.next(self.select_region)
 
     @card(type="blank", id="region")

@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 
 from cards import render
-from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, resources, retry, step
+from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, package_sources, resources, retry, step
 from spot_guard import spot_guard
 
 from steps.progress import log
@@ -28,6 +28,8 @@ from steps.training import (
 )
 
 
+# config/ travels in the code package too, so remote tasks can read it like a local run.
+@package_sources("../config", suffixes=[".toml"])
 class TrainFlow(FlowSpec):
     """Train a classifier; checkpoints make a spot loss cost minutes of work, not the run."""
 

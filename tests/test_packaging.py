@@ -34,7 +34,6 @@ def test_code_package_contains_the_steps_library(package_list: set[str]) -> None
     assert set(LIBRARY) <= package_list
 
 
-@pytest.mark.xfail(strict=True, reason='needs @package_sources("../config", suffixes=[".toml"]) on each flow class')
 def test_code_package_contains_the_config_files(package_list: set[str]) -> None:
     assert set(CONFIG_FILES) <= package_list
 

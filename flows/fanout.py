@@ -1,10 +1,29 @@
-"""The body of every flow's ``select_region`` step: rank regions, record and show the choice."""
+"""What every sharded flow does before its foreach: plan the shards, then choose a region.
+
+The flow steps stay thin; these bodies are shared by PreprocessFlow and InferFlow.
+"""
 
 from cards import render
 
+from steps.planning import prepare_run
 from steps.prices import load_prices
 from steps.progress import log
 from steps.regions import choose_region
+
+
+def plan_fanout(flow) -> None:
+    """Validate locations, plan shards and store ``shard_plan`` (for people) and ``shards``."""
+    plan = prepare_run(
+        flow.input_uri,
+        flow.output_uri,
+        shard_size=flow.shard_size,
+        max_shards=flow.max_shards,
+        prefix_width=flow.prefix_width,
+        threads=flow.threads,
+    )
+    flow.shard_plan = plan.describe()
+    flow.shards = plan.shards
+    log(f"planned {plan.images} images into {len(plan.shards)} shards: {plan.reason}")
 
 
 def record_region_choice(flow) -> None:
