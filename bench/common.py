@@ -21,24 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, features
 
+from steps.offline import LOOPBACK_ONLY_ENV
 from steps.sample_data import SOURCES, load_source
-
-# Nothing a bench does may leave this machine: non-loopback HTTP(S) goes to a dead proxy,
-# the AWS SDK never asks the metadata service, and credentials are dummies.
-LOOPBACK_ONLY = {
-    "HTTP_PROXY": "http://127.0.0.1:1",
-    "HTTPS_PROXY": "http://127.0.0.1:1",
-    "http_proxy": "http://127.0.0.1:1",
-    "https_proxy": "http://127.0.0.1:1",
-    "NO_PROXY": "127.0.0.1,localhost",
-    "no_proxy": "127.0.0.1,localhost",
-    "AWS_EC2_METADATA_DISABLED": "true",
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_CONFIG_FILE": os.devnull,
-    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-}
 
 
 def usable_cores() -> int:
@@ -151,7 +135,7 @@ def s3_server(latency_ms: float = 0.0) -> Iterator[str]:
     S3 endpoint would not.
     """
     script = Path(__file__).with_name("s3server.py")
-    env = {**os.environ, **LOOPBACK_ONLY}
+    env = {**os.environ, **LOOPBACK_ONLY_ENV}
     process = subprocess.Popen(
         [sys.executable, str(script), "--latency-ms", str(latency_ms)], stdout=subprocess.PIPE, text=True, env=env
     )

@@ -17,8 +17,9 @@ import os
 import random
 
 import boto3
-from common import LOOPBACK_ONLY, best_seconds, print_machine_info, print_table, s3_server
+from common import best_seconds, print_machine_info, print_table, s3_server
 
+from steps.offline import LOOPBACK_ONLY_ENV
 from steps.storage import S3Storage, map_bounded
 
 BUCKET = "bench"
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-ms", type=float, default=20.0, help="simulated first-byte latency (default 20)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per variant; the best counts")
     args = parser.parse_args(argv)
-    os.environ.update(LOOPBACK_ONLY)
+    os.environ.update(LOOPBACK_ONLY_ENV)
 
     print_machine_info("bench/storage.py: reading one shard from S3, threaded vs sequential")
     rng = random.Random(0)

@@ -26,40 +26,26 @@ from __future__ import annotations
 
 import os
 
-LOOPBACK_ONLY = {
-    "AWS_EC2_METADATA_DISABLED": "true",
-    "HTTP_PROXY": "http://127.0.0.1:1",
-    "HTTPS_PROXY": "http://127.0.0.1:1",
-    "http_proxy": "http://127.0.0.1:1",
-    "https_proxy": "http://127.0.0.1:1",
-    "NO_PROXY": "127.0.0.1,localhost",
-    "no_proxy": "127.0.0.1,localhost",
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_CONFIG_FILE": os.devnull,
-    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    # steps.spot's interruption watcher: a dead loopback port instead of the instance metadata.
-    "SPOT_BATCH_METADATA_URL": "http://127.0.0.1:1",
-}
+from steps.offline import LOOPBACK_ONLY_ENV as LOOPBACK_ONLY
+
 os.environ.update(LOOPBACK_ONLY)  # before boto3/moto are imported
 
-import json  # noqa: E402
-import re  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from datetime import datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
-from types import FrameType  # noqa: E402
-from typing import Any  # noqa: E402
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
 
-from moto.batch.models import Job  # noqa: E402
-from moto.batch.utils import JobStatus  # noqa: E402
-from moto.s3.models import S3Backend  # noqa: E402
-from moto.server import ThreadedMotoServer  # noqa: E402
+from moto.batch.models import Job
+from moto.batch.utils import JobStatus
+from moto.s3.models import S3Backend
+from moto.server import ThreadedMotoServer
 
 # What the container image provides: the project's Python and its dependencies (so Metaflow's
 # bootstrap skips `pip install boto3`), like docker/Dockerfile.
