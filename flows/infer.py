@@ -22,12 +22,19 @@ from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, pa
 from spot_guard import spot_guard
 
 from steps.errors import ConfigError
-from steps.inference import build_report, class_names_for, infer_shard, inference_headline, inference_summary
+from steps.inference import (
+    build_report,
+    class_names_for,
+    infer_shard,
+    inference_headline,
+    inference_summary,
+    shard_scores,
+)
 from steps.model_loading import MODEL_FORMS, load_model
 from steps.planning import check_positive
-from steps.predictions import PART_STEM, accuracy, load_labels, load_predictions
+from steps.predictions import LABELS_FILE, PART_STEM, Scores, load_labels
 from steps.progress import log
-from steps.report import shard_stats, with_cost
+from steps.report import shard_manifest, shard_stats, with_cost
 from steps.shards import read_shard_keys
 from steps.storage import Storage, open_storage
 
@@ -164,7 +171,9 @@ class InferFlow(FlowSpec):
                 prefetch_batches=self.prefetch,
                 stop=stop,
             )
-        self.shard_stats = shard_stats(result.outcome, target)
+        manifest = shard_manifest(result.outcome, target)
+        self.shard_stats = shard_stats(result.outcome, manifest)
+        self.scores, self.samples = shard_scores(manifest, load_labels(source), self.shard_stats.samples)
         self.model_seconds = result.model_seconds
         self.device = result.device
         self.next(self.join)
@@ -177,16 +186,15 @@ class InferFlow(FlowSpec):
         )
         done = sorted(inputs, key=lambda i: i.shard_stats.name)
         stats = [i.shard_stats for i in done]
-        source = open_storage(self.input_uri)
-        predictions = load_predictions(self.output_uri, columns=["key", "status", "label", "score"])
-        labels = load_labels(source)
+        scores = sum((i.scores for i in done), Scores())
+        labelled = scores.accuracy() if open_storage(self.input_uri).exists(LABELS_FILE) else None
         self.summary = with_cost(
             inference_summary(
                 stats,
                 [i.model_seconds for i in done],
                 [i.device for i in done],
                 time.time() - self.started_at,
-                accuracy(predictions, labels) if labels is not None else None,
+                labelled,
             ),
             self.instance_type,
             self.spot_price,
@@ -197,9 +205,9 @@ class InferFlow(FlowSpec):
                 stats,
                 self.summary,
                 model=self.model,
-                predictions=predictions,
-                labels=labels,
-                source=source,
+                scores=scores,
+                samples=[x for i in done for x in i.samples],
+                source=open_storage(self.input_uri),
                 output=self.output_uri,
             )
         )

@@ -31,7 +31,7 @@ from steps.errors import ConfigError, RejectedInput
 from steps.imaging import decode
 from steps.ledger import ChunkLedger, ShardOutcome, chunk_ranges, run_chunked
 from steps.model_loading import LoadedModel
-from steps.predictions import PART_STEM, SCHEMA, label_counts, shard_directory
+from steps.predictions import PART_STEM, SCHEMA, Scores, score, shard_directory
 from steps.preprocess import thumbnail_jpeg
 from steps.progress import Progress
 from steps.report import (
@@ -238,13 +238,17 @@ def class_names_for(model: LoadedModel) -> list[str]:
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         detail = str(logits).splitlines()[0][:160] if isinstance(logits, RuntimeError) else type(logits).__name__
         raise ConfigError(
-            "--model", model.uri, f"a classifier mapping 1x3x{size}x{size} images to 1xN scores",
+            "--model",
+            model.uri,
+            f"a classifier mapping 1x3x{size}x{size} images to 1xN scores",
             f"export the model with that input size (or set input_size in its metadata); got {detail}",
         )
     outputs = logits.shape[1]
     if model.class_names and len(model.class_names) != outputs:
         raise ConfigError(
-            "class names of", model.uri, f"{outputs} names, one per model output (got {len(model.class_names)})",
+            "class names of",
+            model.uri,
+            f"{outputs} names, one per model output (got {len(model.class_names)})",
             "fix the classes file or pass the matching model",
         )
     return model.class_names or [str(i) for i in range(outputs)]
@@ -310,8 +314,13 @@ def infer_shard(
 
     try:
         outcome = run_chunked(
-            name=name, keys=keys, chunk_size=chunk_size, storage=target, ledger=ledger,
-            process_chunk=process_chunk, stop=stop,
+            name=name,
+            keys=keys,
+            chunk_size=chunk_size,
+            storage=target,
+            ledger=ledger,
+            process_chunk=process_chunk,
+            stop=stop,
         )
     finally:
         ready.close()
@@ -320,15 +329,25 @@ def infer_shard(
 
 def prediction_row(key: str, scores: np.ndarray, labels: list[str]) -> dict:
     return {
-        "key": key, "status": "ok", "reason": "", "label": labels[0], "score": float(scores[0]),
-        "top_k_labels": labels, "top_k_scores": [float(s) for s in scores],
+        "key": key,
+        "status": "ok",
+        "reason": "",
+        "label": labels[0],
+        "score": float(scores[0]),
+        "top_k_labels": labels,
+        "top_k_scores": [float(s) for s in scores],
     }
 
 
 def rejected_row(item: Prepared) -> dict:
     return {
-        "key": item.key, "status": "rejected", "reason": item.reason, "label": None, "score": None,
-        "top_k_labels": [], "top_k_scores": [],
+        "key": item.key,
+        "status": "rejected",
+        "reason": item.reason,
+        "label": None,
+        "score": None,
+        "top_k_labels": [],
+        "top_k_scores": [],
     }
 
 
@@ -337,7 +356,10 @@ def rejected_row(item: Prepared) -> dict:
 
 
 def inference_summary(
-    stats: Sequence[ShardStats], model_seconds: Sequence[float], devices: Sequence[str], seconds: float,
+    stats: Sequence[ShardStats],
+    model_seconds: Sequence[float],
+    devices: Sequence[str],
+    seconds: float,
     scores: dict | None,
 ) -> dict:
     """The ``summary`` artifact. ``gpu_seconds`` is what a GPU was held for (task time of shards
@@ -361,7 +383,8 @@ def inference_headline(summary: dict, output: str) -> str:
     reuse = f"; {skipped} of {summary['shards']} shards were already complete and skipped" if skipped else ""
     scored = (
         f", accuracy {summary['accuracy']:.1%} on {summary['labelled']} labelled images"
-        if summary.get("accuracy") is not None else ""
+        if summary.get("accuracy") is not None
+        else ""
     )
     return (
         f"Predicted {summary['images']} images in {summary['seconds']:.1f} s ({summary['images_per_second']:.1f} "
@@ -371,9 +394,36 @@ def inference_headline(summary: dict, output: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One prediction shown on the card."""
+
+    key: str
+    label: str
+    score: float
+    truth: str | None
+
+
+def shard_scores(
+    manifest: pa.Table, labels: pd.DataFrame | None, sample_keys: Sequence[str]
+) -> tuple[Scores, list[Sample]]:
+    """What the join needs from a shard's predictions, so it never loads all of them."""
+    predictions = manifest.select(["key", "status", "label", "score"]).to_pandas(use_threads=False)
+    truth = {} if labels is None else dict(zip(labels["key"], labels["truth"], strict=True))
+    by_key = predictions.set_index("key")
+    samples = [Sample(k, by_key.at[k, "label"], float(by_key.at[k, "score"]), truth.get(k)) for k in sample_keys]
+    return score(predictions, labels), samples
+
+
 def build_report(
-    stats: Sequence[ShardStats], summary: dict, *, model: dict, predictions: pd.DataFrame,
-    labels: pd.DataFrame | None, source: Storage, output: str,
+    stats: Sequence[ShardStats],
+    summary: dict,
+    *,
+    model: dict,
+    scores: Scores,
+    samples: Sequence[Sample],
+    source: Storage,
+    output: str,
 ) -> Report:
     """The card: totals, model, throughput, label histogram, sample predictions, shards, rejects."""
     report = Report("InferFlow", inference_headline(summary, output))
@@ -381,21 +431,17 @@ def build_report(
     report.sections.append(Table("Model", ["field", "value"], [[k, v] for k, v in model.items()]))
     if any(not s.skipped for s in stats):
         report.sections.append(throughput_chart(stats))
-    counts = label_counts(predictions).head(40)
-    if len(counts):
-        chart = bar_chart_png(list(counts.index), list(counts.values), "images", "images per predicted label")
+    counts = scores.label_counts.most_common(40)
+    if counts:
+        chart = bar_chart_png([c[0] for c in counts], [c[1] for c in counts], "images", "images per predicted label")
         report.sections.append(Chart("Predicted labels", chart))
-    truth = dict(zip(labels["key"], labels["truth"], strict=True)) if labels is not None else {}
-    by_key = predictions.set_index("key")
-    samples = [key for s in stats for key in s.samples][:SAMPLE_IMAGES]
     if samples:
         report.sections.append(
             Images(
                 "Sample predictions (predicted label, score; truth)",
                 [
-                    (f"{by_key.at[key, 'label']} {by_key.at[key, 'score']:.2f}; {truth.get(key, '?')}",
-                     thumbnail_jpeg(source.read(key)))
-                    for key in samples
+                    (f"{s.label} {s.score:.2f}; {s.truth or '?'}", thumbnail_jpeg(source.read(s.key)))
+                    for s in samples[:SAMPLE_IMAGES]
                 ],
             )
         )

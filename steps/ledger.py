@@ -32,7 +32,10 @@ def table_to_parquet(table: pa.Table) -> bytes:
 
 
 def parquet_to_table(data: bytes) -> pa.Table:
-    return pq.read_table(io.BytesIO(data))
+    # Start no Arrow thread pool: reading a Python file object (or read_table's dataset scanner)
+    # starts Arrow's I/O threads, which can abort a Metaflow task process at exit ("terminate
+    # called without an active exception") after its work is done: a failed attempt for nothing.
+    return pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
 
 
 def manifest_key(shard_name: str) -> str:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import io
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import pandas as pd
 import pyarrow as pa
@@ -63,21 +65,35 @@ def load_labels(storage: Storage) -> pd.DataFrame | None:
     return pd.read_csv(io.BytesIO(storage.read(LABELS_FILE)), dtype=str).rename(columns={"label": "truth"})
 
 
-def accuracy(predictions: pd.DataFrame, labels: pd.DataFrame) -> dict:
-    """Top-1 accuracy over the predicted images that have a ground-truth label."""
+@dataclass(frozen=True)
+class Scores:
+    """Label counts and accuracy counts of some predictions; shards' scores add up to the run's."""
+
+    label_counts: Counter[str] = field(default_factory=Counter)
+    labelled: int = 0
+    correct: int = 0
+
+    def __add__(self, other: Scores) -> Scores:
+        return Scores(
+            self.label_counts + other.label_counts, self.labelled + other.labelled, self.correct + other.correct
+        )
+
+    def accuracy(self) -> dict:
+        """Top-1 accuracy over the predicted images that have a ground-truth label."""
+        return {
+            "labelled": self.labelled,
+            "correct": self.correct,
+            "accuracy": round(self.correct / self.labelled, 4) if self.labelled else None,
+        }
+
+
+def score(predictions: pd.DataFrame, labels: pd.DataFrame | None) -> Scores:
     ok = predictions[predictions["status"] == "ok"]
+    counts = Counter(ok["label"].value_counts().to_dict())
+    if labels is None:
+        return Scores(counts)
     joined = ok.merge(labels[["key", "truth"]], on="key", how="inner")
-    correct = int((joined["label"] == joined["truth"]).sum())
-    return {
-        "labelled": len(joined),
-        "correct": correct,
-        "accuracy": round(correct / len(joined), 4) if len(joined) else None,
-    }
-
-
-def label_counts(predictions: pd.DataFrame) -> pd.Series:
-    """Images per predicted label, most frequent first."""
-    return predictions.loc[predictions["status"] == "ok", "label"].value_counts()
+    return Scores(counts, len(joined), int((joined["label"] == joined["truth"]).sum()))
 
 
 def describe(predictions: pd.DataFrame, labels: pd.DataFrame | None = None) -> str:
@@ -87,10 +103,10 @@ def describe(predictions: pd.DataFrame, labels: pd.DataFrame | None = None) -> s
         f"{len(predictions)} rows: {int(status.get('ok', 0))} predicted, {int(status.get('rejected', 0))} rejected",
         f"duplicate keys: {int(predictions['key'].duplicated().sum())}",
     ]
-    counts = label_counts(predictions)
-    lines.append("top labels: " + ", ".join(f"{label} {count}" for label, count in counts.head(10).items()))
+    scores = score(predictions, labels)
+    lines.append("top labels: " + ", ".join(f"{label} {count}" for label, count in scores.label_counts.most_common(10)))
     if labels is not None:
-        result = accuracy(predictions, labels)
+        result = scores.accuracy()
         lines.append(f"accuracy: {result['accuracy']} ({result['correct']}/{result['labelled']} labelled images)")
     return "\n".join(lines)
 

@@ -10,7 +10,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import pyarrow.compute as pc
+import pyarrow as pa
 
 from steps.ledger import ShardOutcome, manifest_key, parquet_to_table
 from steps.storage import Storage
@@ -37,30 +37,38 @@ class ShardStats:
         return self.images / self.seconds if self.seconds > 0 and not self.skipped else 0.0
 
 
-def shard_stats(outcome: ShardOutcome, storage: Storage) -> ShardStats:
-    """Stats of a finished shard, from this run's manifest or, when skipped, the stored one."""
-    manifest = outcome.manifest
-    if manifest is None:
-        manifest = parquet_to_table(storage.read(manifest_key(outcome.name)))
-    rejected_rows = manifest.filter(pc.not_equal(manifest["status"], "ok"))
-    ok_keys = manifest.filter(pc.equal(manifest["status"], "ok"))["key"].to_pylist()
+def shard_manifest(outcome: ShardOutcome, storage: Storage) -> pa.Table:
+    """A finished shard's manifest: this run's, or the stored one when the shard was skipped."""
+    if outcome.manifest is not None:
+        return outcome.manifest
+    return parquet_to_table(storage.read(manifest_key(outcome.name)))
+
+
+def shard_stats(outcome: ShardOutcome, manifest: pa.Table) -> ShardStats:
+    """Stats of a finished shard from its manifest (see ``shard_manifest``).
+
+    Plain Python over the columns, not Arrow compute: Arrow's thread pool, once started in a
+    task process, can abort that process at exit ("terminate called without an active
+    exception"), which Metaflow counts as a failed attempt.
+    """
+    rows = zip(*(manifest[c].to_pylist() for c in ("key", "status", "reason")), strict=True)
+    ok_keys, rejects = [], []
+    for key, status, reason in rows:
+        if status == "ok":
+            ok_keys.append(key)
+        else:
+            rejects.append((key, reason))
     step = max(1, len(ok_keys) // SAMPLES_PER_SHARD)
     return ShardStats(
         name=outcome.name,
         images=manifest.num_rows,
         processed=len(ok_keys),
-        rejected=rejected_rows.num_rows,
+        rejected=len(rejects),
         skipped=outcome.skipped,
         seconds=outcome.seconds,
         chunks=outcome.chunks,
         reused_chunks=outcome.skipped_chunks,
-        rejects=tuple(
-            zip(
-                rejected_rows["key"].to_pylist()[:MAX_REJECTS_PER_SHARD],
-                rejected_rows["reason"].to_pylist()[:MAX_REJECTS_PER_SHARD],
-                strict=True,
-            )
-        ),
+        rejects=tuple(rejects[:MAX_REJECTS_PER_SHARD]),
         samples=tuple(ok_keys[::step][:SAMPLES_PER_SHARD]),
     )
 

@@ -24,6 +24,7 @@ def test_local_run_writes_outputs_manifests_report_and_rerun_skips(sample_dir: P
     out = tmp_path / "out"
     first = run_flow("preprocess", tmp_path / "wd", "--input", str(sample_dir), "--output", str(out), *SHARDING)
     assert first.ok, first.output
+    assert "(retry)" not in first.output, "a healthy run must not need retries"
     good, bad = good_and_bad(sample_dir)
 
     assert {p.name for p in (out / "resized").iterdir()} == {k.rsplit(".", 1)[0] + ".jpg" for k in good}
