@@ -34,7 +34,7 @@ from steps.model_loading import MODEL_FORMS, load_model
 from steps.planning import check_positive
 from steps.predictions import LABELS_FILE, PART_STEM, Scores, load_labels
 from steps.progress import log
-from steps.report import shard_manifest, shard_stats, with_cost
+from steps.report import shard_stats, with_cost
 from steps.shards import read_shard_keys
 from steps.storage import Storage, open_storage
 
@@ -171,9 +171,8 @@ class InferFlow(FlowSpec):
                 prefetch_batches=self.prefetch,
                 stop=stop,
             )
-        manifest = shard_manifest(result.outcome, target)
-        self.shard_stats = shard_stats(result.outcome, manifest)
-        self.scores, self.samples = shard_scores(manifest, load_labels(source), self.shard_stats.samples)
+        self.shard_stats = shard_stats(result.outcome)
+        self.scores, self.samples = shard_scores(result.outcome.manifest, load_labels(source), self.shard_stats.samples)
         self.model_seconds = result.model_seconds
         self.device = result.device
         self.next(self.join)

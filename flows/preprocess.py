@@ -16,7 +16,7 @@ from spot_guard import spot_guard
 from steps.planning import check_positive
 from steps.preprocess import build_report, preprocess_shard
 from steps.progress import log
-from steps.report import headline, shard_manifest, shard_stats, summarize, with_cost
+from steps.report import headline, shard_stats, summarize, with_cost
 from steps.shards import read_shard_keys
 from steps.storage import open_storage
 
@@ -86,7 +86,7 @@ class PreprocessFlow(FlowSpec):
                 chunk_size=self.chunk_size,
                 stop=stop,
             )
-        self.shard_stats = shard_stats(outcome, shard_manifest(outcome, target))
+        self.shard_stats = shard_stats(outcome)
         self.next(self.join)
 
     @card(type="blank", id="report")

@@ -286,8 +286,8 @@ def infer_shard(
     labels = class_names_for(model)
     predictor = Predictor(model, device, top_k)
     ledger = ChunkLedger(target, shard_directory(name), stem=PART_STEM)
-    committed = ledger.committed()
-    pending = [keys[r.start : r.stop] for i, r in enumerate(chunk_ranges(len(keys), chunk_size)) if i not in committed]
+    reusable = ledger.reusable(keys, chunk_size)
+    pending = [keys[r.start : r.stop] for i, r in enumerate(chunk_ranges(len(keys), chunk_size)) if i not in reusable]
 
     def stream() -> Iterator[Batch | Prepared | ChunkEnd]:
         for chunk_keys in pending:

@@ -5,6 +5,10 @@ so a retried task recomputes exactly the chunks whose file is missing: no holes,
 twice. A chunk file is its own commit record (it is written atomically, in one piece), and
 the shard's manifest is written only after every chunk is committed: its presence means the
 shard is complete and a rerun skips it.
+
+A chunk or manifest counts only if it holds exactly the keys the current plan expects, so a
+rerun over an input that has changed since (images added or removed) redoes the affected
+chunks instead of trusting stale files, and removes chunk files the new plan no longer has.
 """
 
 from __future__ import annotations
@@ -66,25 +70,47 @@ class ChunkLedger:
                 found.add(int(match.group(1)))
         return found
 
+    def reusable(self, keys: Sequence[str], chunk_size: int) -> dict[int, pa.Table]:
+        """Committed chunks that hold exactly the keys the current plan gives them."""
+        ranges = chunk_ranges(len(keys), chunk_size)
+        tables = {}
+        for index in sorted(self.committed()):
+            if index < len(ranges):
+                table = parquet_to_table(self.storage.read(self.chunk_key(index)))
+                if table.column("key").to_pylist() == list(keys[ranges[index].start : ranges[index].stop]):
+                    tables[index] = table
+        return tables
+
+    def remove_beyond(self, count: int) -> None:
+        """Delete chunk files at index ``count`` and above (left by a larger, earlier plan)."""
+        for index in self.committed():
+            if index >= count:
+                self.storage.delete(self.chunk_key(index))
+
     def commit(self, index: int, table: pa.Table) -> None:
         self.storage.write(self.chunk_key(index), table_to_parquet(table))
-
-    def read(self, indices: Sequence[int]) -> pa.Table:
-        return pa.concat_tables(parquet_to_table(self.storage.read(self.chunk_key(i))) for i in indices)
 
 
 @dataclass(frozen=True)
 class ShardOutcome:
     name: str
-    manifest: pa.Table | None  # None when the shard was already complete (skipped)
+    manifest: pa.Table  # one row per key of the shard
     chunks: int
     skipped_chunks: int
     seconds: float
+    skipped: bool = False  # complete in an earlier run, so nothing was done now
 
-    @property
-    def skipped(self) -> bool:
-        """Complete in an earlier run, so nothing was done now."""
-        return self.manifest is None
+
+def complete_manifest(storage: Storage, name: str, keys: Sequence[str]) -> pa.Table | None:
+    """The shard's stored manifest if it covers exactly ``keys``; a stale one is removed."""
+    if not storage.exists(manifest_key(name)):
+        return None
+    manifest = parquet_to_table(storage.read(manifest_key(name)))
+    if manifest.column("key").to_pylist() == list(keys):
+        return manifest
+    log(f"shard {name}: the input changed since this shard was completed; processing it again")
+    storage.delete(manifest_key(name))
+    return None
 
 
 def run_chunked(
@@ -104,16 +130,18 @@ def run_chunked(
     exits non-zero, is retried, and resumes from the next chunk.
     """
     progress = Progress(f"shard {name}", len(keys))
-    if storage.exists(manifest_key(name)):
+    manifest = complete_manifest(storage, name, keys)
+    if manifest is not None:
         log(f"shard {name}: complete in an earlier run (manifest exists), skipping")
-        return ShardOutcome(name, None, 0, 0, 0.0)
+        return ShardOutcome(name, manifest, 0, 0, 0.0, skipped=True)
     ranges = chunk_ranges(len(keys), chunk_size)
-    committed = ledger.committed() & set(range(len(ranges)))
-    if committed:
-        log(f"shard {name}: resuming, {len(committed)}/{len(ranges)} chunks already committed")
-        progress.done = sum(len(ranges[i]) for i in committed)
+    tables = ledger.reusable(keys, chunk_size)
+    reused = len(tables)
+    if reused:
+        log(f"shard {name}: resuming, {reused}/{len(ranges)} chunks already committed")
+        progress.done = sum(len(ranges[i]) for i in tables)
     for index, span in enumerate(ranges):
-        if index in committed:
+        if index in tables:
             continue
         if stop is not None and stop.is_set():
             raise SpotInterruption(f"shard {name}: stopped before chunk {index}; committed chunks are kept")
@@ -124,7 +152,9 @@ def run_chunked(
                 f"chunk {index} of shard {name} produced {table.num_rows} rows for {len(chunk_keys)} keys"
             )
         ledger.commit(index, table)
-    manifest = ledger.read(range(len(ranges))) if ranges else pa.table({})
+        tables[index] = table
+    ledger.remove_beyond(len(ranges))
+    manifest = pa.concat_tables(tables[i] for i in range(len(ranges))) if ranges else pa.table({"key": []})
     storage.write(manifest_key(name), table_to_parquet(manifest))
-    progress.finish(f"{len(committed)} chunks reused")
-    return ShardOutcome(name, manifest, len(ranges), len(committed), progress.elapsed_s)
+    progress.finish(f"{reused} chunks reused")
+    return ShardOutcome(name, manifest, len(ranges), reused, progress.elapsed_s)

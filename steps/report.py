@@ -10,10 +10,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import pyarrow as pa
-
-from steps.ledger import ShardOutcome, manifest_key, parquet_to_table
-from steps.storage import Storage
+from steps.ledger import ShardOutcome
 
 MAX_REJECTS_PER_SHARD = 200
 SAMPLES_PER_SHARD = 2
@@ -37,20 +34,14 @@ class ShardStats:
         return self.images / self.seconds if self.seconds > 0 and not self.skipped else 0.0
 
 
-def shard_manifest(outcome: ShardOutcome, storage: Storage) -> pa.Table:
-    """A finished shard's manifest: this run's, or the stored one when the shard was skipped."""
-    if outcome.manifest is not None:
-        return outcome.manifest
-    return parquet_to_table(storage.read(manifest_key(outcome.name)))
-
-
-def shard_stats(outcome: ShardOutcome, manifest: pa.Table) -> ShardStats:
-    """Stats of a finished shard from its manifest (see ``shard_manifest``).
+def shard_stats(outcome: ShardOutcome) -> ShardStats:
+    """Stats of a finished shard from its manifest.
 
     Plain Python over the columns, not Arrow compute: Arrow's thread pool, once started in a
     task process, can abort that process at exit ("terminate called without an active
     exception"), which Metaflow counts as a failed attempt.
     """
+    manifest = outcome.manifest
     rows = zip(*(manifest[c].to_pylist() for c in ("key", "status", "reason")), strict=True)
     ok_keys, rejects = [], []
     for key, status, reason in rows:

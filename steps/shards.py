@@ -145,10 +145,21 @@ class ShardRef:
 
 
 PLAN_DIR = "_plan"
+PLAN_WIDTH_KEY = f"{PLAN_DIR}/width"
+
+
+def stored_width(storage: Storage) -> int | None:
+    """The prefix width of the plan an earlier run wrote into this output, if any."""
+    return int(storage.read(PLAN_WIDTH_KEY)) if storage.exists(PLAN_WIDTH_KEY) else None
 
 
 def write_plan(storage: Storage, plan: ShardPlan, threads: int = 16) -> list[ShardRef]:
-    """Store each shard's key list under ``_plan/`` and return the refs to fan out over."""
+    """Store each shard's key list under ``_plan/`` and return the refs to fan out over.
+
+    The width is stored too: reruns into this output keep it, so their shards line up with the
+    manifests already there (see ``steps.planning.prepare_run``).
+    """
+    storage.write(PLAN_WIDTH_KEY, str(plan.width).encode())
 
     def write(shard: Shard) -> ShardRef:
         key = f"{PLAN_DIR}/{shard.name}.txt"

@@ -1,14 +1,14 @@
 """Chunked exactly-once commits: a failed attempt's committed chunks are reused, none redone."""
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from steps.errors import SpotInterruption
-from steps.ledger import ChunkLedger, chunk_ranges, manifest_key, run_chunked
+from steps.ledger import ChunkLedger, ShardOutcome, chunk_ranges, manifest_key, run_chunked
 from steps.progress import Progress
 from steps.storage import open_storage
 
@@ -29,11 +29,16 @@ def make_processor(calls: list[list[str]], fail_on_call: int | None = None):
     return process
 
 
-def run(tmp_path: Path, process, stop: threading.Event | None = None):
+def run(
+    tmp_path: Path,
+    process: Callable[[Sequence[str], Progress], pa.Table],
+    stop: threading.Event | None = None,
+    keys: list[str] = KEYS,
+) -> ShardOutcome:
     storage = open_storage(str(tmp_path))
     ledger = ChunkLedger(storage, "_ledger/s0")
     return run_chunked(
-        name="s0", keys=KEYS, chunk_size=5, storage=storage, ledger=ledger, process_chunk=process, stop=stop
+        name="s0", keys=keys, chunk_size=5, storage=storage, ledger=ledger, process_chunk=process, stop=stop
     )
 
 
@@ -56,7 +61,8 @@ def test_retry_resumes_after_last_committed_chunk_without_holes_or_duplicates(tm
     assert outcome.manifest["key"].to_pylist() == KEYS  # every key exactly once, in order
 
     again: list[list[str]] = []
-    assert run(tmp_path, make_processor(again)).skipped
+    rerun = run(tmp_path, make_processor(again))
+    assert rerun.skipped and rerun.manifest["key"].to_pylist() == KEYS
     assert again == []
 
 
@@ -83,3 +89,18 @@ def test_a_chunk_with_missing_rows_is_never_committed(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="produced 4 rows for 5 keys"):
         run(tmp_path, lossy)
     assert not (tmp_path / "_ledger").exists()
+
+
+def test_changed_input_redoes_affected_chunks_and_drops_stale_ones(tmp_path: Path) -> None:
+    assert run(tmp_path, make_processor([])).manifest["key"].to_pylist() == KEYS
+
+    # One key removed from chunk 1: chunk 0 is still exact, later chunks shift; the old last chunk
+    # (index 4) no longer exists in the new plan.
+    fewer = KEYS[:7] + KEYS[8:21]
+    calls: list[list[str]] = []
+    outcome = run(tmp_path, make_processor(calls), keys=fewer)
+    assert not outcome.skipped
+    assert calls == [fewer[5:10], fewer[10:15], fewer[15:20]]  # chunk 0 reused
+    assert outcome.manifest["key"].to_pylist() == fewer
+    assert sorted(p.name for p in (tmp_path / "_ledger/s0").iterdir()) == [f"chunk-0000{i}.parquet" for i in range(4)]
+    assert run(tmp_path, make_processor([]), keys=fewer).skipped

@@ -122,3 +122,45 @@ def test_empty_input_fails_in_start(tmp_path: Path) -> None:
     )
     assert not result.ok
     assert "expected at least one object" in result.output
+
+
+def test_rerun_after_new_images_arrive_processes_them_and_keeps_the_width(sample_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from steps.sample_data import generate
+    from steps.verify import verify
+
+    images, out = tmp_path / "images", tmp_path / "out"
+    shutil.copytree(sample_dir, images)
+    first = run_flow("preprocess", tmp_path / "wd", "--input", str(images), "--output", str(out), *SHARDING)
+    assert first.ok, first.output
+    before = first.client_run().data.summary
+
+    generate(images / "new", count=30, seed=99)  # a second upload lands beside the first
+    (images / "new" / "labels.csv").unlink()
+    second = run_flow(
+        "preprocess", tmp_path / "wd", "--input", str(images), "--output", str(out), *SHARDING, "--shard-size", "1000"
+    )
+    assert second.ok, second.output
+    assert "keeping prefix width 1 of the earlier run" in second.output  # not width 0: no overlapping shards
+    assert "the input changed since this shard was completed" in second.output
+    after = second.client_run().data.summary
+    assert after["images"] == before["images"] + 36 and after["processed"] == before["processed"] + 33
+    check = verify(str(out), str(images))
+    assert check.ok, check.problems
+
+    forced = run_flow(
+        "preprocess",
+        tmp_path / "wd",
+        "--input",
+        str(images),
+        "--output",
+        str(out),
+        *SHARDING,
+        "--prefix-width",
+        "2",
+        "--max-shards",
+        "256",
+    )
+    assert not forced.ok
+    assert "--prefix-width 2: expected 1 (or 0), the width of the earlier run" in forced.output
