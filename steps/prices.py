@@ -22,6 +22,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from steps.spot import metadata_url
+
 SNAPSHOT_PATH = Path(__file__).resolve().parent.parent / "config" / "prices.toml"
 ENDPOINT_ENV = "SPOT_BATCH_EC2_ENDPOINT_URL"
 PRODUCT = "Linux/UNIX"
@@ -88,14 +90,29 @@ def read_snapshot(path: Path = SNAPSHOT_PATH) -> dict:
     return tomllib.loads(path.read_text())
 
 
+def aws_session():
+    """A boto3 session that, off cloud compute, never asks the instance metadata service.
+
+    botocore's default credential chain ends with the EC2 metadata address (169.254.169.254); on
+    a laptop with no credentials that is a stray network probe. Only where a spot interruption
+    watcher would run (AWS Batch, Kubernetes) is that provider kept.
+    """
+    import boto3
+    import botocore.session
+
+    core = botocore.session.get_session()
+    if metadata_url() is None:
+        core.get_component("credential_provider").remove("iam-role")
+    return boto3.session.Session(botocore_session=core)
+
+
 def ec2_client(region: str, endpoint_url: str | None = None):
     """An EC2 client that gives up fast: price lookups must never stall a run."""
-    import boto3
     from botocore.config import Config
 
     config = Config(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 2, "mode": "standard"})
     endpoint = endpoint_url or os.environ.get(ENDPOINT_ENV) or None
-    return boto3.session.Session().client("ec2", region_name=region, endpoint_url=endpoint, config=config)
+    return aws_session().client("ec2", region_name=region, endpoint_url=endpoint, config=config)
 
 
 def region_spot_prices(region: str, instance_types: Iterable[str], endpoint_url: str | None = None) -> dict[str, float]:
@@ -130,13 +147,12 @@ def with_live_spot(book: PriceBook, endpoint_url: str | None = None) -> PriceBoo
 
 def load_prices(snapshot: Mapping, *, live: bool = True, endpoint_url: str | None = None) -> PriceBook:
     """Live spot prices when ``live`` and AWS credentials exist and every region answers; else the snapshot."""
-    import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
     book = parse_snapshot(snapshot)
     if not live:
         return replace(book, fallback_reason="live prices not requested")
-    if boto3.session.Session().get_credentials() is None:
+    if aws_session().get_credentials() is None:
         return replace(book, fallback_reason="no AWS credentials for live prices")
     try:
         return with_live_spot(book, endpoint_url)

@@ -69,3 +69,32 @@ def test_cli_json_with_live_prices(s3_server: S3Server, capsys: pytest.CaptureFi
     assert rows[0]["region"] == "us-west-2"  # equal live prices everywhere: staying avoids the egress
     assert {r["spot_price"] for r in rows} == {MOTO_SPOT_PRICE}
     assert "prices: live EC2 spot price history" in out.err
+
+
+def test_no_credentials_off_cloud_never_asks_the_metadata_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a laptop botocore's credential chain would end at the instance metadata address."""
+    import http.server
+
+    from tests.fakes import serve
+
+    asked: list[str] = []
+
+    class RecordingImds(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_PUT(self) -> None:
+            asked.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        do_GET = do_PUT
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "SPOT_BATCH_METADATA_URL", "AWS_BATCH_JOB_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "false")
+    with serve(RecordingImds) as imds:
+        monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds)
+        book = load_prices(read_snapshot(), live=True)
+    assert asked == []
+    assert "no AWS credentials" in book.fallback_reason
