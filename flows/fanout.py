@@ -3,6 +3,8 @@
 The flow steps stay thin; these bodies are shared by PreprocessFlow and InferFlow.
 """
 
+from dataclasses import asdict
+
 from cards import render
 
 from steps.planning import prepare_run
@@ -22,7 +24,8 @@ def plan_fanout(flow) -> None:
         threads=flow.threads,
     )
     flow.shard_plan = plan.describe()
-    flow.shards = plan.shards
+    # Plain dicts, not ShardRef: the Metaflow UI and notebooks can show them without this package.
+    flow.shards = [asdict(ref) for ref in plan.shards]
     log(f"planned {plan.images} images into {len(plan.shards)} shards: {plan.reason}")
 
 

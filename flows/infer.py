@@ -14,6 +14,7 @@ import os
 import signal
 import time
 import tomllib
+from dataclasses import asdict
 from pathlib import Path
 
 from cards import render
@@ -23,6 +24,7 @@ from spot_guard import spot_guard
 
 from steps.errors import ConfigError
 from steps.inference import (
+    Sample,
     build_report,
     class_names_for,
     infer_shard,
@@ -34,7 +36,7 @@ from steps.model_loading import MODEL_FORMS, load_model
 from steps.planning import check_positive
 from steps.predictions import LABELS_FILE, PART_STEM, Scores, load_labels
 from steps.progress import log
-from steps.report import shard_stats, with_cost
+from steps.report import ShardStats, shard_stats, with_cost
 from steps.shards import read_shard_keys
 from steps.storage import Storage, open_storage
 
@@ -158,8 +160,8 @@ class InferFlow(FlowSpec):
         die_after_chunks(target)
         with spot_guard() as stop:
             result = infer_shard(
-                name=self.input.name,
-                keys=read_shard_keys(target, self.input),
+                name=self.input["name"],
+                keys=read_shard_keys(target, self.input["keys_key"]),
                 source=source,
                 target=target,
                 model=load_model(self.model_uri),
@@ -171,8 +173,10 @@ class InferFlow(FlowSpec):
                 prefetch_batches=self.prefetch,
                 stop=stop,
             )
-        self.shard_stats = shard_stats(result.outcome)
-        self.scores, self.samples = shard_scores(result.outcome.manifest, load_labels(source), self.shard_stats.samples)
+        stats = shard_stats(result.outcome)
+        scores, samples = shard_scores(result.outcome.manifest, load_labels(source), stats.samples)
+        # Plain data, not project classes: readable in the Metaflow UI and notebooks.
+        self.shard_stats, self.scores, self.samples = asdict(stats), scores.to_dict(), [asdict(s) for s in samples]
         self.model_seconds = result.model_seconds
         self.device = result.device
         self.next(self.join)
@@ -183,9 +187,9 @@ class InferFlow(FlowSpec):
         self.merge_artifacts(
             inputs, include=["started_at", "shard_plan", "model", "model_uri", "instance_type", "spot_price"]
         )
-        done = sorted(inputs, key=lambda i: i.shard_stats.name)
-        stats = [i.shard_stats for i in done]
-        scores = sum((i.scores for i in done), Scores())
+        done = sorted(inputs, key=lambda i: i.shard_stats["name"])
+        stats = [ShardStats(**i.shard_stats) for i in done]
+        scores = sum((Scores.from_dict(i.scores) for i in done), Scores())
         labelled = scores.accuracy() if open_storage(self.input_uri).exists(LABELS_FILE) else None
         self.summary = with_cost(
             inference_summary(
@@ -205,7 +209,7 @@ class InferFlow(FlowSpec):
                 self.summary,
                 model=self.model,
                 scores=scores,
-                samples=[x for i in done for x in i.samples],
+                samples=[Sample(**x) for i in done for x in i.samples],
                 source=open_storage(self.input_uri),
                 output=self.output_uri,
             )

@@ -6,6 +6,7 @@ python flows/preprocess.py run --with batch --input s3://... --output s3://...
 
 import time
 import tomllib
+from dataclasses import asdict
 from pathlib import Path
 
 from cards import render
@@ -16,7 +17,7 @@ from spot_guard import spot_guard
 from steps.planning import check_positive
 from steps.preprocess import build_report, preprocess_shard
 from steps.progress import log
-from steps.report import headline, shard_stats, summarize, with_cost
+from steps.report import ShardStats, headline, shard_stats, summarize, with_cost
 from steps.shards import read_shard_keys
 from steps.storage import open_storage
 
@@ -77,8 +78,8 @@ class PreprocessFlow(FlowSpec):
         source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
         with spot_guard() as stop:
             outcome = preprocess_shard(
-                name=self.input.name,
-                keys=read_shard_keys(target, self.input),
+                name=self.input["name"],
+                keys=read_shard_keys(target, self.input["keys_key"]),
                 source=source,
                 target=target,
                 size=self.size,
@@ -86,14 +87,14 @@ class PreprocessFlow(FlowSpec):
                 chunk_size=self.chunk_size,
                 stop=stop,
             )
-        self.shard_stats = shard_stats(outcome)
+        self.shard_stats = asdict(shard_stats(outcome))  # plain data: readable in the UI
         self.next(self.join)
 
     @card(type="blank", id="report")
     @step
     def join(self, inputs):
         self.merge_artifacts(inputs, include=["started_at", "shard_plan", "instance_type", "spot_price"])
-        stats = sorted((i.shard_stats for i in inputs), key=lambda s: s.name)
+        stats = sorted((ShardStats(**i.shard_stats) for i in inputs), key=lambda s: s.name)
         self.summary = with_cost(summarize(stats, time.time() - self.started_at), self.instance_type, self.spot_price)
         self.rejects = [{"key": k, "reason": r} for s in stats for k, r in s.rejects]
         render(build_report(stats, self.summary, open_storage(self.input_uri), open_storage(self.output_uri)))

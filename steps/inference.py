@@ -45,6 +45,7 @@ from steps.report import (
     shard_table,
     summarize,
     throughput_chart,
+    totals_table,
 )
 from steps.storage import Storage, map_bounded, read_input
 
@@ -427,7 +428,7 @@ def build_report(
 ) -> Report:
     """The card: totals, model, throughput, label histogram, sample predictions, shards, rejects."""
     report = Report("InferFlow", inference_headline(summary, output))
-    report.sections.append(Table("Totals", list(summary), [list(summary.values())]))
+    report.sections.append(totals_table(summary))
     report.sections.append(Table("Model", ["field", "value"], [[k, v] for k, v in model.items()]))
     if any(not s.skipped for s in stats):
         report.sections.append(throughput_chart(stats))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -77,6 +77,14 @@ class Scores:
         return Scores(
             self.label_counts + other.label_counts, self.labelled + other.labelled, self.correct + other.correct
         )
+
+    def to_dict(self) -> dict:
+        """Plain data for an artifact (``dataclasses.asdict`` would mangle the Counter)."""
+        return {"label_counts": dict(self.label_counts), "labelled": self.labelled, "correct": self.correct}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Scores:
+        return cls(Counter(data["label_counts"]), data["labelled"], data["correct"])
 
     def accuracy(self) -> dict:
         """Top-1 accuracy over the predicted images that have a ground-truth label."""

@@ -18,7 +18,16 @@ from steps.errors import RejectedInput
 from steps.imaging import decode, encode, preprocess_image, resize_to_fit
 from steps.ledger import ChunkLedger, ShardOutcome, run_chunked
 from steps.progress import Progress
-from steps.report import Images, Report, ShardStats, Table, headline, rejects_table, shard_table, throughput_chart
+from steps.report import (
+    Images,
+    Report,
+    ShardStats,
+    headline,
+    rejects_table,
+    shard_table,
+    throughput_chart,
+    totals_table,
+)
 from steps.shards import object_stem
 from steps.storage import Storage, map_bounded, read_input
 
@@ -105,7 +114,7 @@ def thumbnail_jpeg(data: bytes, size: int = 160) -> bytes:
 def build_report(stats: Sequence[ShardStats], summary: dict, source: Storage, target: Storage) -> Report:
     """The card of a preprocessing run: totals, per-shard throughput, before/after, rejects."""
     report = Report("PreprocessFlow", headline("Preprocessed", summary, target.uri))
-    report.sections.append(Table("Totals", list(summary), [list(summary.values())]))
+    report.sections.append(totals_table(summary))
     if any(not s.skipped for s in stats):
         report.sections.append(throughput_chart(stats))
     samples = [key for s in stats for key in s.samples][:4]

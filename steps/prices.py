@@ -64,8 +64,10 @@ class PriceBook:
         age = f"snapshot config/prices.toml dated {self.snapshot_date} ({(today - self.snapshot_date).days} days old)"
         bands = "; interruption bands are assumed" if self.bands_assumed else ""
         if self.live_at is not None:
-            return (f"prices: live EC2 spot price history fetched {self.live_at:%Y-%m-%d %H:%M} UTC; "
-                    f"on-demand prices and interruption bands from the {age}{bands}")
+            return (
+                f"prices: live EC2 spot price history fetched {self.live_at:%Y-%m-%d %H:%M} UTC; "
+                f"on-demand prices and interruption bands from the {age}{bands}"
+            )
         why = f" ({self.fallback_reason})" if self.fallback_reason else ""
         return f"prices: {age}{why}{bands}"
 
@@ -137,8 +139,9 @@ def with_live_spot(book: PriceBook, endpoint_url: str | None = None) -> PriceBoo
     """
     types = book.instance_types
     with ThreadPoolExecutor(max_workers=len(book.regions), thread_name_prefix="spot-prices") as pool:
-        live = dict(zip(book.regions, pool.map(lambda r: region_spot_prices(r, types, endpoint_url), book.regions),
-                        strict=True))
+        live = dict(
+            zip(book.regions, pool.map(lambda r: region_spot_prices(r, types, endpoint_url), book.regions), strict=True)
+        )
     quotes = tuple(
         replace(q, spot=live[q.region][q.instance_type]) for q in book.quotes if q.instance_type in live[q.region]
     )

@@ -108,10 +108,18 @@ def quote(price: PriceQuote, job: Job, book: PriceBook) -> RegionQuote:
     lost_fraction = min(1.0, job.checkpoint_minutes / 60 / task_hours) if task_hours > 0 else 0.0
     rework = compute * probability * lost_fraction
     return RegionQuote(
-        region=price.region, instance_type=price.instance_type, spot_price=price.spot,
-        on_demand_price=price.on_demand, instance_hours=instance_hours, compute_cost=compute,
-        moved_gb=moved_gb, egress_cost=egress, risk=price.band, interruption_probability=probability,
-        rework_cost=rework, total_cost=compute + egress + rework,
+        region=price.region,
+        instance_type=price.instance_type,
+        spot_price=price.spot,
+        on_demand_price=price.on_demand,
+        instance_hours=instance_hours,
+        compute_cost=compute,
+        moved_gb=moved_gb,
+        egress_cost=egress,
+        risk=price.band,
+        interruption_probability=probability,
+        rework_cost=rework,
+        total_cost=compute + egress + rework,
     )
 
 
@@ -136,11 +144,35 @@ class Ranking:
     def table(self) -> Table:
         return Table(
             "Regions ranked by expected cost",
-            ["#", "region", "instance", "spot $/h", "on-demand $/h", "compute $", "moved GB", "egress $",
-             "risk", "rework $", "expected $"],
-            [[i, q.region, q.instance_type, f"{q.spot_price:.4f}", f"{q.on_demand_price:.4f}", f"{q.compute_cost:.2f}",
-              f"{q.moved_gb:g}", f"{q.egress_cost:.2f}", q.risk, f"{q.rework_cost:.2f}", f"{q.total_cost:.2f}"]
-             for i, q in enumerate(self.quotes, 1)],
+            [
+                "#",
+                "region",
+                "instance",
+                "spot $/h",
+                "on-demand $/h",
+                "compute $",
+                "moved GB",
+                "egress $",
+                "risk",
+                "rework $",
+                "expected $",
+            ],
+            [
+                [
+                    i,
+                    q.region,
+                    q.instance_type,
+                    f"{q.spot_price:.4f}",
+                    f"{q.on_demand_price:.4f}",
+                    f"{q.compute_cost:.2f}",
+                    f"{q.moved_gb:g}",
+                    f"{q.egress_cost:.2f}",
+                    q.risk,
+                    f"{q.rework_cost:.2f}",
+                    f"{q.total_cost:.2f}",
+                ]
+                for i, q in enumerate(self.quotes, 1)
+            ],
         )
 
 
@@ -184,22 +216,35 @@ def explain(best: RegionQuote, other: RegionQuote | None, home: str | None) -> s
         why = " (less than a cent apart)"
     despite = ", despite " + " and ".join(cons) if cons else ""
     other_where = " where the data is" if other.region == home else ""
-    return (f"{best.label}{where}: ${best.total_cost:.2f} expected, ${other.total_cost - best.total_cost:.2f} "
-            f"less than {other.label}{other_where}{why}{despite}.")
+    return (
+        f"{best.label}{where}: ${best.total_cost:.2f} expected, ${other.total_cost - best.total_cost:.2f} "
+        f"less than {other.label}{other_where}{why}{despite}."
+    )
 
 
-def rank(book: PriceBook, job: Job, instance_types: Sequence[str], regions: Sequence[str] | None = None,
-         today: date | None = None) -> Ranking:
+def rank(
+    book: PriceBook,
+    job: Job,
+    instance_types: Sequence[str],
+    regions: Sequence[str] | None = None,
+    today: date | None = None,
+) -> Ranking:
     """Every offered (region, instance type) pair priced for ``job``, best first, with the reason.
 
     ``regions`` defaults to every region in the price book. Unknown names raise ConfigError with
     the closest valid ones.
     """
-    check_names("instance type", instance_types, book.instance_types, "an instance type priced in config/prices.toml",
-                "--instance-types")
+    check_names(
+        "instance type",
+        instance_types,
+        book.instance_types,
+        "an instance type priced in config/prices.toml",
+        "--instance-types",
+    )
     candidates = list(regions) if regions is not None else book.regions
-    check_names("region", candidates, book.regions, "a region priced in config/prices.toml",
-                "--regions or config/regions.toml")
+    check_names(
+        "region", candidates, book.regions, "a region priced in config/prices.toml", "--regions or config/regions.toml"
+    )
     check_names("data region", job.data_gb, aws_regions() + book.regions, "an AWS region name", "--data-region")
     if job.gpu_hours < 0 or job.gpus < 1:
         raise ConfigError("job", job, "gpu_hours >= 0 and gpus >= 1", "fix --gpu-hours / --gpus")
@@ -208,10 +253,17 @@ def rank(book: PriceBook, job: Job, instance_types: Sequence[str], regions: Sequ
         key=_rank_key,
     )
     if not quotes:
-        raise ConfigError("instance types", list(instance_types), f"offered in one of {candidates}",
-                          "add a region or an instance type that config/prices.toml prices there")
-    return Ranking(tuple(quotes), explain(quotes[0], rival(quotes, job.home), job.home),
-                   book.describe(today or datetime.now(UTC).date()))
+        raise ConfigError(
+            "instance types",
+            list(instance_types),
+            f"offered in one of {candidates}",
+            "add a region or an instance type that config/prices.toml prices there",
+        )
+    return Ranking(
+        tuple(quotes),
+        explain(quotes[0], rival(quotes, job.home), job.home),
+        book.describe(today or datetime.now(UTC).date()),
+    )
 
 
 # ---- I/O edges: what a flow's select_region step calls ----
@@ -222,7 +274,7 @@ def data_region(uri: str, config: Mapping) -> str:
     regions.toml, else S3 GetBucketLocation (short timeouts), else ``default_region``."""
     if not is_s3(uri):
         return str(config["local_region"])
-    bucket = uri[len("s3://"):].split("/", 1)[0]
+    bucket = uri[len("s3://") :].split("/", 1)[0]
     if bucket in config.get("buckets", {}):
         return str(config["buckets"][bucket])
     import boto3
@@ -230,7 +282,8 @@ def data_region(uri: str, config: Mapping) -> str:
     from botocore.exceptions import BotoCoreError, ClientError
 
     client = boto3.session.Session().client(
-        "s3", endpoint_url=os.environ.get("METAFLOW_S3_ENDPOINT_URL") or None,
+        "s3",
+        endpoint_url=os.environ.get("METAFLOW_S3_ENDPOINT_URL") or None,
         config=Config(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 2, "mode": "standard"}),
     )
     try:
@@ -254,8 +307,12 @@ def batch_settings(region: str, regions_config: Mapping) -> tuple[dict[str, str]
     """
     queue = regions_config["regions"].get(region, {}).get("batch_queue")
     if not queue:
-        raise ConfigError("region", region, "a region with a batch_queue in config/regions.toml",
-                          f"add [regions.{region}] batch_queue = \"...\" there")
+        raise ConfigError(
+            "region",
+            region,
+            "a region with a batch_queue in config/regions.toml",
+            f'add [regions.{region}] batch_queue = "..." there',
+        )
     return {"AWS_DEFAULT_REGION": region}, [f"batch:queue={queue}"]
 
 
@@ -308,15 +365,24 @@ def choose_region(
     for uri, size in inputs.items():
         region = data_region(uri, regions_config)
         data_gb[region] = data_gb.get(region, 0.0) + size / GB
-    job = Job(data_gb, images * float(estimate["seconds_per_image"]) / 3600, int(estimate["gpus"]),
-              float(estimate["checkpoint_minutes"]))
+    job = Job(
+        data_gb,
+        images * float(estimate["seconds_per_image"]) / 3600,
+        int(estimate["gpus"]),
+        float(estimate["checkpoint_minutes"]),
+    )
     ranking = rank(prices, job, list(estimate["instance_types"]), list(regions_config["regions"]))
     best = ranking.best
     target = regions_config["regions"][best.region]
     return RegionChoice(
-        region=best.region, instance_type=best.instance_type, batch_queue=str(target["batch_queue"]),
-        staging_bucket=str(target["staging_bucket"]), kubernetes_context=target.get("kubernetes_context"),
-        gpu_hours=job.gpu_hours, data_gb=data_gb, ranking=ranking,
+        region=best.region,
+        instance_type=best.instance_type,
+        batch_queue=str(target["batch_queue"]),
+        staging_bucket=str(target["staging_bucket"]),
+        kubernetes_context=target.get("kubernetes_context"),
+        gpu_hours=job.gpu_hours,
+        data_gb=data_gb,
+        ranking=ranking,
     )
 
 
@@ -341,8 +407,12 @@ def main(argv: list[str] | None = None) -> None:
     cmd = commands.add_parser("rank", help="rank regions x instance types by expected cost")
     cmd.add_argument("--instance-types", type=_csv, required=True, help="comma-separated, e.g. g4dn.xlarge,g5.xlarge")
     cmd.add_argument("--data-region", type=_csv, default=[], help="region(s) holding the input, comma-separated")
-    cmd.add_argument("--data-gb", type=lambda s: [float(x) for x in _csv(s)], default=[],
-                     help="GB of input in each --data-region, same order")
+    cmd.add_argument(
+        "--data-gb",
+        type=lambda s: [float(x) for x in _csv(s)],
+        default=[],
+        help="GB of input in each --data-region, same order",
+    )
     cmd.add_argument("--gpu-hours", type=float, required=True, help="estimated total GPU-hours")
     cmd.add_argument("--gpus", type=int, default=1, help="GPUs working in parallel (default 1)")
     cmd.add_argument("--checkpoint-minutes", type=float, default=10.0, help="work lost per interruption (default 10)")
@@ -352,12 +422,15 @@ def main(argv: list[str] | None = None) -> None:
     cmd.add_argument("--json", action="store_true", help="print the ranked rows as JSON (explanation on stderr)")
     args = parser.parse_args(argv)
     if len(args.data_region) != len(args.data_gb):
-        parser.error(f"--data-gb {args.data_gb}: expected one value per --data-region {args.data_region}; "
-                     "pass them in the same order")
+        parser.error(
+            f"--data-gb {args.data_gb}: expected one value per --data-region {args.data_region}; "
+            "pass them in the same order"
+        )
     try:
         book = load_prices(read_snapshot(), live=not args.snapshot_only, endpoint_url=args.endpoint_url)
-        job = Job(dict(zip(args.data_region, args.data_gb, strict=True)), args.gpu_hours, args.gpus,
-                  args.checkpoint_minutes)
+        job = Job(
+            dict(zip(args.data_region, args.data_gb, strict=True)), args.gpu_hours, args.gpus, args.checkpoint_minutes
+        )
         ranking = rank(book, job, args.instance_types, args.regions)
     except ConfigError as err:
         sys.exit(f"error: {err}")

@@ -169,6 +169,11 @@ def bar_chart_png(labels: Sequence[str], values: Sequence[float], ylabel: str, t
     return buffer.getvalue()
 
 
+def totals_table(summary: dict) -> Table:
+    """The summary as a field/value table: a one-row table of ~20 columns is cut off on screen."""
+    return Table("Totals", ["field", "value"], [[name, value] for name, value in summary.items()])
+
+
 def shard_table(stats: Sequence[ShardStats]) -> Table:
     return Table(
         "Shards",

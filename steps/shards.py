@@ -169,8 +169,9 @@ def write_plan(storage: Storage, plan: ShardPlan, threads: int = 16) -> list[Sha
     return sorted(map_bounded(write, plan.shards, threads), key=lambda ref: ref.name)
 
 
-def read_shard_keys(storage: Storage, ref: ShardRef) -> list[str]:
-    text = storage.read(ref.keys_key).decode()
+def read_shard_keys(storage: Storage, keys_key: str) -> list[str]:
+    """A shard's key list, from ``ShardRef.keys_key``."""
+    text = storage.read(keys_key).decode()
     return text.split("\n") if text else []
 
 

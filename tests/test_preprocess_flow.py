@@ -40,6 +40,10 @@ def test_local_run_writes_outputs_manifests_report_and_rerun_skips(sample_dir: P
     rejected = {r["key"]: r["reason"] for r in rows if r["status"] == "rejected"}
     assert set(rejected) == bad and all(rejected.values())
 
+    # Artifacts are plain data, so the Metaflow UI (which cannot import steps/) can show them.
+    assert {type(ref) for ref in run["start"].task.data.shards} == {dict}
+    assert {type(task.data.shard_stats) for task in run["process_shard"]} == {dict}
+
     summary = run.data.summary
     assert summary["images"] == len(good) + len(bad)
     assert (summary["processed"], summary["rejected"], summary["skipped_shards"]) == (len(good), len(bad), 0)
