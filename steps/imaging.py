@@ -8,7 +8,6 @@ which skips most of the inverse DCT and the full-size pixel buffer.
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,21 +62,22 @@ def decode(data: bytes, max_side: int | None = None) -> Decoded:
     if not data:
         raise RejectedInput("empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            fmt = image.format or "unknown"
-            orientation = image.getexif().get(0x0112, 1)
-            # EXIF orientations 5-8 swap width and height.
-            width, height = (image.height, image.width) if orientation in (5, 6, 7, 8) else image.size
-            if max_side and fmt == "JPEG":
-                image.draft(image.mode if image.mode in ("RGB", "L") else None, (max_side, max_side))
-            image.load()
-            image = ImageOps.exif_transpose(image)
+        image = Image.open(io.BytesIO(data))
+        # An explicit check, not a warnings filter: filters are process-wide, not thread-safe.
+        if image.width * image.height > Image.MAX_IMAGE_PIXELS:
+            raise Image.DecompressionBombError(f"{image.width}x{image.height} pixels")
+        fmt = image.format or "unknown"
+        orientation = image.getexif().get(0x0112, 1)
+        # EXIF orientations 5-8 swap width and height.
+        width, height = (image.height, image.width) if orientation in (5, 6, 7, 8) else image.size
+        if max_side and fmt == "JPEG":
+            image.draft(image.mode if image.mode in ("RGB", "L") else None, (max_side, max_side))
+        image.load()
+        image = ImageOps.exif_transpose(image)
     except UnidentifiedImageError as err:
         raise RejectedInput(f"not a recognised image format ({len(data)} bytes)") from err
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise RejectedInput(f"image too large to decode safely: {err}") from err
+    except Image.DecompressionBombError as err:
+        raise RejectedInput(f"image too large to decode safely ({err}; limit {Image.MAX_IMAGE_PIXELS} pixels)") from err
     except (OSError, SyntaxError, ValueError) as err:
         raise RejectedInput(f"corrupt or truncated image data: {err}") from err
     return Decoded(_to_display_mode(image), width, height, fmt)

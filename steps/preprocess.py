@@ -28,7 +28,7 @@ from steps.report import (
     throughput_chart,
     totals_table,
 )
-from steps.shards import object_stem
+from steps.shards import key_stem
 from steps.storage import Storage, map_bounded, read_input
 
 MANIFEST_SCHEMA = pa.schema(
@@ -44,24 +44,35 @@ MANIFEST_SCHEMA = pa.schema(
 )
 
 
-def output_stem(key: str) -> str:
-    """``dir/<sha>.jpeg`` → ``dir/<sha>``: directories are kept so equal stems cannot collide."""
-    directory = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
-    return directory + object_stem(key)
-
-
 def resized_key(key: str) -> str:
-    return f"resized/{output_stem(key)}.jpg"
+    return f"resized/{key_stem(key)}.jpg"
 
 
 def edges_key(key: str) -> str:
-    return f"edges/{output_stem(key)}.png"
+    return f"edges/{key_stem(key)}.png"
 
 
-def preprocess_one(source: Storage, target: Storage, key: str, size: int) -> dict:
+def output_name_owners(keys: Sequence[str]) -> dict[str, str]:
+    """Keys whose output name is already taken by an earlier key of the (sorted) shard → that key.
+
+    ``a.jpg`` and ``a.png`` would both write ``resized/a.jpg``; the first keeps it, the second is
+    rejected with a reason rather than silently overwriting it.
+    """
+    first: dict[str, str] = {}
+    taken = {}
+    for key in keys:
+        owner = first.setdefault(key_stem(key), key)
+        if owner != key:
+            taken[key] = owner
+    return taken
+
+
+def preprocess_one(source: Storage, target: Storage, key: str, size: int, taken_by: str | None = None) -> dict:
     started = time.perf_counter()
     row = {"key": key, "status": "ok", "reason": "", "input_bytes": 0, "width": 0, "height": 0}
     try:
+        if taken_by:
+            raise RejectedInput(f"output name {resized_key(key)} is taken by {taken_by}; rename one of the two")
         data = read_input(source, key)
         row["input_bytes"] = len(data)
         result = preprocess_image(data, size)
@@ -86,9 +97,11 @@ def preprocess_shard(
     chunk_size: int = 256,
     stop: threading.Event | None = None,
 ) -> ShardOutcome:
+    taken = output_name_owners(keys)
+
     def process_chunk(chunk_keys: Sequence[str], progress: Progress) -> pa.Table:
         rows = []
-        for row in map_bounded(lambda k: preprocess_one(source, target, k, size), chunk_keys, threads):
+        for row in map_bounded(lambda k: preprocess_one(source, target, k, size, taken.get(k)), chunk_keys, threads):
             rows.append(row)
             progress.advance()
         rows.sort(key=lambda r: r["key"])

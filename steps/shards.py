@@ -58,21 +58,31 @@ class ShardPlan:
 
 
 def object_stem(key: str) -> str:
-    """The file name without directories or extension: ``a/b/<sha>.jpg`` → ``<sha>``."""
+    """The file name without directories or its last extension: ``a/<sha>.jpg`` → ``<sha>``,
+    ``IMG_1.v2.jpg`` → ``IMG_1.v2``, ``.hidden.png`` → ``.hidden``."""
     name = key.rsplit("/", 1)[-1]
-    return name.split(".", 1)[0] if "." in name.lstrip(".") else name
+    stem, dot, _ = name.rpartition(".")
+    return stem if dot and stem else name
+
+
+def key_stem(key: str) -> str:
+    """The key without its last extension, directories kept: what output files are named by."""
+    directory = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+    return directory + object_stem(key)
 
 
 def shard_prefix(key: str, width: int) -> str:
-    """First ``width`` hex characters of a sha256-named key; other names hash their full key.
+    """First ``width`` hex characters of a sha256-named key; other names hash their ``key_stem``.
 
     Hashing keeps non-digest names (``IMG_0001.jpg``) planned deterministically and spread
-    evenly instead of dropped or piled into one shard.
+    evenly instead of dropped or piled into one shard; hashing the stem, not the whole key,
+    puts keys that would share an output name (``a.jpg``, ``a.png``) in the same shard, where
+    the collision is detected.
     """
     if width == 0:
         return ""
     stem = object_stem(key)
-    digest = stem.lower() if _SHA256_NAME.match(stem) else hashlib.sha256(key.encode()).hexdigest()
+    digest = stem.lower() if _SHA256_NAME.match(stem) else hashlib.sha256(key_stem(key).encode()).hexdigest()
     return digest[:width]
 
 

@@ -74,8 +74,11 @@ class LocalBatch:
             return False
         with self._lock:
             # Metaflow names jobs {user}-{flow}-{run}-{step}-{task}-{retry}.
-            targets = [(job, process) for job, process in self._running.items()
-                       if f"-{rule['step']}-" in job.job_name and job.job_name.endswith("-0")]
+            targets = [
+                (job, process)
+                for job, process in self._running.items()
+                if f"-{rule['step']}-" in job.job_name and job.job_name.endswith("-0")
+            ]
             if rule["step"] in self._killed_once or not targets:
                 return False
             self._killed_once.add(rule["step"])
@@ -94,7 +97,10 @@ class LocalBatch:
         workdir.mkdir(parents=True)
         environment = {e["name"]: e["value"] for e in job._get_container_property("environment", [])}
         env = {
-            **IMAGE_ENV, **LOOPBACK_ONLY, "HOME": str(workdir), **environment,
+            **IMAGE_ENV,
+            **LOOPBACK_ONLY,
+            "HOME": str(workdir),
+            **environment,
             "AWS_BATCH_JOB_ID": job.job_id,
             "AWS_BATCH_JOB_ATTEMPT": "1",
             "AWS_BATCH_CE_NAME": job.job_queue.environments[0].name,
@@ -103,8 +109,9 @@ class LocalBatch:
         }
         command = job._add_parameters_to_command(job._get_container_property("command", []))
         with (workdir / "output.log").open("wb") as log:
-            process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
+            process = subprocess.Popen(
+                command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
             with self._lock:
                 self._running[job] = process
             while process.poll() is None:

@@ -56,8 +56,15 @@ def create_batch_queue(endpoint: str, name: str = "spot-batch-test") -> BatchQue
     for role, service in (("batch-service", "batch"), ("batch-job", "ecs-tasks"), ("sfn", "states")):
         role_name = f"{name}-{role}"
         if not existing:
-            trust = {"Statement": [{"Effect": "Allow", "Principal": {"Service": f"{service}.amazonaws.com"},
-                                    "Action": "sts:AssumeRole"}]}
+            trust = {
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": f"{service}.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ]
+            }
             iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps(trust))
         role_arns[role] = f"arn:aws:iam::{ACCOUNT}:role/{role_name}"
     if not existing:
@@ -70,13 +77,20 @@ def create_batch_queue(endpoint: str, name: str = "spot-batch-test") -> BatchQue
             state="ENABLED",
             serviceRole=role_arns["batch-service"],
             computeResources={
-                "type": "EC2", "minvCpus": 0, "desiredvCpus": 0, "maxvCpus": 16,
-                "instanceTypes": ["optimal"], "subnets": subnets[:1], "securityGroupIds": groups[:1],
+                "type": "EC2",
+                "minvCpus": 0,
+                "desiredvCpus": 0,
+                "maxvCpus": 16,
+                "instanceTypes": ["optimal"],
+                "subnets": subnets[:1],
+                "securityGroupIds": groups[:1],
                 "instanceRole": profile["Arn"],
             },
         )
         batch.create_job_queue(
-            jobQueueName=name, state="ENABLED", priority=1,
+            jobQueueName=name,
+            state="ENABLED",
+            priority=1,
             computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment["computeEnvironmentArn"]}],
         )
     return BatchQueue(queue=name, compute_environment=f"{name}-ce", job_role_arn=role_arns["batch-job"])
@@ -117,8 +131,12 @@ def flow_command(
     cwd.mkdir(parents=True, exist_ok=True)
     return subprocess.run(
         [sys.executable, str(flow), "--no-pylint", *args],
-        cwd=cwd, env={**os.environ, **LOOPBACK_ONLY, **env},
-        capture_output=True, text=True, timeout=timeout, check=False,
+        cwd=cwd,
+        env={**os.environ, **LOOPBACK_ONLY, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -145,7 +163,10 @@ def flow_graph(flow: Path, cwd: Path) -> dict[str, Step]:
     graph = json.loads(result.stdout[result.stdout.index("{") :])["graph"]
     return {
         name: Step(
-            name=name, type=node["type"], next=node["next"], foreach_artifact=node.get("foreach_artifact"),
+            name=name,
+            type=node["type"],
+            next=node["next"],
+            foreach_artifact=node.get("foreach_artifact"),
             decorators={d["name"]: d["attributes"] for d in node["decorators"]},
         )
         for name, node in graph.items()

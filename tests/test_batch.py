@@ -62,8 +62,11 @@ class LocalBatch:
 def local_batch(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> Iterator[LocalBatch]:
     """batch_server.py as a child process; ``s3_server`` first, so the loopback env is in place."""
     state = tmp_path_factory.mktemp("local-batch")
-    server = subprocess.Popen([sys.executable, str(REPO / "tests" / "batch_server.py"), str(state)],
-                              stdout=(state / "server.log").open("w"), stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "batch_server.py"), str(state)],
+        stdout=(state / "server.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + START_TIMEOUT_S
     while not (state / "endpoint").exists():
         assert server.poll() is None and time.monotonic() < deadline, (state / "server.log").read_text()
@@ -93,7 +96,7 @@ def two_shards(sample_dir: Path, into: Path) -> list[str]:
 @pytest.fixture
 def batch_env(local_batch: LocalBatch, tmp_path: Path) -> dict[str, str]:
     """Metaflow on the local Batch: S3 datastore, job queue, image."""
-    bucket = local_batch.s3.make_bucket(f"datastore-{uuid.uuid4().hex[:12]}")[len("s3://"):]
+    bucket = local_batch.s3.make_bucket(f"datastore-{uuid.uuid4().hex[:12]}")[len("s3://") :]
     return metaflow_env(local_batch.endpoint, bucket, create_batch_queue(local_batch.endpoint), tmp_path / "home")
 
 
@@ -107,16 +110,25 @@ class Case:
 
 CASES = [
     Case("preprocess", "process_shard", r"_ledger/.+/chunk-00001\.parquet$", ("--threads", "2", "--chunk-size", "1")),
-    Case("infer", "predict_shard", r"predictions/.+/part-00001\.parquet$",
-         ("--chunk-size", "2", "--batch-size", "2", "--workers", "1", "--threads", "1")),
+    Case(
+        "infer",
+        "predict_shard",
+        r"predictions/.+/part-00001\.parquet$",
+        ("--chunk-size", "2", "--batch-size", "2", "--workers", "1", "--threads", "1"),
+    ),
 ]
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 @pytest.mark.parametrize("case", CASES, ids=[c.flow for c in CASES])
 def test_flow_runs_on_batch_and_survives_a_killed_task(
-    case: Case, local_batch: LocalBatch, batch_env: dict[str, str], *,
-    sample_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    case: Case,
+    local_batch: LocalBatch,
+    batch_env: dict[str, str],
+    *,
+    sample_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     s3 = local_batch.s3
     bucket = s3.make_bucket(f"{case.flow}-data")
@@ -132,8 +144,20 @@ def test_flow_runs_on_batch_and_survives_a_killed_task(
 
     # One task at a time, so the kill hits the shard task that is writing.
     run = run_flow(
-        case.flow, tmp_path / "work", "--with", "batch", "--max-workers", "1",
-        "--input", f"{bucket}/raw", "--output", f"{bucket}/out", "--prefix-width", "1", *case.args, *model_args,
+        case.flow,
+        tmp_path / "work",
+        "--with",
+        "batch",
+        "--max-workers",
+        "1",
+        "--input",
+        f"{bucket}/raw",
+        "--output",
+        f"{bucket}/out",
+        "--prefix-width",
+        "1",
+        *case.args,
+        *model_args,
         env=batch_env,
     )
     assert run.ok, run.output[-5000:]
@@ -147,8 +171,11 @@ def test_flow_runs_on_batch_and_survives_a_killed_task(
     assert "resuming, 1/" in run.output  # the retry kept the committed chunk
 
     step = flow_graph(REPO / "flows" / f"{case.flow}.py", tmp_path)[case.step]
-    expected = {"VCPU": step.attribute("resources", "cpu"), "MEMORY": step.attribute("resources", "memory"),
-                "GPU": step.attribute("resources", "gpu")}
+    expected = {
+        "VCPU": step.attribute("resources", "cpu"),
+        "MEMORY": step.attribute("resources", "memory"),
+        "GPU": step.attribute("resources", "gpu"),
+    }
     for job in shard_jobs:
         assert job["image"] == IMAGE
         assert requirements(job) == {k: str(v) for k, v in expected.items() if v}

@@ -68,8 +68,14 @@ def tiny_data(sample_dir: Path) -> Dataset:
 
 def tiny_config(sample_dir: Path, tmp_path: Path, **changes: object) -> TrainConfig:
     config = TrainConfig(
-        input_uri=str(sample_dir), output_uri=str(tmp_path / "out"), checkpoint_root=str(tmp_path / "ckpt"),
-        epochs=2, batch_size=8, image_size=32, checkpoint_every=3600, threads=2,
+        input_uri=str(sample_dir),
+        output_uri=str(tmp_path / "out"),
+        checkpoint_root=str(tmp_path / "ckpt"),
+        epochs=2,
+        batch_size=8,
+        image_size=32,
+        checkpoint_every=3600,
+        threads=2,
     )
     return replace(config, **changes)
 
@@ -89,8 +95,11 @@ def test_spot_stop_then_resume_is_bit_identical(sample_dir: Path, tmp_path: Path
     assert resumed.resumed_from.endswith(f"{checkpoint_name(6)}.pt")
 
     # --resume-from: a new run continuing from the interrupted run's checkpoint.
-    continued = fit(replace(cfg, resume_from=f"{cfg.checkpoint_root}/interrupted/{checkpoint_name(6)}.pt"),
-                    tiny_data, CheckpointStore(root, "continued"))
+    continued = fit(
+        replace(cfg, resume_from=f"{cfg.checkpoint_root}/interrupted/{checkpoint_name(6)}.pt"),
+        tiny_data,
+        CheckpointStore(root, "continued"),
+    )
 
     for other in (resumed, continued):
         assert other.history == straight.history
@@ -133,8 +142,9 @@ def test_bad_labelled_input_gives_one_line_errors(sample_dir: Path, tmp_path: Pa
     assert len(data.keys) == len(rows)
 
 
-def test_initial_weights_load_except_a_differently_shaped_head(sample_dir: Path, tmp_path: Path,
-                                                               tiny_data: Dataset) -> None:
+def test_initial_weights_load_except_a_differently_shaped_head(
+    sample_dir: Path, tmp_path: Path, tiny_data: Dataset
+) -> None:
     source = SmallCNN(num_classes=10)
     torch.save(source.state_dict(), tmp_path / "pretrained.pt")
     model = Trainer(tiny_config(sample_dir, tmp_path, initial_weights=str(tmp_path / "pretrained.pt")), tiny_data).model

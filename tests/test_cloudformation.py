@@ -30,8 +30,9 @@ def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
 
 def test_cfn_lint_passes() -> None:
     cfn_lint = Path(sys.executable).parent / "cfn-lint"
-    result = subprocess.run([str(cfn_lint), *map(str, sorted(TEMPLATES.glob("*.yaml")))],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [str(cfn_lint), *map(str, sorted(TEMPLATES.glob("*.yaml")))], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -46,8 +47,10 @@ def test_private_subnets_reach_s3_through_a_gateway_endpoint() -> None:
     subnets = resources(template, "AWS::EC2::Subnet")
     private = {n: p for n, p in subnets.items() if p.get("MapPublicIpOnLaunch") is False}
     assert len(private) >= 2
-    associated = {p["SubnetId"]["Ref"]: p["RouteTableId"]["Ref"]
-                  for p in resources(template, "AWS::EC2::SubnetRouteTableAssociation").values()}
+    associated = {
+        p["SubnetId"]["Ref"]: p["RouteTableId"]["Ref"]
+        for p in resources(template, "AWS::EC2::SubnetRouteTableAssociation").values()
+    }
     (endpoint,) = resources(template, "AWS::EC2::VPCEndpoint").values()
     assert endpoint["VpcEndpointType"] == "Gateway"
     assert endpoint["ServiceName"] == {"Fn::Sub": "com.amazonaws.${AWS::Region}.s3"}
@@ -56,8 +59,11 @@ def test_private_subnets_reach_s3_through_a_gateway_endpoint() -> None:
 
 def test_gpu_spot_environment_scales_to_zero_on_gpu_families() -> None:
     environments = resources(load("batch.yaml"), "AWS::Batch::ComputeEnvironment")
-    gpu = {n: e["ComputeResources"] for n, e in environments.items()
-           if set(e["ComputeResources"]["InstanceTypes"]) <= GPU_FAMILIES}
+    gpu = {
+        n: e["ComputeResources"]
+        for n, e in environments.items()
+        if set(e["ComputeResources"]["InstanceTypes"]) <= GPU_FAMILIES
+    }
     spot = [c for c in gpu.values() if c["Type"] == "SPOT"]
     assert spot and all(c["AllocationStrategy"] in SPOT_STRATEGIES for c in spot)
     assert any(c["Type"] == "EC2" for c in gpu.values()), "an on-demand fallback"

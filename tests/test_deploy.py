@@ -56,15 +56,19 @@ def deploy_env(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module", params=FLOWS, ids=[f.stem for f in FLOWS])
-def compiled(request: pytest.FixtureRequest, deploy_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
-             s3_server: S3Server) -> Compiled:
+def compiled(
+    request: pytest.FixtureRequest,
+    deploy_env: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+    s3_server: S3Server,
+) -> Compiled:
     flow: Path = request.param
     workdir = tmp_path_factory.mktemp(f"deploy-{flow.stem}")
     documents = {}
     for scheduler in ("argo-workflows", "step-functions"):
         result = flow_command(flow, scheduler, "create", "--only-json", env=deploy_env, cwd=workdir)
         assert result.returncode == 0, result.stderr
-        documents[scheduler] = json.loads(result.stdout[result.stdout.index("{"):])
+        documents[scheduler] = json.loads(result.stdout[result.stdout.index("{") :])
     batch = boto3.client("batch", endpoint_url=s3_server.endpoint)
     definitions = batch.describe_job_definitions()["jobDefinitions"]
     return Compiled(
@@ -96,8 +100,10 @@ def test_argo_workflow_template_matches_the_argo_schema(compiled: Compiled) -> N
 def test_gpu_cpu_and_memory_requests_match_resources_on_kubernetes_and_batch(compiled: Compiled) -> None:
     for node in compiled.graph.values():
         container = compiled.argo_template(node.name)["container"]["resources"]
-        batch = {r["Type"]: r["Value"] for r in
-                 compiled.batch_state(node.name)["Parameters"]["ContainerOverrides"]["ResourceRequirements"]}
+        batch = {
+            r["Type"]: r["Value"]
+            for r in compiled.batch_state(node.name)["Parameters"]["ContainerOverrides"]["ResourceRequirements"]
+        }
         gpu = node.attribute("resources", "gpu")
         if gpu:
             assert container["limits"]["nvidia.com/gpu"] == str(gpu), node.name
@@ -160,8 +166,10 @@ def instructions(dockerfile: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
     text = re.sub(r"\\\n", " ", dockerfile.read_text())
     lines = (line.strip() for line in text.splitlines())
-    return [(parts[0].upper(), parts[1] if len(parts) > 1 else "")
-            for parts in (line.split(maxsplit=1) for line in lines if line and not line.startswith("#"))]
+    return [
+        (parts[0].upper(), parts[1] if len(parts) > 1 else "")
+        for parts in (line.split(maxsplit=1) for line in lines if line and not line.startswith("#"))
+    ]
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)

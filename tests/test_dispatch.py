@@ -36,7 +36,12 @@ def test_dispatch_runs_one_preprocess_per_region_and_merges(
     s3_server: S3Server, regional_buckets: dict[str, str], tmp_path: Path
 ) -> None:
     run = run_flow(
-        "dispatch", tmp_path, "--inputs", ",".join(regional_buckets.values()), "--output", "s3://{bucket}/preprocessed",
+        "dispatch",
+        tmp_path,
+        "--inputs",
+        ",".join(regional_buckets.values()),
+        "--output",
+        "s3://{bucket}/preprocessed",
         env=s3_server.env,
     )
     assert run.ok, run.output[-3000:]
@@ -62,7 +67,12 @@ def test_dispatch_rejects_an_output_that_collides(
     s3_server: S3Server, regional_buckets: dict[str, str], tmp_path: Path
 ) -> None:
     run = run_flow(
-        "dispatch", tmp_path, "--inputs", ",".join(regional_buckets.values()), "--output", "s3://images-us/same",
+        "dispatch",
+        tmp_path,
+        "--inputs",
+        ",".join(regional_buckets.values()),
+        "--output",
+        "s3://images-us/same",
         env=s3_server.env,
     )
     assert not run.ok

@@ -101,3 +101,9 @@ def test_sobel_marks_the_boundary_and_nothing_else() -> None:
 def test_bad_bytes_are_rejected_with_a_reason(data: bytes, reason: str) -> None:
     with pytest.raises(RejectedInput, match=reason):
         preprocess_image(data, 64)
+
+
+def test_oversized_image_is_rejected_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(RejectedInput, match=r"too large to decode safely \(40x40 pixels; limit 1000"):
+        decode(jpeg(Image.new("RGB", (40, 40))))

@@ -49,7 +49,11 @@ def train_stand_in(workdir: Path, model_uri: str) -> None:
     flow.write_text(STAND_IN_TRAINFLOW)
     done = subprocess.run(
         [sys.executable, str(flow), "--no-pylint", "run", "--uri", model_uri],
-        check=False, cwd=workdir, capture_output=True, text=True, timeout=120,
+        check=False,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -61,7 +65,15 @@ def test_latest_model_with_a_killed_shard_then_a_rerun_that_skips(sample_dir: Pa
     train_stand_in(workdir, bundle)
 
     first = run_flow(
-        "infer", workdir, "--input", str(sample_dir), "--output", str(output), "--model", "latest", *FAST,
+        "infer",
+        workdir,
+        "--input",
+        str(sample_dir),
+        "--output",
+        str(output),
+        "--model",
+        "latest",
+        *FAST,
         env={"SPOT_BATCH_TEST_DIE_AFTER_CHUNKS": "1"},
     )
     assert first.ok, first.output[-3000:]
@@ -100,8 +112,16 @@ def test_torchscript_model_input_and_output_on_s3(s3_server: S3Server, sample_di
     upload_dir(s3_server, model_dir, f"{bucket}/models")
 
     result = run_flow(
-        "infer", tmp_path / "work", "--input", f"{bucket}/images", "--output", f"{bucket}/out",
-        "--model", f"{bucket}/models/scripted.pt", *FAST, env=s3_server.env,
+        "infer",
+        tmp_path / "work",
+        "--input",
+        f"{bucket}/images",
+        "--output",
+        f"{bucket}/out",
+        "--model",
+        f"{bucket}/models/scripted.pt",
+        *FAST,
+        env=s3_server.env,
     )
     assert result.ok, result.output[-3000:]
     assert result.client_run().data.model["type"] == "torchscript"
@@ -122,8 +142,17 @@ def test_bad_model_fails_in_start_with_one_line(sample_dir: Path, tmp_path: Path
     def fill(text: str) -> str:
         return text.format(tmp=tmp_path, sample=sample_dir)
 
-    result = run_flow("infer", tmp_path / "work", "--input", str(sample_dir), "--output", str(tmp_path / "out"),
-                      "--model", fill(model), *FAST)
+    result = run_flow(
+        "infer",
+        tmp_path / "work",
+        "--input",
+        str(sample_dir),
+        "--output",
+        str(tmp_path / "out"),
+        "--model",
+        fill(model),
+        *FAST,
+    )
     assert not result.ok
     assert fill(message) in result.output
     assert "predict_shard" not in result.output  # failed in start, before any fan-out

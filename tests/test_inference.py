@@ -166,8 +166,17 @@ def test_infer_shard_writes_every_key_once_and_resumes_missing_parts(sample_dir:
 
     def run() -> object:
         return infer_shard(
-            name="all", keys=keys, source=source, target=target, model=model, batch_size=8, chunk_size=16,
-            top_k=3, threads=4, workers=2, prefetch_batches=2,
+            name="all",
+            keys=keys,
+            source=source,
+            target=target,
+            model=model,
+            batch_size=8,
+            chunk_size=16,
+            top_k=3,
+            threads=4,
+            workers=2,
+            prefetch_batches=2,
         )
 
     first = run()

@@ -62,8 +62,22 @@ def test_no_credentials_means_the_snapshot(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_cli_json_with_live_prices(s3_server: S3Server, capsys: pytest.CaptureFixture[str]) -> None:
-    main(["rank", "--instance-types", "g4dn.xlarge", "--data-region", "us-west-2", "--data-gb", "5",
-          "--gpu-hours", "1", "--endpoint-url", s3_server.endpoint, "--json"])
+    main(
+        [
+            "rank",
+            "--instance-types",
+            "g4dn.xlarge",
+            "--data-region",
+            "us-west-2",
+            "--data-gb",
+            "5",
+            "--gpu-hours",
+            "1",
+            "--endpoint-url",
+            s3_server.endpoint,
+            "--json",
+        ]
+    )
     out = capsys.readouterr()
     rows = json.loads(out.out)
     assert rows[0]["region"] == "us-west-2"  # equal live prices everywhere: staying avoids the egress

@@ -68,15 +68,20 @@ def test_interruption_risk_is_priced_as_expected_rework() -> None:
     ranking = rank(risky, Job({}, gpu_hours=10, checkpoint_minutes=600), ["g5.xlarge"], today=TODAY)
 
     assert [(q.region, q.rework_cost) for q in ranking.quotes] == [
-        ("us-west-2", pytest.approx(0.20)), ("us-east-1", pytest.approx(0.60))
+        ("us-west-2", pytest.approx(0.20)),
+        ("us-east-1", pytest.approx(0.60)),
     ]
     assert "because its interruption risk is lower (<5% vs 10-15%)" in ranking.explanation
 
 
 def test_ties_rank_by_region_then_instance_type_whatever_the_input_order() -> None:
     quotes = [(r, t, 0.25, "<5%") for r in ("us-east-2", "us-east-1") for t in ("g5.xlarge", "g4dn.xlarge")]
-    expected = [("us-east-1", "g4dn.xlarge"), ("us-east-1", "g5.xlarge"),
-                ("us-east-2", "g4dn.xlarge"), ("us-east-2", "g5.xlarge")]
+    expected = [
+        ("us-east-1", "g4dn.xlarge"),
+        ("us-east-1", "g5.xlarge"),
+        ("us-east-2", "g4dn.xlarge"),
+        ("us-east-2", "g5.xlarge"),
+    ]
     for order in (quotes, quotes[::-1]):
         ranking = rank(book(*order), Job({"eu-west-1": 50}, gpu_hours=3), ["g5.xlarge", "g4dn.xlarge"], today=TODAY)
         assert [(q.region, q.instance_type) for q in ranking.quotes] == expected
@@ -91,12 +96,25 @@ def test_a_single_candidate_says_so() -> None:
 @pytest.mark.parametrize(
     ("instance_types", "regions", "data", "message"),
     [
-        (["g4dn.xlarg"], None, {}, "instance type 'g4dn.xlarg': expected an instance type priced in "
-                                   "config/prices.toml; did you mean g4dn.xlarge?"),
-        (["g4dn.xlarge"], ["us-east-3"], {}, "region 'us-east-3': expected a region priced in config/prices.toml; "
-                                             "did you mean us-east-2?"),
-        (["g4dn.xlarge"], None, {"eu-wst-1": 5}, "data region 'eu-wst-1': expected an AWS region name; "
-                                                 "did you mean eu-west-1"),
+        (
+            ["g4dn.xlarg"],
+            None,
+            {},
+            "instance type 'g4dn.xlarg': expected an instance type priced in "
+            "config/prices.toml; did you mean g4dn.xlarge?",
+        ),
+        (
+            ["g4dn.xlarge"],
+            ["us-east-3"],
+            {},
+            "region 'us-east-3': expected a region priced in config/prices.toml; did you mean us-east-2?",
+        ),
+        (
+            ["g4dn.xlarge"],
+            None,
+            {"eu-wst-1": 5},
+            "data region 'eu-wst-1': expected an AWS region name; did you mean eu-west-1",
+        ),
     ],
 )
 def test_unknown_names_suggest_the_closest(
@@ -112,15 +130,26 @@ def test_data_may_live_in_a_region_we_do_not_run_in() -> None:
 
 
 def test_the_issue_example_on_the_shipped_snapshot() -> None:
-    ranking = rank(parse_snapshot(read_snapshot()), Job({"eu-west-1": 220}, gpu_hours=2),
-                   ["g4dn.xlarge", "g5.xlarge"], today=TODAY)
+    ranking = rank(
+        parse_snapshot(read_snapshot()), Job({"eu-west-1": 220}, gpu_hours=2), ["g4dn.xlarge", "g5.xlarge"], today=TODAY
+    )
     assert ranking.best.region == "eu-west-1"
     assert "prices: snapshot config/prices.toml dated 2026-11-01 (22 days old)" in ranking.prices
     assert "interruption bands are assumed" in ranking.prices
 
 
-CLI = ["rank", "--instance-types", "g4dn.xlarge,g5.xlarge", "--data-region", "eu-west-1", "--data-gb", "220",
-       "--gpu-hours", "2", "--snapshot-only"]
+CLI = [
+    "rank",
+    "--instance-types",
+    "g4dn.xlarge,g5.xlarge",
+    "--data-region",
+    "eu-west-1",
+    "--data-gb",
+    "220",
+    "--gpu-hours",
+    "2",
+    "--snapshot-only",
+]
 
 
 def test_cli_prints_the_table_best_first_and_the_reason(capsys: pytest.CaptureFixture[str]) -> None:
@@ -134,8 +163,9 @@ def test_cli_prints_the_table_best_first_and_the_reason(capsys: pytest.CaptureFi
 
 
 def test_cli_json_is_a_ranked_list() -> None:
-    done = subprocess.run([sys.executable, "-m", "steps.regions", *CLI, "--json"], cwd=REPO, capture_output=True,
-                          text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "steps.regions", *CLI, "--json"], cwd=REPO, capture_output=True, text=True, check=True
+    )
     rows = json.loads(done.stdout)
     required = {"region", "instance_type", "spot_price", "compute_cost", "egress_cost", "total_cost", "risk"}
     assert required <= set(rows[0])

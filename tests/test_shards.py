@@ -16,11 +16,11 @@ def test_prefix_of_sha_named_key_is_its_leading_hex() -> None:
     assert object_stem(key) == "ABCDEF" + "0" * 58
 
 
-def test_non_hex_names_are_planned_by_hash_of_key_not_dropped() -> None:
+def test_non_hex_names_are_planned_by_hash_of_their_stem_not_dropped() -> None:
     keys = ["IMG_0001.jpg", "holiday/IMG_0002.JPG", "readme"]
     plan = plan_shards(keys, target_size=1, max_shards=100, width=1)
     assert sorted(k for s in plan.shards for k in s.keys) == sorted(keys)
-    assert shard_prefix("IMG_0001.jpg", 1) == hashlib.sha256(b"IMG_0001.jpg").hexdigest()[0]
+    assert shard_prefix("IMG_0001.jpg", 1) == hashlib.sha256(b"IMG_0001").hexdigest()[0]
 
 
 @pytest.mark.parametrize(
@@ -77,3 +77,14 @@ def test_width_zero_is_one_shard_named_all() -> None:
 def test_bad_planner_settings_are_config_errors(target: int, width: int) -> None:
     with pytest.raises(ConfigError):
         plan_shards(sha_keys(10), target_size=target, max_shards=100, width=width)
+
+
+def test_stem_drops_only_the_last_extension() -> None:
+    assert object_stem("a/IMG_1.v2.jpg") == "IMG_1.v2"
+    assert object_stem(".hidden.png") == ".hidden"
+    assert object_stem(".bashrc") == ".bashrc"
+    assert object_stem("README") == "README"
+
+
+def test_keys_sharing_an_output_name_share_a_shard() -> None:
+    assert shard_prefix("photos/a.jpg", 3) == shard_prefix("photos/a.png", 3)

@@ -68,8 +68,17 @@ def test_sigkilled_training_resumes_bit_identically_from_s3(
     # Attempt 0 SIGKILLs itself after 5 batches (mid epoch 3), just after checkpointing;
     # @retry starts attempt 1, which must resume from S3 and finish with the same weights.
     run = run_flow(
-        "train", tmp_path, "--input", str(sample_dir), "--output", str(tmp_path / "out"), *SETTINGS,
-        "--checkpoint-root", f"{bucket}/checkpoints", "--checkpoint-every", "0",
+        "train",
+        tmp_path,
+        "--input",
+        str(sample_dir),
+        "--output",
+        str(tmp_path / "out"),
+        *SETTINGS,
+        "--checkpoint-root",
+        f"{bucket}/checkpoints",
+        "--checkpoint-every",
+        "0",
         env={**s3_server.env, KILL_AFTER_BATCHES_ENV: "5"},
     )
     found = artifacts(run)
