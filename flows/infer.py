@@ -34,10 +34,10 @@ from steps.inference import (
 )
 from steps.model_loading import MODEL_FORMS, load_model
 from steps.planning import check_positive
-from steps.predictions import LABELS_FILE, PART_STEM, Scores, load_labels
+from steps.predictions import PART_STEM, Scores, load_labels
 from steps.progress import log
 from steps.report import ShardStats, shard_stats, with_cost
-from steps.shards import read_shard_keys
+from steps.shards import LABELS_FILE, read_shard_keys
 from steps.storage import Storage, open_storage
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
@@ -203,6 +203,7 @@ class InferFlow(FlowSpec):
             self.spot_price,
         )
         self.rejects = [{"key": k, "reason": r} for s in stats for k, r in s.rejects]
+        log(f"merged {len(stats)} shards: {self.summary['predicted']} predicted, {self.summary['rejected']} rejected")
         render(
             build_report(
                 stats,

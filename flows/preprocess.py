@@ -97,6 +97,7 @@ class PreprocessFlow(FlowSpec):
         stats = sorted((ShardStats(**i.shard_stats) for i in inputs), key=lambda s: s.name)
         self.summary = with_cost(summarize(stats, time.time() - self.started_at), self.instance_type, self.spot_price)
         self.rejects = [{"key": k, "reason": r} for s in stats for k, r in s.rejects]
+        log(f"merged {len(stats)} shards: {self.summary['processed']} ok, {self.summary['rejected']} rejected")
         render(build_report(stats, self.summary, open_storage(self.input_uri), open_storage(self.output_uri)))
         self.next(self.end)
 

@@ -135,6 +135,7 @@ def run_chunked(
         log(f"shard {name}: complete in an earlier run (manifest exists), skipping")
         return ShardOutcome(name, manifest, 0, 0, 0.0, skipped=True)
     ranges = chunk_ranges(len(keys), chunk_size)
+    log(f"shard {name}: {len(keys)} images in {len(ranges)} chunks of up to {chunk_size}")
     tables = ledger.reusable(keys, chunk_size)
     reused = len(tables)
     if reused:

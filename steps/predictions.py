@@ -21,11 +21,11 @@ import pandas as pd
 import pyarrow as pa
 
 from steps.ledger import parquet_to_table
+from steps.shards import LABELS_FILE
 from steps.storage import Storage, map_bounded, open_storage
 
 PREDICTIONS_DIR = "predictions"
 PART_STEM = "part"
-LABELS_FILE = "labels.csv"
 
 SCHEMA = pa.schema(
     [

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
-LABELS_FILE = "labels.csv"
+from steps.shards import LABELS_FILE
 
 # Source photo → label. Colour photographs of clearly different scenes.
 SOURCES = {

@@ -186,7 +186,8 @@ def read_shard_keys(storage: Storage, keys_key: str) -> list[str]:
 
 
 # Files at the input root that describe the data rather than being part of it.
-METADATA_NAMES = frozenset({"labels.csv"})
+LABELS_FILE = "labels.csv"  # key,label: classes for training, ground truth for inference
+METADATA_NAMES = frozenset({LABELS_FILE})
 
 
 def list_input_objects(storage: Storage) -> list[ObjectInfo]:

@@ -94,8 +94,10 @@ class InterruptionWatcher:
     def _poll(self) -> None:
         try:
             token = self._token()
-        except OSError:
-            return  # Not on EC2 (or IMDS unreachable): stay quiet, one try only.
+        except OSError as err:
+            # Not on EC2, or IMDS unreachable (e.g. hop limit 1 from a container): one line, one try.
+            log(f"spot watcher off: no instance metadata at {self.base_url} ({err}); SIGTERM is still handled")
+            return
         log(f"spot watcher on: polling {self.base_url} every {self.interval_s:g} s")
         rebalance_seen = False
         while not self._closed.is_set():

@@ -41,7 +41,7 @@ from steps.models import IMAGENET_MEAN, IMAGENET_STD, ModelBundle, build_archite
 from steps.planning import check_input, check_output, check_positive
 from steps.progress import log
 from steps.report import Chart, Report, Table
-from steps.sample_data import LABELS_FILE
+from steps.shards import LABELS_FILE
 from steps.storage import Storage, is_s3, join_uri, map_bounded, open_storage, read_input
 
 # Test hook: SIGKILL the training process after this many batches on the first attempt, exactly

@@ -15,11 +15,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from steps.ledger import MANIFEST_DIR, parquet_to_table
+from steps.predictions import PREDICTIONS_DIR
 from steps.preprocess import edges_key, resized_key
 from steps.shards import PLAN_DIR, PLAN_WIDTH_KEY, list_inputs
 from steps.storage import Storage, open_storage
-
-PREDICTIONS_DIR = "predictions"
 
 
 @dataclass
