@@ -89,11 +89,10 @@ def main(argv: list[str] | None = None) -> None:
     picks = []
     for max_shards in sorted({args.max_shards, 16**MAX_WIDTH}):
         plan = plan_shards(keys, args.shard_size, max_shards=max_shards)
-        chosen = next((r for r in results if r.width == plan.width), None)
-        wall = clock(chosen.wall_s) if chosen else "n/a"
+        _, wall, billed = simulate([len(s) for s in plan.shards], args)
         print(f"planner:  --shard-size {args.shard_size} --max-shards {max_shards}: {plan.reason} "
-              f"({len(plan.shards)} shards; simulated wall {wall})")
-        picks.append(f"width {plan.width} at --max-shards {max_shards}")
+              f"({len(plan.shards)} shards; simulated wall {clock(wall)}, {billed / 3600:.1f} task-hours)")
+        picks.append(f"{len(plan.shards)} shards (width {plan.width}) at --max-shards {max_shards}")
     print(f"ratio: wall time width 4 / width 2 = {results[3].wall_s / results[1].wall_s:.0f}x, width 3 / width 2 = "
           f"{results[2].wall_s / results[1].wall_s:.1f}x; fastest simulated: width {fastest.width}; planner picks "
           + ", ".join(picks))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from steps.errors import ConfigError
 from steps.progress import log
-from steps.shards import ShardRef, list_input_objects, plan_shards, stored_width, write_plan
+from steps.shards import ShardPlan, ShardRef, list_input_objects, plan_shards, stored_layout, write_plan
 from steps.storage import S3Storage, Storage, is_s3, open_storage
 
 
@@ -88,23 +88,24 @@ def _within(inner: str, outer: str) -> bool:
     return normal(inner).startswith(normal(outer))
 
 
-def output_width(target: Storage, requested: int) -> int:
-    """The prefix width to plan with: an output written before keeps its width.
+def plan_for_output(target: Storage, keys: list[str], shard_size: int, max_shards: int, prefix_width: int) -> ShardPlan:
+    """Plan shards; an output written before keeps its layout (prefix width and ranges).
 
-    Shards of another width would overlap the manifests already there and count keys twice.
+    Shards of another layout would overlap the manifests already there and count keys twice.
     """
-    earlier = stored_width(target)
-    if earlier is None or requested == earlier:
-        return requested
-    if requested == 0:
-        log(f"keeping prefix width {earlier} of the earlier run into {target.uri}")
-        return earlier
-    raise ConfigError(
-        "--prefix-width",
-        requested,
-        f"{earlier} (or 0), the width of the earlier run into {target.uri}",
-        "pass --prefix-width 0 to continue that output, or write to a new --output",
-    )
+    earlier = stored_layout(target)
+    if earlier is None:
+        return plan_shards(keys, shard_size, max_shards, prefix_width)
+    width, starts = earlier
+    if prefix_width not in (0, width):
+        raise ConfigError(
+            "--prefix-width",
+            prefix_width,
+            f"{width} (or 0), the width of the earlier run into {target.uri}",
+            "pass --prefix-width 0 to continue that output, or write to a new --output",
+        )
+    log(f"keeping prefix width {width} of the earlier run into {target.uri}")
+    return plan_shards(keys, shard_size, max_shards, width, starts)
 
 
 def prepare_run(
@@ -127,6 +128,6 @@ def prepare_run(
         raise ConfigError(
             "--input", input_uri, "at least one object", "point --input at the folder/prefix that holds the images"
         )
-    plan = plan_shards(keys, shard_size, max_shards, output_width(target, prefix_width))
+    plan = plan_for_output(target, keys, shard_size, max_shards, prefix_width)
     refs = write_plan(target, plan, threads)
     return RunPlan(source.uri, target.uri, plan.width, plan.reason, plan.images, sum(o.size for o in objects), refs)

@@ -13,11 +13,13 @@ The plan is a pure function of the sorted key list: same input, same shards, sam
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import json
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from steps.errors import ConfigError
@@ -29,7 +31,8 @@ MAX_WIDTH = 4  # 65,536 shards: beyond this, per-task overhead dominates any dat
 
 @dataclass(frozen=True)
 class Shard:
-    """One unit of fan-out: the keys whose shard prefix is ``prefix``.
+    """One unit of fan-out: the keys whose shard prefix is ``prefix``, or lies in the range
+    ``prefix`` names (``"3a-41"``) when prefixes are packed.
 
     ``name`` is the stable identifier used in output paths; it is ``all`` for a width-0 plan.
     """
@@ -51,6 +54,8 @@ class ShardPlan:
     shards: tuple[Shard, ...]
     target_size: int
     reason: str
+    # First prefix of each packed range, covering the whole keyspace; empty: one prefix per shard.
+    starts: tuple[str, ...] = ()
 
     @property
     def images(self) -> int:
@@ -93,6 +98,36 @@ def group_by_prefix(keys: Iterable[str], width: int) -> tuple[Shard, ...]:
     return tuple(Shard(p, tuple(sorted(ks))) for p, ks in sorted(groups.items()))
 
 
+def range_name(starts: Sequence[str], index: int, width: int) -> str:
+    """``"3a-41"``: the prefixes from ``starts[index]`` up to the next start."""
+    end = int(starts[index + 1], 16) - 1 if index + 1 < len(starts) else 16**width - 1
+    return f"{starts[index]}-{end:0{width}x}"
+
+
+def group_by_ranges(keys: Iterable[str], width: int, starts: Sequence[str]) -> tuple[Shard, ...]:
+    groups: dict[int, list[str]] = defaultdict(list)
+    for key in keys:
+        groups[bisect.bisect_right(starts, shard_prefix(key, width)) - 1].append(key)
+    return tuple(Shard(range_name(starts, i, width), tuple(sorted(ks))) for i, ks in sorted(groups.items()))
+
+
+def pack_starts(groups: Sequence[Shard], max_shards: int, width: int) -> tuple[str, ...]:
+    """Cut the sorted prefix groups into at most ``max_shards`` contiguous ranges of near-equal
+    size: a range starts at the first group past each 1/max_shards quantile of the keys. The
+    first starts at ``00…``, so the ranges cover every prefix, including ones empty today."""
+    total = sum(len(g) for g in groups)
+    starts = ["0" * width]
+    done = 0
+    quantile = 1
+    for group in groups:
+        if done >= quantile * total / max_shards and group.prefix > starts[-1]:
+            starts.append(group.prefix)
+            while done >= quantile * total / max_shards:
+                quantile += 1
+        done += len(group)
+    return tuple(starts)
+
+
 def choose_width(count: int, target_size: int) -> int:
     """Smallest width whose average shard holds at most ``target_size`` keys."""
     if count <= target_size:
@@ -100,11 +135,15 @@ def choose_width(count: int, target_size: int) -> int:
     return min(MAX_WIDTH, math.ceil(math.log(count / target_size, 16)))
 
 
-def plan_shards(keys: Iterable[str], target_size: int, max_shards: int, width: int = 0) -> ShardPlan:
+def plan_shards(
+    keys: Iterable[str], target_size: int, max_shards: int, width: int = 0, starts: Sequence[str] = ()
+) -> ShardPlan:
     """Plan shards over ``keys``; ``width`` 0 chooses it from the key count.
 
-    Auto width never exceeds ``max_shards``: when the target would need more shards, shards
-    grow instead (and the reason says so). A forced width that exceeds it is an error.
+    When the target needs more prefixes than ``max_shards``, contiguous prefixes are packed into
+    ``max_shards`` ranges (and the reason says so): a fan-out of 100 tasks, not a fall back to
+    16. ``starts`` reuses the ranges of an earlier plan, so a rerun's shards line up with it. A
+    forced width that gives more than ``max_shards`` shards is an error.
     """
     if target_size < 1:
         raise ConfigError("shard size", target_size, "at least 1 image per shard", "pass --shard-size 1500")
@@ -113,6 +152,9 @@ def plan_shards(keys: Iterable[str], target_size: int, max_shards: int, width: i
             "prefix width", width, f"0 (auto) to {MAX_WIDTH}", "pass --prefix-width 0 to choose it from the data"
         )
     unique = sorted(set(keys))
+    if starts:
+        shards = group_by_ranges(unique, width, starts)
+        return ShardPlan(width, shards, target_size, f"prefix ranges of the earlier run ({len(starts)})", tuple(starts))
     if width:
         shards = group_by_prefix(unique, width)
         if len(shards) > max_shards:
@@ -126,19 +168,19 @@ def plan_shards(keys: Iterable[str], target_size: int, max_shards: int, width: i
         return ShardPlan(width, shards, target_size, f"prefix width {width} set by the user")
 
     wanted = choose_width(len(unique), target_size)
-    for candidate in range(wanted, -1, -1):
-        shards = group_by_prefix(unique, candidate)
-        if len(shards) <= max_shards:
-            break
-    if candidate == wanted:
-        reason = f"prefix width {candidate} keeps shards at or under ~{target_size} images"
-    else:
-        reason = (
-            f"prefix width {candidate} (not {wanted}) to stay within {max_shards} shards, so shards "
-            f"average {len(unique) // max(1, len(shards))} images; raise --max-shards and Metaflow's "
-            "`run --max-num-splits` for smaller shards"
+    groups = group_by_prefix(unique, wanted)
+    if len(groups) <= max_shards:
+        return ShardPlan(
+            wanted, groups, target_size, f"prefix width {wanted} keeps shards at or under ~{target_size} images"
         )
-    return ShardPlan(candidate, shards, target_size, reason)
+    packed = pack_starts(groups, max_shards, wanted)
+    shards = group_by_ranges(unique, wanted, packed)
+    reason = (
+        f"prefix width {wanted}, {len(groups)} prefixes packed into {len(shards)} ranges to stay within "
+        f"--max-shards {max_shards}, so shards average {len(unique) // len(shards)} images (target {target_size}); "
+        "raise --max-shards and Metaflow's `run --max-num-splits` for smaller shards"
+    )
+    return ShardPlan(wanted, shards, target_size, reason, packed)
 
 
 @dataclass(frozen=True)
@@ -155,21 +197,24 @@ class ShardRef:
 
 
 PLAN_DIR = "_plan"
-PLAN_WIDTH_KEY = f"{PLAN_DIR}/width"
+PLAN_LAYOUT_KEY = f"{PLAN_DIR}/layout.json"
 
 
-def stored_width(storage: Storage) -> int | None:
-    """The prefix width of the plan an earlier run wrote into this output, if any."""
-    return int(storage.read(PLAN_WIDTH_KEY)) if storage.exists(PLAN_WIDTH_KEY) else None
+def stored_layout(storage: Storage) -> tuple[int, tuple[str, ...]] | None:
+    """The prefix width and packed range starts of the plan an earlier run wrote here, if any."""
+    if not storage.exists(PLAN_LAYOUT_KEY):
+        return None
+    layout = json.loads(storage.read(PLAN_LAYOUT_KEY))
+    return layout["width"], tuple(layout["starts"])
 
 
 def write_plan(storage: Storage, plan: ShardPlan, threads: int = 16) -> list[ShardRef]:
     """Store each shard's key list under ``_plan/`` and return the refs to fan out over.
 
-    The width is stored too: reruns into this output keep it, so their shards line up with the
-    manifests already there (see ``steps.planning.prepare_run``).
+    The layout (width, packed ranges) is stored too: reruns into this output keep it, so their
+    shards line up with the manifests already there (see ``steps.planning.prepare_run``).
     """
-    storage.write(PLAN_WIDTH_KEY, str(plan.width).encode())
+    storage.write(PLAN_LAYOUT_KEY, json.dumps({"width": plan.width, "starts": list(plan.starts)}).encode())
 
     def write(shard: Shard) -> ShardRef:
         key = f"{PLAN_DIR}/{shard.name}.txt"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from steps.ledger import MANIFEST_DIR, parquet_to_table
 from steps.predictions import PREDICTIONS_DIR
 from steps.preprocess import edges_key, resized_key
-from steps.shards import PLAN_DIR, PLAN_WIDTH_KEY, list_inputs
+from steps.shards import PLAN_DIR, PLAN_LAYOUT_KEY, list_inputs
 from steps.storage import Storage, open_storage
 
 
@@ -45,7 +45,7 @@ def verify(output_uri: str, input_uri: str) -> Verification:
     expected = set(list_inputs(source))
     result = Verification(inputs=len(expected))
     planned = {
-        o.key.rsplit("/", 1)[-1].removesuffix(".txt") for o in target.list(PLAN_DIR + "/") if o.key != PLAN_WIDTH_KEY
+        o.key.rsplit("/", 1)[-1].removesuffix(".txt") for o in target.list(PLAN_DIR + "/") if o.key != PLAN_LAYOUT_KEY
     }
     finished = {o.key.rsplit("/", 1)[-1].removesuffix(".parquet") for o in target.list(MANIFEST_DIR + "/")}
     result.problems += [f"shard {name}: no manifest (incomplete)" for name in sorted(planned - finished)]

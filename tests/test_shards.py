@@ -46,11 +46,27 @@ def test_auto_width_keeps_shards_near_target() -> None:
     assert max(len(s) for s in plan.shards) < 2 * 5000 / 256 + 10
 
 
-def test_auto_width_respects_max_shards_and_says_why() -> None:
-    plan = plan_shards(sha_keys(5000), target_size=100, max_shards=100)
-    assert plan.width == 1
-    assert len(plan.shards) == 16
-    assert "--max-shards" in plan.reason and "max-num-splits" in plan.reason
+def test_more_prefixes_than_max_shards_are_packed_into_balanced_ranges() -> None:
+    keys = sha_keys(5000)
+    plan = plan_shards(keys, target_size=20, max_shards=100)
+    assert plan.width == 2  # 250 wanted shards: 256 prefixes, packed into ranges
+    assert 90 <= len(plan.shards) <= 100
+    sizes = [len(s) for s in plan.shards]
+    assert max(sizes) < 2 * 5000 / 100
+    assert sorted(k for s in plan.shards for k in s.keys) == sorted(keys)
+    assert plan.shards[0].name.startswith("00-") and plan.shards[-1].name.endswith("-ff")
+    for shard in plan.shards:  # every key lies in its shard's prefix range
+        first, last = shard.name.split("-")
+        assert all(first <= shard_prefix(k, 2) <= last for k in shard.keys)
+    assert "packed into" in plan.reason and "--max-shards" in plan.reason and "max-num-splits" in plan.reason
+
+
+def test_stored_ranges_place_new_keys_in_the_same_shards() -> None:
+    first = plan_shards(sha_keys(5000), target_size=20, max_shards=100)
+    grown = plan_shards(sha_keys(6000), target_size=20, max_shards=100, width=first.width, starts=first.starts)
+    assert {s.name for s in grown.shards} == {s.name for s in first.shards}
+    by_name = {s.name: set(s.keys) for s in grown.shards}
+    assert all(set(s.keys) <= by_name[s.name] for s in first.shards)
 
 
 def test_forced_width_over_limit_explains_how_to_raise_it() -> None:
