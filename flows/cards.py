@@ -22,9 +22,9 @@ def render(report: Report) -> None:
         elif isinstance(section, Images):
             card.append(
                 Table(
-                    data=[[Image(src=data, label=caption) for caption, data in section.images]],
+                    data=[[Image(src=data) for _, data in section.images]],  # captions are the header
                     headers=[caption for caption, _ in section.images],
                 )
             )
         elif isinstance(section, Chart):
-            card.append(Image(src=section.png, label=section.title))
+            card.append(Image(src=section.png))  # titled by the section header above

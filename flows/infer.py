@@ -10,8 +10,6 @@ steps/model_loading.py). Output: ``<output>/predictions/<shard>/part-NNNNN.parqu
 the same output skips finished shards.
 """
 
-import os
-import signal
 import time
 import tomllib
 from dataclasses import asdict
@@ -19,7 +17,7 @@ from pathlib import Path
 
 from cards import render
 from fanout import plan_fanout, record_region_choice
-from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, package_sources, resources, retry, step
+from metaflow import Config, FlowSpec, Parameter, card, config_expr, package_sources, resources, retry, step
 from spot_guard import spot_guard
 
 from steps.errors import ConfigError
@@ -34,17 +32,14 @@ from steps.inference import (
 )
 from steps.model_loading import MODEL_FORMS, load_model
 from steps.planning import check_positive
-from steps.predictions import PART_STEM, Scores, load_labels
+from steps.predictions import Scores, load_labels
 from steps.progress import log
 from steps.report import ShardStats, shard_stats, with_cost
 from steps.shards import LABELS_FILE, read_shard_keys
-from steps.storage import Storage, open_storage
+from steps.storage import open_storage
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 LATEST = "latest"
-# Test hook: on a task's first attempt, SIGKILL it right after it commits this many parts, as a
-# spot loss would, so a test can prove the retry resumes without writing any row twice.
-DIE_AFTER_CHUNKS = "SPOT_BATCH_TEST_DIE_AFTER_CHUNKS"
 
 
 def latest_model_uri() -> str:
@@ -66,24 +61,6 @@ def latest_model_uri() -> str:
         )
     log(f"--model latest: TrainFlow/{run.id} → {run.data.model_uri}")
     return run.data.model_uri
-
-
-def die_after_chunks(storage: Storage) -> None:
-    """Arm the DIE_AFTER_CHUNKS test hook on ``storage`` (first attempt only)."""
-    limit = int(os.environ.get(DIE_AFTER_CHUNKS, "0"))
-    if not limit or current.retry_count:
-        return
-    write, commits = storage.write, []
-
-    def write_then_die(key: str, data: bytes) -> None:
-        write(key, data)
-        if f"/{PART_STEM}-" in key:
-            commits.append(key)
-            if len(commits) >= limit:
-                log(f"{DIE_AFTER_CHUNKS}={limit}: killing this task after committing {key}")
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    storage.write = write_then_die
 
 
 # config/ travels in the code package too, so remote tasks can read it like a local run.
@@ -157,7 +134,6 @@ class InferFlow(FlowSpec):
     @step
     def predict_shard(self):
         source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
-        die_after_chunks(target)
         with spot_guard() as stop:
             result = infer_shard(
                 name=self.input["name"],

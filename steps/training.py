@@ -21,7 +21,6 @@ import io
 import itertools
 import os
 import random
-import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -43,10 +42,6 @@ from steps.progress import log
 from steps.report import Chart, Report, Table
 from steps.shards import LABELS_FILE
 from steps.storage import Storage, is_s3, join_uri, map_bounded, open_storage, read_input
-
-# Test hook: SIGKILL the training process after this many batches on the first attempt, exactly
-# as a lost spot instance ends it (no exception, no cleanup), so tests can prove the resume.
-KILL_AFTER_BATCHES_ENV = "SPOT_BATCH_TEST_SIGKILL_AFTER_BATCHES"
 
 
 @dataclass(frozen=True)
@@ -347,19 +342,6 @@ class FitResult:
     seconds: float
 
 
-def kill_hook_from_env(attempt: int) -> Callable[[int], None] | None:
-    """The test hook named by KILL_AFTER_BATCHES_ENV, active on the first attempt only."""
-    after = int(os.environ.get(KILL_AFTER_BATCHES_ENV) or 0)
-    if attempt > 0 or after <= 0:
-        return None
-
-    def hook(batches_this_attempt: int) -> None:
-        if batches_this_attempt >= after:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return hook
-
-
 def evaluate(
     model: nn.Module, images: torch.Tensor, targets: torch.Tensor, classes: int, batch_size: int
 ) -> tuple[float, list[list[int]]]:
@@ -560,7 +542,7 @@ def train_run(cfg: TrainConfig, run_id: str, attempt: int, stop: threading.Event
         log(f"{len(data.rejects)} unreadable images skipped, e.g. {first['key']}: {first['reason']}")
     store = CheckpointStore(open_storage(cfg.checkpoint_root), run_id, cfg.keep_last)
     log(f"training {cfg.architecture} on {len(data.keys)} images ({len(data.class_names)} classes) to {store.uri}")
-    result = fit(cfg, data, store, stop=stop, after_batch=kill_hook_from_env(attempt))
+    result = fit(cfg, data, store, stop=stop)
     output = open_storage(cfg.output_uri)
     accuracy = result.history["val_accuracy"][-1]
     ModelBundle(
@@ -635,6 +617,7 @@ def curves_png(metrics: dict[str, list[float]]) -> bytes:
     fig, loss_ax = plt.subplots(figsize=(7, 3), dpi=100)
     loss_ax.plot(epochs, metrics["train_loss"], "o-", color="#d8573b", label="train loss")
     loss_ax.set_xlabel("epoch")
+    loss_ax.set_xticks(epochs)  # whole epochs, not 1.25
     loss_ax.set_ylabel("train loss", color="#d8573b")
     accuracy_ax = loss_ax.twinx()
     accuracy_ax.plot(epochs, metrics["val_accuracy"], "s-", color="#3b7dd8", label="val accuracy")

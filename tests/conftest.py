@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,3 +148,51 @@ def card_text(flow: str, workdir: Path, pathspec: str) -> str:
     payloads = re.findall(r'__MF_DATA__\["[^"]+"\] = "([A-Za-z0-9+/=]+)"', target.read_text())
     assert payloads, "card has no data"
     return "\n".join(base64.b64decode(p).decode() for p in payloads)
+
+
+def first_attempt_task_pids(step: str) -> list[int]:
+    """PIDs of ``step`` tasks on their first attempt (from Metaflow's task command line)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        is_task = b"step" in cmdline and step.encode() in cmdline and b"--retry-count" in cmdline
+        if is_task and cmdline[cmdline.index(b"--retry-count") + 1] == b"0":
+            pids.append(int(entry.name))
+    return pids
+
+
+def run_flow_killing(
+    flow: str, workdir: Path, *args: str, step: str, ready: Callable[[], bool], env: dict[str, str] | None = None
+) -> tuple[FlowRun, bool]:
+    """Run a flow, SIGKILL its first-attempt ``step`` task once ``ready()`` (a spot loss seen
+    from outside: no hook in the code under test), and let ``@retry`` finish it.
+
+    Returns the run and whether the kill happened before the task finished on its own.
+    """
+    import signal
+    import time
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "flows" / f"{flow}.py"), "--no-pylint", "run", *args],
+        cwd=workdir,
+        env={**os.environ, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(workdir), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    killed = False
+    deadline = time.monotonic() + 120
+    while process.poll() is None and not killed and time.monotonic() < deadline:
+        if ready():
+            for pid in first_attempt_task_pids(step):
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+        time.sleep(0.002)
+    stdout, _ = process.communicate(timeout=300)
+    return FlowRun(subprocess.CompletedProcess(process.args, process.returncode, stdout, ""), workdir), killed

@@ -6,13 +6,9 @@ Each case checks the output with `python -m steps.verify` and against an uninter
 from __future__ import annotations
 
 import hashlib
-import os
 import random
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +17,7 @@ import pytest
 from steps.predictions import load_predictions
 from steps.sample_data import generate
 from steps.verify import verify
-from tests.conftest import REPO, S3Server, run_flow, upload_dir
+from tests.conftest import REPO, S3Server, run_flow, run_flow_killing, upload_dir
 from tests.fakes import fake_imds, flaky_s3_proxy
 from tests.test_inference import save_bundle
 
@@ -61,48 +57,6 @@ def assert_exactly_once(out: Path, fault_input: Path, reference: Path) -> None:
     assert not [p for p in out.rglob(".tmp-*")], "temporary files left behind"
 
 
-def first_attempt_task_pids(step: str) -> list[int]:
-    """PIDs of ``step`` tasks on their first attempt (from Metaflow's task command line)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        is_shard_task = b"step" in cmdline and step.encode() in cmdline and b"--retry-count" in cmdline
-        if is_shard_task and cmdline[cmdline.index(b"--retry-count") + 1] == b"0":
-            pids.append(int(entry.name))
-    return pids
-
-
-def run_and_kill_when(
-    flow: str, step: str, args: list[str], workdir: Path, ready: Callable[[], bool]
-) -> tuple[subprocess.CompletedProcess, bool]:
-    """Start a flow run, SIGKILL its first-attempt ``step`` task once ``ready()``; let it finish."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(workdir)}
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "flows" / f"{flow}.py"), "--no-pylint", "run", *args],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    killed = False
-    deadline = time.monotonic() + 120
-    while process.poll() is None and not killed and time.monotonic() < deadline:
-        if ready():
-            for pid in first_attempt_task_pids(step):
-                os.kill(pid, signal.SIGKILL)
-                killed = True
-        time.sleep(0.002)
-    stdout, _ = process.communicate(timeout=300)
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, ""), killed
-
-
 def count(directory: Path, pattern: str) -> int:
     return len(list(directory.glob(pattern))) if directory.exists() else 0
 
@@ -121,16 +75,20 @@ def test_sigkill_mid_shard_is_retried_to_an_identical_output(
         "between chunks": lambda: count(chunks, "*.parquet") >= 2,
         "late, random": lambda: count(out, "resized/*.jpg") >= random.Random(str(tmp_path)).randint(20, 55),
     }[point]
-    result, killed = run_and_kill_when(
+    result, killed = run_flow_killing(
         "preprocess",
-        "process_shard",
-        ["--input", str(fault_input), "--output", str(out), *ONE_SHARD],
         tmp_path / "wd",
-        ready,
+        "--input",
+        str(fault_input),
+        "--output",
+        str(out),
+        *ONE_SHARD,
+        step="process_shard",
+        ready=ready,
     )
     assert killed, f"the task finished before the kill point {point!r}"
-    assert result.returncode == 0, result.stdout
-    assert "(retry)" in result.stdout or "retry" in result.stdout.lower()
+    assert result.ok, result.output
+    assert "(retry)" in result.output
     assert_exactly_once(out, fault_input, reference_output)
 
 
@@ -268,15 +226,21 @@ def test_sigkilled_inference_is_retried_to_identical_predictions(
         "between chunks": lambda: count(parts, "*.parquet") >= 2,
         "late, random": lambda: count(parts, "*.parquet") >= random.Random(str(tmp_path)).randint(5, 14),
     }[point]
-    result, killed = run_and_kill_when(
+    result, killed = run_flow_killing(
         "infer",
-        "predict_shard",
-        ["--input", str(fault_input), "--output", str(out), "--model", model_file, *INFER_ONE_SHARD],
         tmp_path / "wd",
-        ready,
+        "--input",
+        str(fault_input),
+        "--output",
+        str(out),
+        "--model",
+        model_file,
+        *INFER_ONE_SHARD,
+        step="predict_shard",
+        ready=ready,
     )
     assert killed, f"the task finished before the kill point {point!r}"
-    assert result.returncode == 0, result.stdout
+    assert result.ok, result.output
     check = verify(str(out), str(fault_input))
     assert check.ok, check.problems
     predictions = load_predictions(str(out)).sort_values("key").reset_index(drop=True)

@@ -13,7 +13,7 @@ import pytest
 from steps.predictions import load_predictions
 from steps.shards import list_inputs
 from steps.storage import LocalStorage
-from tests.conftest import S3Server, card_text, run_flow, upload_dir
+from tests.conftest import S3Server, card_text, run_flow, run_flow_killing, upload_dir
 from tests.test_inference import CLASSES, save_bundle, save_torchscript
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
@@ -64,7 +64,8 @@ def test_latest_model_with_a_killed_shard_then_a_rerun_that_skips(sample_dir: Pa
     workdir.mkdir()
     train_stand_in(workdir, bundle)
 
-    first = run_flow(
+    # The shard task is SIGKILLed from outside once its first part is committed (a spot loss).
+    first, killed = run_flow_killing(
         "infer",
         workdir,
         "--input",
@@ -74,15 +75,16 @@ def test_latest_model_with_a_killed_shard_then_a_rerun_that_skips(sample_dir: Pa
         "--model",
         "latest",
         *FAST,
-        env={"SPOT_BATCH_TEST_DIE_AFTER_CHUNKS": "1"},
+        step="predict_shard",
+        ready=lambda: any((output / "predictions" / "all").glob("part-*.parquet")),
     )
+    assert killed, "the shard finished before the kill"
     assert first.ok, first.output[-3000:]
-    assert "killing this task after committing predictions/all/part-00000.parquet" in first.output
     run = first.client_run()
     assert run["predict_shard"].task.current_attempt == 1
     summary = run.data.summary
     assert (summary["images"], summary["predicted"], summary["rejected"]) == (54, 51, 3)
-    assert summary["reused_chunks"] == 1 and summary["labelled"] == 51 and 0 <= summary["accuracy"] <= 1
+    assert summary["reused_chunks"] >= 1 and summary["labelled"] == 51 and 0 <= summary["accuracy"] <= 1
     assert run.data.model["uri"] == bundle and run.data.model["type"] == "bundle"
     assert "Predicted 54 images" in first.output and "accuracy" in first.output
 

@@ -10,8 +10,7 @@ import torch
 from steps.checkpoints import CheckpointStore
 from steps.models import ModelBundle
 from steps.storage import open_storage
-from steps.training import KILL_AFTER_BATCHES_ENV
-from tests.conftest import FlowRun, card_text, run_flow
+from tests.conftest import FlowRun, card_text, run_flow, run_flow_killing
 
 # 51 labelled images, 41 for training in batches of 16: 2 batches per epoch, 12 in all.
 SETTINGS = ("--epochs", "6", "--batch-size", "16", "--image-size", "64", "--seed", "7")
@@ -65,9 +64,15 @@ def test_sigkilled_training_resumes_bit_identically_from_s3(
     straight: tuple[FlowRun, dict], sample_dir: Path, tmp_path: Path, s3_server
 ) -> None:
     bucket = s3_server.make_bucket("train-ckpt")
-    # Attempt 0 SIGKILLs itself after 5 batches (mid epoch 3), just after checkpointing;
-    # @retry starts attempt 1, which must resume from S3 and finish with the same weights.
-    run = run_flow(
+    client = s3_server.client()
+
+    def checkpoints_committed() -> int:
+        listed = client.list_objects_v2(Bucket="train-ckpt", Prefix="checkpoints/").get("Contents", [])
+        return sum(o["Key"].endswith(".json") for o in listed)
+
+    # Attempt 0 is SIGKILLed from outside once 4 checkpoints are committed (mid epoch 2, as a
+    # lost spot instance ends it); @retry's attempt 1 must resume from S3 with the same weights.
+    run, killed = run_flow_killing(
         "train",
         tmp_path,
         "--input",
@@ -79,12 +84,15 @@ def test_sigkilled_training_resumes_bit_identically_from_s3(
         f"{bucket}/checkpoints",
         "--checkpoint-every",
         "0",
-        env={**s3_server.env, KILL_AFTER_BATCHES_ENV: "5"},
+        step="train",
+        ready=lambda: checkpoints_committed() >= 4,
+        env=s3_server.env,
     )
+    assert killed, "training finished before the kill"
     found = artifacts(run)
     assert found["summary"]["attempt"] == 1, run.output[-3000:]
     assert "resuming from s3://train-ckpt/checkpoints/" in run.output
-    assert found["summary"]["resumed_from"].endswith("ckpt-0000000005.pt")
+    assert found["summary"]["resumed_from"].endswith(".pt")
 
     reference = bundle(straight[1]["model_uri"]).state_dict
     resumed = bundle(found["model_uri"]).state_dict
