@@ -6,11 +6,32 @@ The flow steps stay thin; these bodies are shared by PreprocessFlow and InferFlo
 from dataclasses import asdict
 
 from cards import render
+from metaflow import Parameter, config_expr
 
 from steps.planning import prepare_run
 from steps.prices import load_prices
 from steps.progress import log
 from steps.regions import choose_region
+
+
+def sharding_parameters() -> tuple[Parameter, Parameter, Parameter]:
+    """``--prefix-width``, ``--shard-size``, ``--max-shards``: the same in every sharded flow, with
+    defaults from that flow's own config (its Config is named ``config``)."""
+    return (
+        Parameter("prefix-width", type=int, default=0, help="Hex prefix characters per shard; 0 = auto."),
+        Parameter(
+            "shard-size",
+            type=int,
+            default=config_expr("config.shard_size"),
+            help="Target images per shard (auto width).",
+        ),
+        Parameter(
+            "max-shards",
+            type=int,
+            default=config_expr("config.max_shards"),
+            help="At most this many shards; more prefixes are packed into ranges (match `run --max-num-splits`).",
+        ),
+    )
 
 
 def plan_fanout(flow) -> None:

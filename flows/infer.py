@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from cards import render
-from fanout import plan_fanout, record_region_choice
+from fanout import plan_fanout, record_region_choice, sharding_parameters
 from metaflow import Config, FlowSpec, Parameter, card, config_expr, package_sources, resources, retry, step
 from spot_guard import spot_guard
 
@@ -85,16 +85,7 @@ class InferFlow(FlowSpec):
         help="Images per committed Parquet part (a spot loss costs at most one).",
     )
     top_k = Parameter("top-k", type=int, default=config_expr("config.top_k"), help="Labels and scores kept per image.")
-    prefix_width = Parameter("prefix-width", type=int, default=0, help="Hex prefix characters per shard; 0 = auto.")
-    shard_size = Parameter(
-        "shard-size", type=int, default=config_expr("config.shard_size"), help="Target images per shard (auto width)."
-    )
-    max_shards = Parameter(
-        "max-shards",
-        type=int,
-        default=config_expr("config.max_shards"),
-        help="At most this many shards (match `run --max-num-splits`).",
-    )
+    prefix_width, shard_size, max_shards = sharding_parameters()
     threads = Parameter("threads", type=int, default=config_expr("config.threads"), help="Read threads per shard.")
     workers = Parameter(
         "workers",
