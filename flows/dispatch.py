@@ -23,6 +23,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
+from cards import render
 from metaflow import Config, FlowSpec, Parameter, Runner, card, package_sources, step
 
 from steps.errors import ConfigError
@@ -111,8 +112,6 @@ class DispatchFlow(FlowSpec):
         self.merge_artifacts(inputs, include=["started_at"])
         self.region_runs = sorted((i.region_run for i in inputs), key=lambda r: (r["region"], r["input"]))
         self.summary = merge_summaries([r["summary"] for r in self.region_runs], time.time() - self.started_at)
-        from cards import render
-
         render(
             Report(
                 "Multi-region preprocessing",

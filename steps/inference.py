@@ -29,7 +29,7 @@ from PIL import Image
 
 from steps.errors import ConfigError, RejectedInput
 from steps.imaging import decode
-from steps.ledger import ChunkLedger, ShardOutcome, chunk_ranges, run_chunked
+from steps.ledger import ChunkLedger, ShardOutcome, run_chunked, shard_state
 from steps.model_loading import LoadedModel
 from steps.predictions import PART_STEM, SCHEMA, Scores, score, shard_directory
 from steps.preprocess import thumbnail_jpeg
@@ -287,8 +287,8 @@ def infer_shard(
     labels = class_names_for(model)
     predictor = Predictor(model, device, top_k)
     ledger = ChunkLedger(target, shard_directory(name), stem=PART_STEM)
-    reusable = ledger.reusable(keys, chunk_size)
-    pending = [keys[r.start : r.stop] for i, r in enumerate(chunk_ranges(len(keys), chunk_size)) if i not in reusable]
+    state = shard_state(target, ledger, name, keys, chunk_size)
+    pending = state.pending(keys, chunk_size)
 
     def stream() -> Iterator[Batch | Prepared | ChunkEnd]:
         for chunk_keys in pending:
@@ -322,6 +322,7 @@ def infer_shard(
             ledger=ledger,
             process_chunk=process_chunk,
             stop=stop,
+            state=state,
         )
     finally:
         ready.close()

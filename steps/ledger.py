@@ -113,6 +113,27 @@ def complete_manifest(storage: Storage, name: str, keys: Sequence[str]) -> pa.Ta
     return None
 
 
+@dataclass(frozen=True)
+class ShardState:
+    """What an earlier attempt or run left of a shard: its manifest if complete, else the
+    committed chunks that still match the plan (by index)."""
+
+    complete: pa.Table | None
+    reused: dict[int, pa.Table]
+
+    def pending(self, keys: Sequence[str], chunk_size: int) -> list[Sequence[str]]:
+        """The key lists of the chunks still to do, in order."""
+        if self.complete is not None:
+            return []
+        ranges = chunk_ranges(len(keys), chunk_size)
+        return [keys[r.start : r.stop] for i, r in enumerate(ranges) if i not in self.reused]
+
+
+def shard_state(storage: Storage, ledger: ChunkLedger, name: str, keys: Sequence[str], chunk_size: int) -> ShardState:
+    manifest = complete_manifest(storage, name, keys)
+    return ShardState(manifest, {} if manifest is not None else ledger.reusable(keys, chunk_size))
+
+
 def run_chunked(
     *,
     name: str,
@@ -122,21 +143,23 @@ def run_chunked(
     ledger: ChunkLedger,
     process_chunk: Callable[[Sequence[str], Progress], pa.Table],
     stop: threading.Event | None = None,
+    state: ShardState | None = None,
 ) -> ShardOutcome:
     """Process a shard chunk by chunk, skipping committed chunks; write the manifest last.
 
     ``process_chunk`` returns one row per key. ``stop`` (set on a spot interruption notice)
     ends the loop after the chunk in flight is committed, raising SpotInterruption so the task
-    exits non-zero, is retried, and resumes from the next chunk.
+    exits non-zero, is retried, and resumes from the next chunk. ``state`` is ``shard_state``'s
+    answer when the caller needed it first (to know the pending chunks), so it is read once.
     """
     progress = Progress(f"shard {name}", len(keys))
-    manifest = complete_manifest(storage, name, keys)
-    if manifest is not None:
+    state = state or shard_state(storage, ledger, name, keys, chunk_size)
+    if state.complete is not None:
         log(f"shard {name}: complete in an earlier run (manifest exists), skipping")
-        return ShardOutcome(name, manifest, 0, 0, 0.0, skipped=True)
+        return ShardOutcome(name, state.complete, 0, 0, 0.0, skipped=True)
     ranges = chunk_ranges(len(keys), chunk_size)
     log(f"shard {name}: {len(keys)} images in {len(ranges)} chunks of up to {chunk_size}")
-    tables = ledger.reusable(keys, chunk_size)
+    tables = dict(state.reused)
     reused = len(tables)
     if reused:
         log(f"shard {name}: resuming, {reused}/{len(ranges)} chunks already committed")

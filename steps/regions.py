@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -35,7 +34,7 @@ from datetime import UTC, date, datetime
 from steps.errors import ConfigError
 from steps.prices import PriceBook, PriceQuote, load_prices, read_snapshot
 from steps.report import Report, Table
-from steps.storage import is_s3, open_storage
+from steps.storage import is_s3, open_storage, s3_client
 
 GB = 1e9
 _CENT = 0.005  # differences below half a cent are not worth a word in the explanation
@@ -277,17 +276,10 @@ def data_region(uri: str, config: Mapping) -> str:
     bucket = uri[len("s3://") :].split("/", 1)[0]
     if bucket in config.get("buckets", {}):
         return str(config["buckets"][bucket])
-    import boto3
-    from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
-    client = boto3.session.Session().client(
-        "s3",
-        endpoint_url=os.environ.get("METAFLOW_S3_ENDPOINT_URL") or None,
-        config=Config(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 2, "mode": "standard"}),
-    )
     try:
-        location = client.get_bucket_location(Bucket=bucket).get("LocationConstraint")
+        location = s3_client(fail_fast=True).get_bucket_location(Bucket=bucket).get("LocationConstraint")
     except (BotoCoreError, ClientError):
         return str(config["default_region"])
     # S3 reports us-east-1 as no constraint and, for old buckets, eu-west-1 as "EU".

@@ -85,12 +85,11 @@ def summarize(stats: Sequence[ShardStats], seconds: float) -> dict:
 def merge_summaries(summaries: Sequence[dict], seconds: float) -> dict:
     """One ``summary`` over several runs' summaries (e.g. one run per region) that ran side by
     side for ``seconds`` of wall time: counts add up, throughput is over the whole wall time."""
-    counts = ("images", "processed", "rejected", "shards", "skipped_shards", "reused_chunks")
+    counts = ("images", "images_this_run", "processed", "rejected", "shards", "skipped_shards", "reused_chunks")
     merged: dict = {name: sum(s[name] for s in summaries) for name in counts}
     merged["seconds"] = round(seconds, 2)
     merged["task_seconds"] = round(sum(s["task_seconds"] for s in summaries), 2)
-    worked = sum(s["images_per_second"] * s["seconds"] for s in summaries)  # images processed, not skipped
-    merged["images_per_second"] = round(worked / seconds, 2) if seconds > 0 else 0.0
+    merged["images_per_second"] = round(merged["images_this_run"] / seconds, 2) if seconds > 0 else 0.0
     return merged
 
 

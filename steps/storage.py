@@ -107,17 +107,23 @@ class LocalStorage:
         self._path(key).unlink(missing_ok=True)
 
 
-def s3_client(max_connections: int = 16):
-    """A boto3 S3 client for the configured endpoint, retrying throttling and 5xx with backoff."""
+def s3_client(max_connections: int = 16, fail_fast: bool = False):
+    """A boto3 S3 client for the configured endpoint, retrying throttling and 5xx with backoff.
+
+    ``fail_fast`` is for optional lookups (e.g. a bucket's region) that must never stall a run.
+    """
     import boto3
     from botocore.config import Config
 
-    config = Config(
-        retries={"max_attempts": 8, "mode": "adaptive"},
-        max_pool_connections=max_connections,
-        connect_timeout=10,
-        read_timeout=60,
-    )
+    if fail_fast:
+        config = Config(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 2, "mode": "standard"})
+    else:
+        config = Config(
+            retries={"max_attempts": 8, "mode": "adaptive"},
+            max_pool_connections=max_connections,
+            connect_timeout=10,
+            read_timeout=60,
+        )
     endpoint = os.environ.get("METAFLOW_S3_ENDPOINT_URL") or None
     return boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
 
