@@ -17,14 +17,14 @@ install: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 
 demo: install
-	$(BIN)/python -m steps.sample_data $(DEMO)/images --count 240
+	$(BIN)/spot-batch sample-data $(DEMO)/images --count 240
 	$(BIN)/python flows/preprocess.py run --input $(DEMO)/images --output $(DEMO)/preprocessed --shard-size 64
 	$(BIN)/python flows/train.py run --input $(DEMO)/images --output $(DEMO)/train
 	# Held-out photos (another seed: new crops, scales and colours) for an honest accuracy.
-	$(BIN)/python -m steps.sample_data $(DEMO)/holdout --count 120 --seed 1
+	$(BIN)/spot-batch sample-data $(DEMO)/holdout --count 120 --seed 1
 	$(BIN)/python flows/infer.py run --input $(DEMO)/holdout --output $(DEMO)/predictions --model latest --shard-size 64
-	$(BIN)/python -m steps.verify $(DEMO)/predictions --input $(DEMO)/holdout
-	$(BIN)/python -m steps.predictions $(DEMO)/predictions --labels $(DEMO)/holdout
+	$(BIN)/spot-batch verify $(DEMO)/predictions --input $(DEMO)/holdout
+	$(BIN)/spot-batch predictions $(DEMO)/predictions --labels $(DEMO)/holdout
 
 test: install
 	$(BIN)/ruff check .

@@ -1,7 +1,8 @@
 """Shared helpers for the bench scripts: machine info, timing, tables, test images, loopback S3.
 
 The scripts are run directly (``.venv/bin/python bench/preprocess.py``), so they import this
-module as ``common``.
+module as ``common``. They run from a checkout, whose root this module puts on ``sys.path`` so the
+benches share the tests' loopback-only environment (``tests/support/offline.py``).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, features
 
-from steps.offline import LOOPBACK_ONLY_ENV
-from steps.sample_data import SOURCES, load_source
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from steps.demo.sample_data import SOURCES, load_source
+from tests.support.offline import LOOPBACK_ONLY_ENV
 
 
 def usable_cores() -> int:

@@ -36,11 +36,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from steps.inference import Predictor, infer_shard
-from steps.model_loading import DEFAULT_INPUT_SIZE, LoadedModel
-from steps.models import IMAGENET_MEAN, IMAGENET_STD
-from steps.sample_data import generate
-from steps.storage import LocalStorage
+from steps.demo.sample_data import generate
+from steps.inference.pipeline import Predictor
+from steps.inference.shard import infer_shard
+from steps.io.storage import LocalStorage
+from steps.models.architectures import IMAGENET_MEAN, IMAGENET_STD
+from steps.models.loading import DEFAULT_INPUT_SIZE, LoadedModel
 
 TOP_K = 5
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from common import print_machine_info, print_table
 
-from steps.shards import MAX_WIDTH, plan_shards
+from steps.sharding.plan import MAX_WIDTH, plan_shards
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ from pathlib import Path
 from common import best_seconds, camera_jpegs, megapixels, print_machine_info, print_table, usable_cores
 from PIL import Image, ImageFilter
 
-from steps.imaging import preprocess_image
-from steps.preprocess import preprocess_shard
-from steps.storage import LocalStorage
+from steps.io.storage import LocalStorage
+from steps.preprocess.image import preprocess_image
+from steps.preprocess.shard import preprocess_shard
 
 
 def naive_loop(paths: list[Path], size: int, out: Path) -> None:

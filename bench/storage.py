@@ -19,8 +19,9 @@ import random
 import boto3
 from common import best_seconds, print_machine_info, print_table, s3_server
 
-from steps.offline import LOOPBACK_ONLY_ENV
-from steps.storage import S3Storage, map_bounded
+from steps.io.concurrency import map_bounded
+from steps.io.storage import S3Storage
+from tests.support.offline import LOOPBACK_ONLY_ENV
 
 BUCKET = "bench"
 

@@ -26,10 +26,12 @@ from pathlib import Path
 from cards import render
 from metaflow import Config, FlowSpec, Parameter, Runner, card, package_sources, step
 
+from steps.config_files import config_file
+from steps.cost.placement import batch_settings, data_region, input_sizes
 from steps.errors import ConfigError
 from steps.progress import log
-from steps.regions import batch_settings, data_region, input_sizes
-from steps.report import Report, Table, headline, merge_summaries
+from steps.report import Report, Table
+from steps.sharding.summary import headline, merge_summaries
 
 ROOT = Path(__file__).resolve().parent.parent
 PREPROCESS = str(ROOT / "flows" / "preprocess.py")
@@ -47,7 +49,7 @@ def regional_output(template: str, uri: str, region: str, regions: Mapping) -> s
 class DispatchFlow(FlowSpec):
     """Run PreprocessFlow once per regional input location, next to its data, and merge the reports."""
 
-    regions = Config("regions", default=str(ROOT / "config" / "regions.toml"), parser=tomllib.loads)
+    regions = Config("regions", default=config_file("regions.toml"), parser=tomllib.loads)
 
     inputs = Parameter("inputs", required=True, help="Comma-separated input locations, e.g. s3://b-us/x,s3://b-eu/x.")
     output = Parameter(

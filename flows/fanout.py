@@ -8,10 +8,10 @@ from dataclasses import asdict
 from cards import render
 from metaflow import Parameter, config_expr
 
-from steps.planning import prepare_run
-from steps.prices import load_prices
+from steps.cost.placement import choose_region
+from steps.cost.prices import load_prices
 from steps.progress import log
-from steps.regions import choose_region
+from steps.sharding.planning import prepare_run
 
 
 def sharding_parameters() -> tuple[Parameter, Parameter, Parameter]:

@@ -13,32 +13,25 @@ the same output skips finished shards.
 import time
 import tomllib
 from dataclasses import asdict
-from pathlib import Path
 
 from cards import render
 from fanout import plan_fanout, record_region_choice, sharding_parameters
 from metaflow import Config, FlowSpec, Parameter, card, config_expr, package_sources, resources, retry, step
 from spot_guard import spot_guard
 
+from steps.config_files import config_file
 from steps.errors import ConfigError
-from steps.inference import (
-    Sample,
-    build_report,
-    class_names_for,
-    infer_shard,
-    inference_headline,
-    inference_summary,
-    shard_scores,
-)
-from steps.model_loading import MODEL_FORMS, load_model
-from steps.planning import check_positive
-from steps.predictions import Scores, load_labels
+from steps.inference.predictions import Scores, load_labels
+from steps.inference.report import Sample, build_report, inference_headline, inference_summary, shard_scores
+from steps.inference.shard import infer_shard
+from steps.io.storage import open_storage
+from steps.io.validation import check_positive
+from steps.layout import LABELS_FILE
+from steps.models.loading import MODEL_FORMS, class_names_for, load_model
 from steps.progress import log
-from steps.report import ShardStats, shard_stats, with_cost
-from steps.shards import LABELS_FILE, read_shard_keys
-from steps.storage import open_storage
+from steps.sharding.plan_store import read_shard_keys
+from steps.sharding.summary import ShardStats, shard_stats, with_cost
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 LATEST = "latest"
 
 
@@ -68,9 +61,9 @@ def latest_model_uri() -> str:
 class InferFlow(FlowSpec):
     """Batched inference on spot GPUs: one Parquet row per image, each chunk committed once."""
 
-    regions = Config("regions", default=str(CONFIG_DIR / "regions.toml"), parser=tomllib.loads)
-    prices = Config("prices", default=str(CONFIG_DIR / "prices.toml"), parser=tomllib.loads)
-    config = Config("config", default=str(CONFIG_DIR / "infer.toml"), parser=tomllib.loads)
+    regions = Config("regions", default=config_file("regions.toml"), parser=tomllib.loads)
+    prices = Config("prices", default=config_file("prices.toml"), parser=tomllib.loads)
+    config = Config("config", default=config_file("infer.toml"), parser=tomllib.loads)
 
     input_uri = Parameter("input", required=True, help="Directory or s3://bucket/prefix of images.")
     output_uri = Parameter("output", required=True, help="Directory or s3://bucket/prefix for predictions.")

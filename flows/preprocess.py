@@ -7,21 +7,20 @@ python flows/preprocess.py run --with batch --input s3://... --output s3://...
 import time
 import tomllib
 from dataclasses import asdict
-from pathlib import Path
 
 from cards import render
 from fanout import plan_fanout, record_region_choice, sharding_parameters
 from metaflow import Config, FlowSpec, Parameter, card, config_expr, package_sources, resources, retry, step
 from spot_guard import spot_guard
 
-from steps.planning import check_positive
-from steps.preprocess import build_report, preprocess_shard
+from steps.config_files import config_file
+from steps.io.storage import open_storage
+from steps.io.validation import check_positive
+from steps.preprocess.report import build_report
+from steps.preprocess.shard import preprocess_shard
 from steps.progress import log
-from steps.report import ShardStats, headline, shard_stats, summarize, with_cost
-from steps.shards import read_shard_keys
-from steps.storage import open_storage
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+from steps.sharding.plan_store import read_shard_keys
+from steps.sharding.summary import ShardStats, headline, shard_stats, summarize, with_cost
 
 
 # config/ travels in the code package too, so remote tasks can read it like a local run.
@@ -29,11 +28,11 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 class PreprocessFlow(FlowSpec):
     """Decode each image once; write a resized JPEG and a Sobel edge map; report rejects."""
 
-    regions = Config("regions", default=str(CONFIG_DIR / "regions.toml"), parser=tomllib.loads)
-    prices = Config("prices", default=str(CONFIG_DIR / "prices.toml"), parser=tomllib.loads)
+    regions = Config("regions", default=config_file("regions.toml"), parser=tomllib.loads)
+    prices = Config("prices", default=config_file("prices.toml"), parser=tomllib.loads)
     config = Config(
         "config",
-        default=str(CONFIG_DIR / "preprocess.toml"),
+        default=config_file("preprocess.toml"),
         parser=tomllib.loads,
     )
 

@@ -10,22 +10,17 @@ The input holds images plus ``labels.csv`` (``key,label``, keys relative to the 
 """
 
 import tomllib
-from pathlib import Path
 
 from cards import render
 from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, package_sources, resources, retry, step
 from spot_guard import spot_guard
 
+from steps.config_files import config_file
 from steps.progress import log
-from steps.training import (
-    TRAIN_PARAMETERS,
-    TrainConfig,
-    build_report,
-    check_dataset,
-    headline,
-    settings_from,
-    train_run,
-)
+from steps.training.config import TRAIN_PARAMETERS, TrainConfig, settings_from
+from steps.training.data import check_dataset
+from steps.training.report import build_report, headline
+from steps.training.run import train_run
 
 
 # config/ travels in the code package too, so remote tasks can read it like a local run.
@@ -34,7 +29,7 @@ class TrainFlow(FlowSpec):
     """Train a classifier; checkpoints make a spot loss cost minutes of work, not the run."""
 
     config = Config(
-        "config", default=str(Path(__file__).resolve().parent.parent / "config" / "train.toml"), parser=tomllib.loads
+        "config", default=config_file("train.toml"), parser=tomllib.loads
     )
 
     # Attribute names match steps.training.TrainConfig's fields (start passes them by name).

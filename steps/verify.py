@@ -9,16 +9,13 @@ the prediction parts (inference). Prints each problem on one line and exits 1 if
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 
-from steps.ledger import MANIFEST_DIR, parquet_to_table
-from steps.predictions import PREDICTIONS_DIR
-from steps.preprocess import edges_key, resized_key
-from steps.shards import PLAN_DIR, PLAN_LAYOUT_KEY, list_inputs
-from steps.storage import Storage, open_storage
+from steps.io.parquet import parquet_to_table
+from steps.io.storage import Storage, open_storage
+from steps.layout import MANIFEST_DIR, PLAN_DIR, PLAN_LAYOUT_KEY, PREDICTIONS_DIR, edges_key, resized_key
+from steps.sharding.inputs import list_inputs
 
 
 @dataclass
@@ -30,6 +27,10 @@ class Verification:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def verdict(self, output: str) -> str:
+        state = "OK" if self.ok else f"FAILED ({len(self.problems)} problems)"
+        return f"{state}: {self.accounted}/{self.inputs} input keys accounted for exactly once in {output}"
 
 
 def _keys_in(storage: Storage, directory: str) -> Counter[str]:
@@ -74,19 +75,3 @@ def verify(output_uri: str, input_uri: str) -> Verification:
             ]
     return result
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Check an output location for gaps and duplicates.")
-    parser.add_argument("output", help="the --output of a PreprocessFlow or InferFlow run")
-    parser.add_argument("--input", required=True, help="the --input of that run")
-    args = parser.parse_args(argv)
-    result = verify(args.output, args.input)
-    for problem in result.problems:
-        print(problem)
-    state = "OK" if result.ok else f"FAILED ({len(result.problems)} problems)"
-    print(f"{state}: {result.accounted}/{result.inputs} input keys accounted for exactly once in {args.output}")
-    return 0 if result.ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,127 @@
+"""``spot-batch``: the project's one command line, for everything that is not a flow run.
+
+    spot-batch sample-data DIR [--count 240] [--seed 0]
+    spot-batch verify OUTPUT --input INPUT
+    spot-batch predictions OUTPUT [--labels INPUT]
+    spot-batch regions rank --instance-types g4dn.xlarge,g5.xlarge --gpu-hours 2 [--data-region ...]
+
+``python -m steps`` is the same command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from steps.errors import ConfigError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _sample_data(args: argparse.Namespace) -> int:
+    from steps.demo.sample_data import generate
+    from steps.layout import LABELS_FILE
+
+    written = generate(args.directory, args.count, args.seed)
+    bad = sum(1 for s in written if s.label is None)
+    print(f"wrote {len(written) - bad} images and {bad} bad files to {args.directory} (labels in {LABELS_FILE})")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from steps.verify import verify
+
+    result = verify(args.output, args.input)
+    for problem in result.problems:
+        print(problem)
+    print(result.verdict(args.output))
+    return 0 if result.ok else 1
+
+
+def _predictions(args: argparse.Namespace) -> int:
+    from steps.inference.predictions import describe, load_labels, load_predictions
+    from steps.io.storage import open_storage
+
+    labels = load_labels(open_storage(args.labels)) if args.labels else None
+    print(describe(load_predictions(args.output), labels))
+    return 0
+
+
+def _regions_rank(args: argparse.Namespace) -> int:
+    from steps.cost.model import Job, format_ranking, rank
+    from steps.cost.prices import load_prices, read_snapshot
+
+    if len(args.data_region) != len(args.data_gb):
+        raise ConfigError(
+            "--data-gb", args.data_gb, f"one value per --data-region {args.data_region}", "pass them in the same order"
+        )
+    book = load_prices(read_snapshot(), live=not args.snapshot_only, endpoint_url=args.endpoint_url)
+    data_gb = dict(zip(args.data_region, args.data_gb, strict=True))
+    job = Job(data_gb, args.gpu_hours, args.gpus, args.checkpoint_minutes)
+    ranking = rank(book, job, args.instance_types, args.regions)
+    if args.json:
+        print(json.dumps(ranking.rows(), indent=2))
+        print(f"{ranking.explanation}\n{ranking.prices}", file=sys.stderr)
+    else:
+        print(format_ranking(ranking))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="spot-batch", description=__doc__.split("\n\n")[0])
+    commands = root.add_subparsers(dest="command", required=True)
+
+    cmd = commands.add_parser("sample-data", help="write sample photos (and bad files) named by their sha256")
+    cmd.add_argument("directory", type=Path)
+    cmd.add_argument("--count", type=int, default=240, help="number of good JPEGs (default 240)")
+    cmd.add_argument("--seed", type=int, default=0)
+    cmd.set_defaults(handler=_sample_data)
+
+    cmd = commands.add_parser("verify", help="check an output holds every input key exactly once (exit 1 if not)")
+    cmd.add_argument("output", help="the --output of a PreprocessFlow or InferFlow run")
+    cmd.add_argument("--input", required=True, help="the --input of that run")
+    cmd.set_defaults(handler=_verify)
+
+    cmd = commands.add_parser("predictions", help="summarise the predictions InferFlow wrote")
+    cmd.add_argument("output", help="InferFlow --output (directory or s3://bucket/prefix)")
+    cmd.add_argument("--labels", help="input root holding labels.csv, to print accuracy")
+    cmd.set_defaults(handler=_predictions)
+
+    regions = commands.add_parser("regions", help="price regions x instance types").add_subparsers(
+        dest="regions_command", required=True
+    )
+    cmd = regions.add_parser("rank", help="rank regions x instance types by expected cost")
+    cmd.add_argument("--instance-types", type=_csv, required=True, help="comma-separated, e.g. g4dn.xlarge,g5.xlarge")
+    cmd.add_argument("--data-region", type=_csv, default=[], help="region(s) holding the input, comma-separated")
+    cmd.add_argument(
+        "--data-gb", type=lambda s: [float(x) for x in _csv(s)], default=[], help="GB in each --data-region, same order"
+    )
+    cmd.add_argument("--gpu-hours", type=float, required=True, help="estimated total GPU-hours")
+    cmd.add_argument("--gpus", type=int, default=1, help="GPUs working in parallel (default 1)")
+    cmd.add_argument("--checkpoint-minutes", type=float, default=10.0, help="work lost per interruption (default 10)")
+    cmd.add_argument("--regions", type=_csv, default=None, help="candidate regions (default: all priced)")
+    cmd.add_argument("--snapshot-only", action="store_true", help="skip live EC2 prices, use config/prices.toml")
+    cmd.add_argument("--endpoint-url", default=None, help="EC2 endpoint for live prices (e.g. a local fake)")
+    cmd.add_argument("--json", action="store_true", help="print the ranked rows as JSON (explanation on stderr)")
+    cmd.set_defaults(handler=_regions_rank)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as error:
+        print(f"spot-batch: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Decode an image once, resize it to fit a box, and derive an edge map.
+
+Decoding dominates the cost of preprocessing camera-size JPEGs. When the output is much smaller
+than the input, ``Image.draft`` asks libjpeg to decode at 1/2, 1/4 or 1/8 scale (DCT scaling),
+which skips most of the inverse DCT and the full-size pixel buffer.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from steps.errors import RejectedInput
+
+JPEG_QUALITY = 90
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded image in ``RGB`` or ``L``, already upright; ``width``/``height`` are the
+    original dimensions after EXIF orientation (before any reduced-size decode)."""
+
+    image: Image.Image
+    width: int
+    height: int
+    format: str
+
+
+def fit_within(width: int, height: int, box: int) -> tuple[int, int]:
+    """Dimensions that fit within ``box`` x ``box`` keeping aspect ratio; never upscales."""
+    scale = min(1.0, box / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _to_display_mode(image: Image.Image) -> Image.Image:
+    """RGB for colour (incl. CMYK, palette, alpha over white), L for single-channel."""
+    if image.mode in ("RGB", "L"):
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        peak = values.max() or 1.0
+        return Image.fromarray((values * (255.0 / peak)).clip(0, 255).astype(np.uint8), "L")
+    if image.mode in ("1", "LA"):
+        return image.convert("L")
+    if image.mode == "P" and "transparency" not in image.info:
+        return image.convert("RGB")
+    if image.mode in ("RGBA", "LA", "P", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")  # CMYK, YCbCr, LAB, HSV
+
+
+def decode(data: bytes, max_side: int | None = None) -> Decoded:
+    """Decode ``data``, upright, optionally at reduced scale when only ``max_side`` is needed.
+
+    Raises RejectedInput with a one-line reason for anything that is not a readable image.
+    """
+    if not data:
+        raise RejectedInput("empty file (0 bytes)")
+    try:
+        image = Image.open(io.BytesIO(data))
+        # An explicit check, not a warnings filter: filters are process-wide, not thread-safe.
+        if image.width * image.height > Image.MAX_IMAGE_PIXELS:
+            raise Image.DecompressionBombError(f"{image.width}x{image.height} pixels")
+        fmt = image.format or "unknown"
+        orientation = image.getexif().get(0x0112, 1)
+        # EXIF orientations 5-8 swap width and height.
+        width, height = (image.height, image.width) if orientation in (5, 6, 7, 8) else image.size
+        if max_side and fmt == "JPEG":
+            image.draft(image.mode if image.mode in ("RGB", "L") else None, (max_side, max_side))
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    except UnidentifiedImageError as err:
+        raise RejectedInput(f"not a recognised image format ({len(data)} bytes)") from err
+    except Image.DecompressionBombError as err:
+        raise RejectedInput(f"image too large to decode safely ({err}; limit {Image.MAX_IMAGE_PIXELS} pixels)") from err
+    except (OSError, SyntaxError, ValueError) as err:
+        raise RejectedInput(f"corrupt or truncated image data: {err}") from err
+    return Decoded(_to_display_mode(image), width, height, fmt)
+
+
+def resize_to_fit(image: Image.Image, box: int) -> Image.Image:
+    target = fit_within(image.width, image.height, box)
+    if target == image.size:
+        return image
+    # reducing_gap first shrinks by an integer factor (cheap box filter), then filters the rest.
+    return image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def encode(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    if fmt == "JPEG":
+        image.save(buffer, "JPEG", quality=JPEG_QUALITY, optimize=False)
+    else:
+        image.save(buffer, fmt, compress_level=6)
+    return buffer.getvalue()
+
+
+def thumbnail_jpeg(data: bytes, size: int = 160) -> bytes:
+    """A small upright JPEG of ``data`` for the card (decoded at reduced scale)."""
+    return encode(resize_to_fit(decode(data, max_side=size).image, size), "JPEG")

@@ -1,0 +1,113 @@
+"""The predictions InferFlow writes, and a reader for them.
+
+Layout under the output root (one row per input key, none dropped, none twice):
+    predictions/<shard>/part-NNNNN.parquet   key, status (ok/rejected), reason, label, score,
+                                             top_k_labels, top_k_scores
+    _manifests/<shard>.parquet               the shard's completion marker, written last
+
+    python -m steps.predictions OUTPUT [--labels INPUT_DIR_OR_S3]
+    # or, in Python:  from steps.predictions import load_predictions; df = load_predictions(OUTPUT)
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+import pyarrow as pa
+
+from steps.io.concurrency import map_bounded
+from steps.io.parquet import parquet_to_table
+from steps.io.storage import Storage, open_storage
+from steps.layout import LABELS_FILE, PREDICTIONS_DIR
+
+SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("label", pa.string()),
+        ("score", pa.float32()),
+        ("top_k_labels", pa.list_(pa.string())),
+        ("top_k_scores", pa.list_(pa.float32())),
+    ]
+)
+
+
+def load_predictions(uri: str, columns: Sequence[str] | None = None, threads: int = 16) -> pd.DataFrame:
+    """Every committed part under ``<uri>/predictions/`` as one DataFrame, sorted by key."""
+    storage = open_storage(uri, threads)
+    parts = [o.key for o in storage.list(PREDICTIONS_DIR + "/") if o.key.endswith(".parquet")]
+    schema = SCHEMA if columns is None else pa.schema([SCHEMA.field(c) for c in columns])
+
+    def read(key: str) -> pa.Table:
+        return parquet_to_table(storage.read(key)).select(schema.names)
+
+    tables = list(map_bounded(read, parts, threads))
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    return table.to_pandas().sort_values("key", kind="stable").reset_index(drop=True)
+
+
+def load_labels(storage: Storage) -> pd.DataFrame | None:
+    """``labels.csv`` (key,label) at the root of ``storage``, or None when there is none."""
+    if not storage.exists(LABELS_FILE):
+        return None
+    return pd.read_csv(io.BytesIO(storage.read(LABELS_FILE)), dtype=str).rename(columns={"label": "truth"})
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Label counts and accuracy counts of some predictions; shards' scores add up to the run's."""
+
+    label_counts: Counter[str] = field(default_factory=Counter)
+    labelled: int = 0
+    correct: int = 0
+
+    def __add__(self, other: Scores) -> Scores:
+        return Scores(
+            self.label_counts + other.label_counts, self.labelled + other.labelled, self.correct + other.correct
+        )
+
+    def to_dict(self) -> dict:
+        """Plain data for an artifact (``dataclasses.asdict`` would mangle the Counter)."""
+        return {"label_counts": dict(self.label_counts), "labelled": self.labelled, "correct": self.correct}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Scores:
+        return cls(Counter(data["label_counts"]), data["labelled"], data["correct"])
+
+    def accuracy(self) -> dict:
+        """Top-1 accuracy over the predicted images that have a ground-truth label."""
+        return {
+            "labelled": self.labelled,
+            "correct": self.correct,
+            "accuracy": round(self.correct / self.labelled, 4) if self.labelled else None,
+        }
+
+
+def score(predictions: pd.DataFrame, labels: pd.DataFrame | None) -> Scores:
+    ok = predictions[predictions["status"] == "ok"]
+    counts = Counter(ok["label"].value_counts().to_dict())
+    if labels is None:
+        return Scores(counts)
+    joined = ok.merge(labels[["key", "truth"]], on="key", how="inner")
+    return Scores(counts, len(joined), int((joined["label"] == joined["truth"]).sum()))
+
+
+def describe(predictions: pd.DataFrame, labels: pd.DataFrame | None = None) -> str:
+    """A few lines for people: counts, top labels, rejects and, with labels, accuracy."""
+    status = predictions["status"].value_counts()
+    lines = [
+        f"{len(predictions)} rows: {int(status.get('ok', 0))} predicted, {int(status.get('rejected', 0))} rejected",
+        f"duplicate keys: {int(predictions['key'].duplicated().sum())}",
+    ]
+    scores = score(predictions, labels)
+    lines.append("top labels: " + ", ".join(f"{label} {count}" for label, count in scores.label_counts.most_common(10)))
+    if labels is not None:
+        result = scores.accuracy()
+        lines.append(f"accuracy: {result['accuracy']} ({result['correct']}/{result['labelled']} labelled images)")
+    return "\n".join(lines)
+

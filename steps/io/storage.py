@@ -1,0 +1,196 @@
+"""Where inputs and outputs live: local directories and s3:// prefixes behind one small interface.
+
+Writes are atomic: a local write is a temporary file and a rename; an S3 PUT is already atomic (the
+object appears whole or not at all).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from steps.errors import ConfigError, RejectedInput
+
+_TEMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+class Storage(Protocol):
+    """What every backend offers. ``uri`` is the root, e.g. ``/data/out`` or ``s3://b/out``."""
+
+    uri: str
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]: ...
+    def read(self, key: str) -> bytes: ...
+    def write(self, key: str, data: bytes) -> None: ...
+    def exists(self, key: str) -> bool: ...
+    def delete(self, key: str) -> None: ...
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def join_uri(uri: str, *parts: str) -> str:
+    """Join path parts onto a local path or s3:// URI."""
+    return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts if p)])
+
+
+def open_storage(uri: str, threads: int = 16) -> Storage:
+    """Storage rooted at ``uri`` (a local directory or ``s3://bucket[/prefix]``)."""
+    if is_s3(uri):
+        return S3Storage(uri, max_connections=threads)
+    return LocalStorage(uri)
+
+
+class LocalStorage:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self.uri = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        start = self.root / prefix if prefix.endswith("/") else self.root / os.path.dirname(prefix)
+        if not start.is_dir():
+            return []
+        found = []
+        for dirpath, _, filenames in os.walk(start):
+            for name in filenames:
+                if name.startswith(_TEMP_PREFIX):
+                    continue
+                path = Path(dirpath) / name
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    found.append(ObjectInfo(key, path.stat().st_size))
+        return sorted(found, key=lambda o: o.key)
+
+    def read(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def write(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+def s3_client(max_connections: int = 16, fail_fast: bool = False):
+    """A boto3 S3 client for the configured endpoint, retrying throttling and 5xx with backoff.
+
+    ``fail_fast`` is for optional lookups (e.g. a bucket's region) that must never stall a run.
+    """
+    import boto3
+    from botocore.config import Config
+
+    if fail_fast:
+        config = Config(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 2, "mode": "standard"})
+    else:
+        config = Config(
+            retries={"max_attempts": 8, "mode": "adaptive"},
+            max_pool_connections=max_connections,
+            connect_timeout=10,
+            read_timeout=60,
+        )
+    endpoint = os.environ.get("METAFLOW_S3_ENDPOINT_URL") or None
+    return boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
+
+
+class S3Storage:
+    def __init__(self, uri: str, max_connections: int = 16) -> None:
+        bucket, _, prefix = uri[len("s3://") :].partition("/")
+        if not bucket:
+            raise ConfigError("S3 URI", uri, "s3://bucket[/prefix]", "add a bucket name")
+        self.uri = uri.rstrip("/")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self._client = s3_client(max_connections)
+
+    def _key(self, key: str) -> str:
+        return self.prefix + key
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        found = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            for obj in page.get("Contents", []):
+                found.append(ObjectInfo(obj["Key"][len(self.prefix) :], obj["Size"]))
+        return sorted(found, key=lambda o: o.key)
+
+    def read(self, key: str) -> bytes:
+        return self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+
+    def write(self, key: str, data: bytes) -> None:
+        self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def delete(self, key: str) -> None:
+        self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def check_bucket(self) -> None:
+        """Raise ConfigError when the bucket is missing or unreachable with these credentials."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as err:
+            raise ConfigError(
+                "bucket",
+                self.bucket,
+                "an existing S3 bucket readable with the current AWS credentials",
+                f"create it or fix the name/credentials/endpoint ({err})",
+            ) from err
+
+
+# Per-object failures that retrying cannot fix: report the object as a reject, go on.
+_PERMANENT_S3_CODES = {"AccessDenied", "NoSuchKey", "404", "InvalidObjectState", "403"}
+
+
+def read_input(storage: Storage, key: str) -> bytes:
+    """Read one input object; a permanent per-object failure becomes RejectedInput.
+
+    Transient failures (throttling, 5xx, resets) were already retried by the client; if they
+    persist they propagate and fail the task, so Metaflow's @retry reschedules it.
+    """
+    from botocore.exceptions import ClientError
+
+    try:
+        return storage.read(key)
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as err:
+        raise RejectedInput(f"unreadable object: {err.strerror or err}") from err
+    except ClientError as err:
+        code = err.response.get("Error", {}).get("Code", "")
+        if code in _PERMANENT_S3_CODES:
+            raise RejectedInput(f"unreadable object: S3 {code}") from err
+        raise

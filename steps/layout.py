@@ -1,0 +1,78 @@
+"""Every key prefix and file name of an input or output location: the one owner of the layout.
+
+Output location of a sharded run::
+
+    _plan/layout.json                   the prefix width and range starts every later run keeps
+    _plan/<shard>.txt                   a shard's sorted key list (the fan-out carries only its name)
+    _manifests/<shard>.parquet          a shard's completion marker, written last
+    _ledger/<shard>/chunk-NNNNN.parquet  preprocessing: committed chunks (one row per input key)
+    resized/<stem>.jpg, edges/<stem>.png preprocessing outputs
+    predictions/<shard>/part-NNNNN.parquet inference: committed parts, one row per input key
+
+TrainFlow's output: ``models/<run id>/model.pt`` and ``checkpoints/<run id>/``. An input root may
+hold ``labels.csv`` (``key,label``), which is metadata, never an input key.
+"""
+
+from __future__ import annotations
+
+# Input location
+LABELS_FILE = "labels.csv"  # key,label: classes for training, ground truth for inference
+METADATA_NAMES = frozenset({LABELS_FILE})  # files at the input root that describe the data
+
+# Output location: planning and completion
+PLAN_DIR = "_plan"
+PLAN_LAYOUT_KEY = f"{PLAN_DIR}/layout.json"
+MANIFEST_DIR = "_manifests"
+PROBE_DIR = "_probe"  # write-permission probes in ``start``, deleted at once
+
+# Output location: per-flow outputs
+LEDGER_DIR = "_ledger"
+RESIZED_DIR = "resized"
+EDGES_DIR = "edges"
+PREDICTIONS_DIR = "predictions"
+PART_STEM = "part"
+MODELS_DIR = "models"
+CHECKPOINTS_DIR = "checkpoints"
+
+
+def object_stem(key: str) -> str:
+    """The file name without directories or its last extension: ``a/<sha>.jpg`` → ``<sha>``,
+    ``IMG_1.v2.jpg`` → ``IMG_1.v2``, ``.hidden.png`` → ``.hidden``."""
+    name = key.rsplit("/", 1)[-1]
+    stem, dot, _ = name.rpartition(".")
+    return stem if dot and stem else name
+
+
+def key_stem(key: str) -> str:
+    """The key without its last extension, directories kept: what output files are named by."""
+    directory = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+    return directory + object_stem(key)
+
+
+def plan_keys_key(shard_name: str) -> str:
+    return f"{PLAN_DIR}/{shard_name}.txt"
+
+
+def manifest_key(shard_name: str) -> str:
+    return f"{MANIFEST_DIR}/{shard_name}.parquet"
+
+
+def ledger_directory(shard_name: str) -> str:
+    return f"{LEDGER_DIR}/{shard_name}"
+
+
+def resized_key(key: str) -> str:
+    return f"{RESIZED_DIR}/{key_stem(key)}.jpg"
+
+
+def edges_key(key: str) -> str:
+    return f"{EDGES_DIR}/{key_stem(key)}.png"
+
+
+def shard_directory(shard_name: str) -> str:
+    """Where InferFlow commits a shard's prediction parts."""
+    return f"{PREDICTIONS_DIR}/{shard_name}"
+
+
+def model_key(run_id: str) -> str:
+    return f"{MODELS_DIR}/{run_id}/model.pt"

@@ -1,0 +1,36 @@
+"""PreprocessFlow's report card: totals, shards, before/after samples, rejects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from steps.imaging.codec import thumbnail_jpeg
+from steps.io.storage import Storage
+from steps.layout import edges_key, resized_key
+from steps.report import Images, Report
+from steps.sharding.report import rejects_table, shard_table, throughput_chart, totals_table
+from steps.sharding.summary import ShardStats, headline
+
+
+def build_report(stats: Sequence[ShardStats], summary: dict, source: Storage, target: Storage) -> Report:
+    """The card of a preprocessing run: totals, per-shard throughput, before/after, rejects."""
+    report = Report("PreprocessFlow", headline("Preprocessed", summary, target.uri))
+    report.sections.append(totals_table(summary))
+    if any(not s.skipped for s in stats):
+        report.sections.append(throughput_chart(stats))
+    samples = [key for s in stats for key in s.samples][:4]
+    for key in samples:
+        report.sections.append(
+            Images(
+                key,
+                [
+                    ("original", thumbnail_jpeg(source.read(key))),
+                    ("resized", target.read(resized_key(key))),
+                    ("edges", target.read(edges_key(key))),
+                ],
+            )
+        )
+    report.sections.append(shard_table(stats))
+    report.sections.append(rejects_table(stats))
+    return report

@@ -1,0 +1,16 @@
+"""The input keys of a run: every object under the input location except metadata files.
+"""
+
+from __future__ import annotations
+
+from steps.io.storage import ObjectInfo, Storage
+from steps.layout import METADATA_NAMES
+
+
+def list_input_objects(storage: Storage) -> list[ObjectInfo]:
+    """Every object under the input root except known metadata files, sorted by key."""
+    return [o for o in storage.list() if o.key not in METADATA_NAMES]
+
+
+def list_inputs(storage: Storage) -> list[str]:
+    return [o.key for o in list_input_objects(storage)]

@@ -1,0 +1,165 @@
+"""Exactly-once output for a shard: fixed chunks, each committed atomically, a marker last.
+
+A shard's sorted key list is cut into fixed chunks (chunk ``i`` is always keys[i*c:(i+1)*c]),
+so a retried task recomputes exactly the chunks whose file is missing: no holes, no row
+twice. A chunk file is its own commit record (it is written atomically, in one piece), and
+the shard's manifest is written only after every chunk is committed: its presence means the
+shard is complete and a rerun skips it.
+
+A chunk or manifest counts only if it holds exactly the keys the current plan expects, so a
+rerun over an input that has changed since (images added or removed) redoes the affected
+chunks instead of trusting stale files, and removes chunk files the new plan no longer has.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from steps.errors import SpotInterruption
+from steps.io.parquet import parquet_to_table, table_to_parquet
+from steps.io.storage import Storage
+from steps.layout import manifest_key
+from steps.progress import Progress, log
+
+
+def chunk_ranges(count: int, chunk_size: int) -> list[range]:
+    return [range(start, min(start + chunk_size, count)) for start in range(0, count, chunk_size)]
+
+
+class ChunkLedger:
+    """Committed chunks of one shard, as files ``<directory>/<stem>-<index>.parquet``."""
+
+    def __init__(self, storage: Storage, directory: str, stem: str = "chunk") -> None:
+        self.storage = storage
+        self.directory = directory.rstrip("/")
+        self.stem = stem
+        self._pattern = re.compile(rf"{re.escape(stem)}-(\d+)\.parquet$")
+
+    def chunk_key(self, index: int) -> str:
+        return f"{self.directory}/{self.stem}-{index:05d}.parquet"
+
+    def committed(self) -> set[int]:
+        found = set()
+        for obj in self.storage.list(self.directory + "/"):
+            match = self._pattern.search(obj.key)
+            if match:
+                found.add(int(match.group(1)))
+        return found
+
+    def reusable(self, keys: Sequence[str], chunk_size: int) -> dict[int, pa.Table]:
+        """Committed chunks that hold exactly the keys the current plan gives them."""
+        ranges = chunk_ranges(len(keys), chunk_size)
+        tables = {}
+        for index in sorted(self.committed()):
+            if index < len(ranges):
+                table = parquet_to_table(self.storage.read(self.chunk_key(index)))
+                if table.column("key").to_pylist() == list(keys[ranges[index].start : ranges[index].stop]):
+                    tables[index] = table
+        return tables
+
+    def remove_beyond(self, count: int) -> None:
+        """Delete chunk files at index ``count`` and above (left by a larger, earlier plan)."""
+        for index in self.committed():
+            if index >= count:
+                self.storage.delete(self.chunk_key(index))
+
+    def commit(self, index: int, table: pa.Table) -> None:
+        self.storage.write(self.chunk_key(index), table_to_parquet(table))
+
+
+@dataclass(frozen=True)
+class ShardOutcome:
+    name: str
+    manifest: pa.Table  # one row per key of the shard
+    chunks: int
+    skipped_chunks: int
+    seconds: float
+    skipped: bool = False  # complete in an earlier run, so nothing was done now
+
+
+def complete_manifest(storage: Storage, name: str, keys: Sequence[str]) -> pa.Table | None:
+    """The shard's stored manifest if it covers exactly ``keys``; a stale one is removed."""
+    if not storage.exists(manifest_key(name)):
+        return None
+    manifest = parquet_to_table(storage.read(manifest_key(name)))
+    if manifest.column("key").to_pylist() == list(keys):
+        return manifest
+    log(f"shard {name}: the input changed since this shard was completed; processing it again")
+    storage.delete(manifest_key(name))
+    return None
+
+
+@dataclass(frozen=True)
+class ShardState:
+    """What an earlier attempt or run left of a shard: its manifest if complete, else the
+    committed chunks that still match the plan (by index)."""
+
+    complete: pa.Table | None
+    reused: dict[int, pa.Table]
+
+    def pending(self, keys: Sequence[str], chunk_size: int) -> list[Sequence[str]]:
+        """The key lists of the chunks still to do, in order."""
+        if self.complete is not None:
+            return []
+        ranges = chunk_ranges(len(keys), chunk_size)
+        return [keys[r.start : r.stop] for i, r in enumerate(ranges) if i not in self.reused]
+
+
+def shard_state(storage: Storage, ledger: ChunkLedger, name: str, keys: Sequence[str], chunk_size: int) -> ShardState:
+    manifest = complete_manifest(storage, name, keys)
+    return ShardState(manifest, {} if manifest is not None else ledger.reusable(keys, chunk_size))
+
+
+def run_chunked(
+    *,
+    name: str,
+    keys: Sequence[str],
+    chunk_size: int,
+    storage: Storage,
+    ledger: ChunkLedger,
+    process_chunk: Callable[[Sequence[str], Progress], pa.Table],
+    stop: threading.Event | None = None,
+    state: ShardState | None = None,
+) -> ShardOutcome:
+    """Process a shard chunk by chunk, skipping committed chunks; write the manifest last.
+
+    ``process_chunk`` returns one row per key. ``stop`` (set on a spot interruption notice)
+    ends the loop after the chunk in flight is committed, raising SpotInterruption so the task
+    exits non-zero, is retried, and resumes from the next chunk. ``state`` is ``shard_state``'s
+    answer when the caller needed it first (to know the pending chunks), so it is read once.
+    """
+    progress = Progress(f"shard {name}", len(keys))
+    state = state or shard_state(storage, ledger, name, keys, chunk_size)
+    if state.complete is not None:
+        log(f"shard {name}: complete in an earlier run (manifest exists), skipping")
+        return ShardOutcome(name, state.complete, 0, 0, 0.0, skipped=True)
+    ranges = chunk_ranges(len(keys), chunk_size)
+    log(f"shard {name}: {len(keys)} images in {len(ranges)} chunks of up to {chunk_size}")
+    tables = dict(state.reused)
+    reused = len(tables)
+    if reused:
+        log(f"shard {name}: resuming, {reused}/{len(ranges)} chunks already committed")
+        progress.done = sum(len(ranges[i]) for i in tables)
+    for index, span in enumerate(ranges):
+        if index in tables:
+            continue
+        if stop is not None and stop.is_set():
+            raise SpotInterruption(f"shard {name}: stopped before chunk {index}; committed chunks are kept")
+        chunk_keys = keys[span.start : span.stop]
+        table = process_chunk(chunk_keys, progress)
+        if table.num_rows != len(chunk_keys):
+            raise RuntimeError(
+                f"chunk {index} of shard {name} produced {table.num_rows} rows for {len(chunk_keys)} keys"
+            )
+        ledger.commit(index, table)
+        tables[index] = table
+    ledger.remove_beyond(len(ranges))
+    manifest = pa.concat_tables(tables[i] for i in range(len(ranges))) if ranges else pa.table({"key": []})
+    storage.write(manifest_key(name), table_to_parquet(manifest))
+    progress.finish(f"{reused} chunks reused")
+    return ShardOutcome(name, manifest, len(ranges), reused, progress.elapsed_s)

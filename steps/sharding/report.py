@@ -1,0 +1,51 @@
+"""Report sections every sharded run shows: totals, shards, rejects and throughput.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from steps.report import Chart, Table, bar_chart_png
+from steps.sharding.summary import ShardStats
+
+
+def totals_table(summary: dict) -> Table:
+    """The summary as a field/value table: a one-row table of ~20 columns is cut off on screen."""
+    return Table("Totals", ["field", "value"], [[name, value] for name, value in summary.items()])
+
+
+def shard_table(stats: Sequence[ShardStats]) -> Table:
+    return Table(
+        "Shards",
+        ["shard", "images", "ok", "rejected", "seconds", "images/s", "reused chunks", "state"],
+        [
+            [
+                s.name,
+                s.images,
+                s.processed,
+                s.rejected,
+                round(s.seconds, 1),
+                round(s.images_per_second, 1),
+                s.reused_chunks,
+                "skipped (complete earlier)" if s.skipped else "processed",
+            ]
+            for s in stats
+        ],
+    )
+
+
+def rejects_table(stats: Sequence[ShardStats]) -> Table:
+    rows = [[key, reason] for s in stats for key, reason in s.rejects]
+    total = sum(s.rejected for s in stats)
+    shown = f" (first {len(rows)} of {total})" if total > len(rows) else ""
+    return Table(f"Rejected inputs{shown}", ["key", "reason"], rows)
+
+
+def throughput_chart(stats: Sequence[ShardStats]) -> Chart:
+    worked = [s for s in stats if not s.skipped]
+    return Chart(
+        "Throughput per shard",
+        bar_chart_png(
+            [s.name for s in worked], [s.images_per_second for s in worked], "images/s", "images/s per shard"
+        ),
+    )

@@ -1,0 +1,140 @@
+"""The labelled input: labels.csv, and every labelled image decoded into memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from steps.errors import ConfigError, RejectedInput
+from steps.imaging.codec import decode
+from steps.io.concurrency import map_bounded
+from steps.io.storage import Storage, open_storage, read_input
+from steps.io.validation import check_input
+from steps.layout import LABELS_FILE
+from steps.models.architectures import IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    keys: list[str]
+    labels: list[str]
+
+    @property
+    def class_names(self) -> list[str]:
+        return sorted(set(self.labels))
+
+
+def read_labels(storage: Storage) -> LabelSet:
+    """Parse ``labels.csv`` at the input root; any problem is a one-line ConfigError."""
+    where = f"{storage.uri}/{LABELS_FILE}"
+    if not storage.exists(LABELS_FILE):
+        raise ConfigError(
+            "labels file",
+            where,
+            f"a {LABELS_FILE} with header key,label at the --input root",
+            "add one, or make sample data with `python -m steps.sample_data DIR`",
+        )
+    reader = csv.DictReader(io.StringIO(storage.read(LABELS_FILE).decode("utf-8-sig")))
+    if not reader.fieldnames or not {"key", "label"} <= set(reader.fieldnames):
+        raise ConfigError("labels header", reader.fieldnames, "columns key,label", f"fix the first line of {where}")
+    rows = sorted((row["key"].strip(), (row["label"] or "").strip()) for row in reader if row["key"])
+    keys = [key for key, _ in rows]
+    if len(set(keys)) != len(keys):
+        duplicate = next(k for k, n in itertools.pairwise(keys) if k == n)
+        raise ConfigError("labels key", duplicate, "each key listed once", f"remove the duplicate rows from {where}")
+    unlabelled = [key for key, label in rows if not label]
+    if unlabelled:
+        raise ConfigError("labels row", unlabelled[0], "a non-empty label", f"label it or drop the row in {where}")
+    return LabelSet(keys, [label for _, label in rows])
+
+
+def check_dataset(input_uri: str) -> dict[str, Any]:
+    """Validate the labelled input before any training: return a small description of it."""
+    storage = check_input(input_uri)
+    labels = read_labels(storage)
+    present = {obj.key for obj in storage.list()}
+    missing = [key for key in labels.keys if key not in present]
+    if missing:
+        raise ConfigError(
+            f"{LABELS_FILE} in {input_uri}",
+            missing[0],
+            "keys that name images under --input",
+            f"{len(missing)} of {len(labels.keys)} listed images do not exist; fix the keys or upload the images",
+        )
+    counts = {name: labels.labels.count(name) for name in labels.class_names}
+    if len(counts) < 2:
+        raise ConfigError(
+            f"labels in {input_uri}",
+            labels.class_names,
+            "at least two classes",
+            "a classifier needs two or more labels",
+        )
+    return {"input": storage.uri, "images": len(labels.keys), "classes": len(counts), "per_class": counts}
+
+
+def image_to_tensor(image: Image.Image, size: int) -> torch.Tensor:
+    """Centre-crop to a square and resize to ``size``: uint8 ``3 x size x size`` (the model's input)."""
+    square = ImageOps.fit(image.convert("RGB"), (size, size), Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.array(square, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+def normalize(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 images → float, ImageNet mean/std (recorded in the model bundle for InferFlow)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=batch.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=batch.device).view(1, 3, 1, 1)
+    return (batch.float() / 255.0 - mean) / std
+
+
+@dataclass
+class Dataset:
+    class_names: list[str]
+    keys: list[str]
+    images: torch.Tensor  # uint8 N x 3 x S x S, in key order
+    targets: torch.Tensor  # int64 N
+    rejects: list[dict[str, str]] = field(default_factory=list)
+
+
+def load_dataset(input_uri: str, image_size: int, threads: int) -> Dataset:
+    """Decode every labelled image (threads; reduced-size JPEG decode) into memory.
+
+    Unreadable images become rejects, reported with their reason; training goes on without them.
+    """
+    storage = open_storage(input_uri, threads)
+    labels = read_labels(storage)
+
+    def one(index: int) -> tuple[int, torch.Tensor | str]:
+        try:
+            decoded = decode(read_input(storage, labels.keys[index]), max_side=image_size)
+        except RejectedInput as err:
+            return index, str(err)
+        return index, image_to_tensor(decoded.image, image_size)
+
+    results = dict(map_bounded(one, range(len(labels.keys)), threads))
+    good = [i for i in range(len(labels.keys)) if isinstance(results[i], torch.Tensor)]
+    rejects = [
+        {"key": labels.keys[i], "reason": reason} for i, reason in sorted(results.items()) if isinstance(reason, str)
+    ]
+    class_names = sorted({labels.labels[i] for i in good})
+    if len(class_names) < 2:
+        raise ConfigError(
+            f"readable images in {input_uri}",
+            len(good),
+            "images of at least two classes",
+            f"{len(rejects)} images were unreadable; fix or relabel them",
+        )
+    index_of = {name: i for i, name in enumerate(class_names)}
+    return Dataset(
+        class_names=class_names,
+        keys=[labels.keys[i] for i in good],
+        images=torch.stack([results[i] for i in good]),
+        targets=torch.tensor([index_of[labels.labels[i]] for i in good], dtype=torch.int64),
+        rejects=rejects,
+    )

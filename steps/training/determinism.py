@@ -1,0 +1,109 @@
+"""Train an image classifier on a labelled set, resumable from checkpoints bit-identically.
+
+Input: a directory or ``s3://`` prefix of images with ``labels.csv`` (header ``key,label``; each key
+relative to the input root) at its root, which is what ``python -m steps.sample_data DIR`` writes.
+
+Why a resumed run ends with exactly the weights of an uninterrupted one (on CPU):
+- the train/validation split is a pure function of the seed, and an epoch's data order a pure
+  function of (seed, epoch), so a checkpoint needs only the position (epoch, batch index);
+- augmentation draws from a generator seeded from (seed, epoch, sample index), so it replays
+  identically from any batch; the global RNG states are saved anyway, for layers like dropout;
+- deterministic algorithms, and images decoded by threads into memory up front: no DataLoader
+  worker processes whose RNG and prefetch state would also have to be restored;
+- the running loss sum of the epoch in progress is saved, so the epoch's metrics match too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from steps.errors import ConfigError
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A 63-bit seed that is a pure function of ``seed`` and ``parts`` (stable across processes)."""
+    text = ":".join(str(p) for p in (seed, *parts)).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big") & (2**63 - 1)
+
+
+def split_indices(targets: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stratified train/validation split, a pure function of the seed."""
+    train: list[int] = []
+    val: list[int] = []
+    for cls in sorted(set(targets.tolist())):
+        members = (targets == cls).nonzero().flatten()
+        order = members[
+            torch.randperm(len(members), generator=torch.Generator().manual_seed(derive_seed(seed, "split", cls)))
+        ]
+        n_val = min(len(order) - 1, round(len(order) * val_fraction))
+        val += order[:n_val].tolist()
+        train += order[n_val:].tolist()
+    if not val:
+        raise ConfigError(
+            "--val-fraction", val_fraction, "a fraction that leaves validation images", "raise it or add images"
+        )
+    return torch.tensor(sorted(train)), torch.tensor(sorted(val))
+
+
+def epoch_order(seed: int, epoch: int, count: int) -> torch.Tensor:
+    return torch.randperm(count, generator=torch.Generator().manual_seed(derive_seed(seed, "order", epoch)))
+
+
+def augment(batch: torch.Tensor, seed: int, epoch: int, sample_ids: list[int]) -> torch.Tensor:
+    """Random flip and shift (reflect-padded crop) per sample, from a (seed, epoch, sample) generator."""
+    pad = max(1, batch.shape[-1] // 8)
+    padded = F.pad(batch.float(), (pad, pad, pad, pad), mode="reflect")
+    size = batch.shape[-1]
+    out = []
+    for row, sample in zip(padded, sample_ids, strict=True):
+        generator = torch.Generator().manual_seed(derive_seed(seed, "augment", epoch, sample))
+        dx, dy = torch.randint(0, 2 * pad + 1, (2,), generator=generator).tolist()
+        image = row[:, dy : dy + size, dx : dx + size]
+        out.append(image.flip(-1) if torch.rand(1, generator=generator).item() < 0.5 else image)
+    return torch.stack(out)
+
+
+def make_deterministic(device: torch.device) -> None:
+    # cuBLAS needs a fixed workspace for reproducible matmuls; it must be set before CUDA starts.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    # A few CUDA backward kernels (adaptive pooling) have no deterministic variant: warn there
+    # rather than refuse to train. On CPU, the bit-identical guarantee is strict.
+    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+
+
+def rng_state() -> dict[str, Any]:
+    numpy_state = np.random.get_state(legacy=False)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+        # As tensors and numbers: checkpoints load with weights_only, which refuses numpy arrays.
+        "numpy_key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+        "numpy_pos": int(numpy_state["state"]["pos"]),
+        "numpy_has_gauss": int(numpy_state["has_gauss"]),
+        "numpy_gauss": float(numpy_state["gauss"]),
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    random.setstate(state["python"])
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": state["numpy_key"].numpy().astype(np.uint32), "pos": state["numpy_pos"]},
+            "has_gauss": state["numpy_has_gauss"],
+            "gauss": state["numpy_gauss"],
+        }
+    )

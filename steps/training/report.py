@@ -1,0 +1,73 @@
+"""TrainFlow's headline and report card.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from steps.report import Chart, Report, Table
+
+
+def headline(summary: dict[str, Any]) -> str:
+    resumed = f"; resumed from {summary['resumed_from']}" if summary["resumed_from"] else ""
+    rejected = f" ({summary['rejected']} unreadable skipped)" if summary["rejected"] else ""
+    return (
+        f"Trained {summary['architecture']} on {summary['images']} images{rejected}, {summary['classes']} classes, "
+        f"{summary['epochs']} epochs on {summary['device']} in {summary['seconds']:.1f} s: val accuracy "
+        f"{summary['val_accuracy']:.3f} (chance {summary['chance_accuracy']:.3f}), "
+        f"train loss {summary['train_loss']:.4f}"
+        f"{resumed}. Model: {summary['model_uri']}"
+    )
+
+
+def curves_png(metrics: dict[str, list[float]]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = list(range(1, len(metrics["train_loss"]) + 1))
+    fig, loss_ax = plt.subplots(figsize=(7, 3), dpi=100)
+    loss_ax.plot(epochs, metrics["train_loss"], "o-", color="#d8573b", label="train loss")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_xticks(epochs)  # whole epochs, not 1.25
+    loss_ax.set_ylabel("train loss", color="#d8573b")
+    accuracy_ax = loss_ax.twinx()
+    accuracy_ax.plot(epochs, metrics["val_accuracy"], "s-", color="#3b7dd8", label="val accuracy")
+    accuracy_ax.set_ylim(0, 1.05)
+    accuracy_ax.set_ylabel("val accuracy", color="#3b7dd8")
+    loss_ax.set_title("Training loss and validation accuracy")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def build_report(
+    summary: dict[str, Any], metrics: dict[str, list[float]], confusion: dict[str, Any], rejects: list[dict[str, str]]
+) -> Report:
+    names = confusion["class_names"]
+    return Report(
+        title="TrainFlow",
+        headline=headline(summary),
+        sections=[
+            Chart("Loss and accuracy per epoch", curves_png(metrics)),
+            Table(
+                "Per-epoch metrics",
+                ["epoch", "train loss", "val accuracy"],
+                [
+                    [i + 1, f"{loss:.4f}", f"{acc:.3f}"]
+                    for i, (loss, acc) in enumerate(zip(metrics["train_loss"], metrics["val_accuracy"], strict=True))
+                ],
+            ),
+            Table(
+                "Confusion (validation; rows = true, columns = predicted)",
+                ["true \\ predicted", *names],
+                [[name, *row] for name, row in zip(names, confusion["matrix"], strict=True)],
+            ),
+            Table("Rejected inputs", ["key", "reason"], [[r["key"], r["reason"]] for r in rejects]),
+            Table("Run", ["item", "value"], [[k, v] for k, v in summary.items()]),
+        ],
+    )

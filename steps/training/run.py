@@ -1,0 +1,76 @@
+"""The whole training step: load the data, train (resuming if a checkpoint exists), save the bundle.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from steps.io.storage import join_uri, open_storage
+from steps.layout import model_key
+from steps.models.bundle import ModelBundle
+from steps.progress import log
+from steps.training.checkpoints import CheckpointStore
+from steps.training.config import TrainConfig
+from steps.training.data import load_dataset
+from steps.training.trainer import fit
+
+
+@dataclass
+class TrainOutcome:
+    model_uri: str
+    metrics: dict[str, list[float]]
+    confusion: dict[str, Any]
+    rejects: list[dict[str, str]]
+    summary: dict[str, Any]
+
+
+def train_run(cfg: TrainConfig, run_id: str, attempt: int, stop: threading.Event | None = None) -> TrainOutcome:
+    """Load the data, train (resuming if a checkpoint exists), save the model bundle."""
+    data = load_dataset(cfg.input_uri, cfg.image_size, cfg.threads)
+    if data.rejects:
+        first = data.rejects[0]
+        log(f"{len(data.rejects)} unreadable images skipped, e.g. {first['key']}: {first['reason']}")
+    store = CheckpointStore(open_storage(cfg.checkpoint_root), run_id, cfg.keep_last)
+    log(f"training {cfg.architecture} on {len(data.keys)} images ({len(data.class_names)} classes) to {store.uri}")
+    result = fit(cfg, data, store, stop=stop)
+    output = open_storage(cfg.output_uri)
+    accuracy = result.history["val_accuracy"][-1]
+    ModelBundle(
+        architecture=cfg.architecture,
+        class_names=data.class_names,
+        input_size=cfg.image_size,
+        state_dict=result.state_dict,
+        extra={
+            "flow": "TrainFlow",
+            "run_id": run_id,
+            "val_accuracy": f"{accuracy:.4f}",
+            "resize": "center-crop square",
+        },
+    ).save(output, model_key(run_id))
+    model_uri = join_uri(output.uri, model_key(run_id))
+    summary = {
+        "architecture": cfg.architecture,
+        "images": len(data.keys),
+        "rejected": len(data.rejects),
+        "classes": len(data.class_names),
+        "epochs": cfg.epochs,
+        "train_loss": round(result.history["train_loss"][-1], 4),
+        "val_accuracy": round(accuracy, 4),
+        "chance_accuracy": round(1 / len(data.class_names), 4),
+        "device": result.device,
+        "seconds": round(result.seconds, 2),
+        "attempt": attempt,
+        "resumed_from": result.resumed_from,
+        "last_checkpoint": result.last_checkpoint,
+        "checkpoints_written": result.checkpoints_written,
+        "model_uri": model_uri,
+    }
+    return TrainOutcome(
+        model_uri=model_uri,
+        metrics=result.history,
+        confusion={"class_names": data.class_names, "matrix": result.confusion},
+        rejects=data.rejects,
+        summary=summary,
+    )

@@ -1,0 +1,188 @@
+"""`run --with batch`, end to end, on a local AWS Batch (tests/support/batch_server.py).
+
+PreprocessFlow and InferFlow: Metaflow submits every task as a Batch job to a moto server on
+127.0.0.1; the server runs each job's container command as a local process (as a Batch container
+would, from the code package in S3) and SIGKILLs one shard task mid-shard, the way a spot reclaim
+ends an instance. The run must still finish, the killed task's retry must resume from the
+committed chunks, and the jobs must carry the resources, image and queue the flow and the
+configuration ask for.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from steps.sharding.plan import shard_prefix
+from steps.verify import verify
+from tests.support.flows import REPO, S3Server, run_flow, upload_dir
+from tests.support.models import save_bundle
+from tests.support.remote_harness import IMAGE, create_batch_queue, flow_graph, metaflow_env
+
+pytestmark = pytest.mark.batch
+
+START_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class LocalBatch:
+    """The running batch_server.py: its endpoint and what it recorded."""
+
+    state: Path
+    endpoint: str
+
+    @property
+    def s3(self) -> S3Server:
+        return S3Server(self.endpoint)
+
+    def kill_first_attempt(self, step: str, on_put: str) -> None:
+        """SIGKILL the first attempt of ``step`` when it PUTs a key matching ``on_put``."""
+        (self.state / "kill.json").write_text(json.dumps({"step": step, "on_put": on_put}))
+
+    def jobs(self, step: str) -> list[dict[str, Any]]:
+        """Finished jobs of ``step``, in submission order (the job name ends with the retry count)."""
+        lines = (self.state / "jobs.jsonl").read_text().splitlines()
+        found = [json.loads(line) for line in lines]
+        return sorted((j for j in found if f"-{step}-" in j["jobName"]), key=lambda j: j["jobName"])
+
+
+@pytest.fixture(scope="module")
+def local_batch(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> Iterator[LocalBatch]:
+    """batch_server.py as a child process; ``s3_server`` first, so the loopback env is in place."""
+    state = tmp_path_factory.mktemp("local-batch")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.batch_server", str(state)],
+        cwd=REPO,
+        stdout=(state / "server.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not (state / "endpoint").exists():
+        assert server.poll() is None and time.monotonic() < deadline, (state / "server.log").read_text()
+        time.sleep(0.2)
+    yield LocalBatch(state, (state / "endpoint").read_text())
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=30)
+
+
+def requirements(job: dict[str, Any]) -> dict[str, str]:
+    return {r["type"]: r["value"] for r in job["containerOverrides"]["resourceRequirements"]}
+
+
+def two_shards(sample_dir: Path, into: Path) -> list[str]:
+    """Copy the sample files of the two largest one-hex-digit shards: a 2-way foreach."""
+    by_prefix: dict[str, list[Path]] = defaultdict(list)
+    for path in sample_dir.iterdir():
+        if path.name != "labels.csv":
+            by_prefix[shard_prefix(path.name, 1)].append(path)
+    chosen = sorted(by_prefix.values(), key=len)[-2:]
+    into.mkdir()
+    for path in (p for group in chosen for p in group):
+        shutil.copy(path, into / path.name)
+    return sorted(p.name for p in into.iterdir())
+
+
+@pytest.fixture
+def batch_env(local_batch: LocalBatch, tmp_path: Path) -> dict[str, str]:
+    """Metaflow on the local Batch: S3 datastore, job queue, image."""
+    bucket = local_batch.s3.make_bucket(f"datastore-{uuid.uuid4().hex[:12]}")[len("s3://") :]
+    return metaflow_env(local_batch.endpoint, bucket, create_batch_queue(local_batch.endpoint), tmp_path / "home")
+
+
+@dataclass(frozen=True)
+class Case:
+    flow: str
+    step: str  # the foreach step whose first shard task is killed
+    commit: str  # the S3 key of its second committed chunk: the kill lands mid-shard
+    args: tuple[str, ...]
+
+
+CASES = [
+    Case("preprocess", "process_shard", r"_ledger/.+/chunk-00001\.parquet$", ("--threads", "2", "--chunk-size", "1")),
+    Case(
+        "infer",
+        "predict_shard",
+        r"predictions/.+/part-00001\.parquet$",
+        ("--chunk-size", "2", "--batch-size", "2", "--workers", "1", "--threads", "1"),
+    ),
+]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+@pytest.mark.parametrize("case", CASES, ids=[c.flow for c in CASES])
+def test_flow_runs_on_batch_and_survives_a_killed_task(
+    case: Case,
+    local_batch: LocalBatch,
+    batch_env: dict[str, str],
+    *,
+    sample_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s3 = local_batch.s3
+    bucket = s3.make_bucket(f"{case.flow}-data")
+    keys = two_shards(sample_dir, tmp_path / "images")
+    upload_dir(s3, tmp_path / "images", f"{bucket}/raw")
+    model_args: tuple[str, ...] = ()
+    if case.flow == "infer":
+        model = save_bundle(tmp_path / "model" / "model.pt")
+        upload_dir(s3, model.parent, f"{bucket}/model")
+        model_args = ("--model", f"{bucket}/model/{model.name}")
+    # The first shard task dies while committing its second chunk, as if its instance vanished.
+    local_batch.kill_first_attempt(case.step, case.commit)
+
+    # One task at a time, so the kill hits the shard task that is writing.
+    run = run_flow(
+        case.flow,
+        tmp_path / "work",
+        "--with",
+        "batch",
+        "--max-workers",
+        "1",
+        "--input",
+        f"{bucket}/raw",
+        "--output",
+        f"{bucket}/out",
+        "--prefix-width",
+        "1",
+        *case.args,
+        *model_args,
+        env=batch_env,
+    )
+    assert run.ok, run.output[-5000:]
+
+    shard_jobs = local_batch.jobs(case.step)
+    (killed,) = [j for j in shard_jobs if j["statusReason"]]
+    assert killed["exitCode"] == 137 and killed["statusReason"].startswith("Host EC2")
+    retry = killed["jobName"][:-2] + "-1"  # Metaflow's retry is a new Batch job, retry count in its name
+    assert [j["exitCode"] for j in shard_jobs if j["jobName"] == retry] == [0]
+    assert len(shard_jobs) == 3  # two shards, one retry
+    assert "resuming, 1/" in run.output  # the retry kept the committed chunk
+
+    step = flow_graph(REPO / "flows" / f"{case.flow}.py", tmp_path)[case.step]
+    expected = {
+        "VCPU": step.attribute("resources", "cpu"),
+        "MEMORY": step.attribute("resources", "memory"),
+        "GPU": step.attribute("resources", "gpu"),
+    }
+    for job in shard_jobs:
+        assert job["image"] == IMAGE
+        assert requirements(job) == {k: str(v) for k, v in expected.items() if v}
+
+    # Every input accounted for exactly once, outputs complete, despite the kill.
+    monkeypatch.setenv("METAFLOW_S3_ENDPOINT_URL", local_batch.endpoint)
+    check = verify(f"{bucket}/out", f"{bucket}/raw")
+    assert check.ok, check.problems
+    assert check.inputs == len(keys)

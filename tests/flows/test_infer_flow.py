@@ -1,0 +1,160 @@
+"""Real InferFlow runs: local and on the loopback S3 server, a SIGKILLed shard that @retry
+resumes exactly once, a rerun that skips, and bad --model values failing in start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from steps.inference.predictions import load_predictions
+from steps.io.storage import LocalStorage
+from steps.sharding.inputs import list_inputs
+from tests.support.flows import S3Server, card_text, run_flow, run_flow_killing, upload_dir
+from tests.support.models import CLASSES, save_bundle, save_torchscript
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+
+FAST = ("--shard-size", "1000", "--chunk-size", "16", "--batch-size", "8", "--top-k", "3", "--workers", "2")
+
+# Stands in for flows/train.py (tested on its own): `--model latest` only needs a successful
+# TrainFlow run with a `model_uri` artifact in the same metadata and namespace.
+STAND_IN_TRAINFLOW = textwrap.dedent(
+    """
+    from metaflow import FlowSpec, Parameter, step
+
+    class TrainFlow(FlowSpec):
+        uri = Parameter("uri")
+
+        @step
+        def start(self):
+            self.model_uri = self.uri
+            self.next(self.end)
+
+        @step
+        def end(self):
+            pass
+
+    if __name__ == "__main__":
+        TrainFlow()
+    """
+)
+
+
+def train_stand_in(workdir: Path, model_uri: str) -> None:
+    flow = workdir / "trainflow.py"
+    flow.write_text(STAND_IN_TRAINFLOW)
+    done = subprocess.run(
+        [sys.executable, str(flow), "--no-pylint", "run", "--uri", model_uri],
+        check=False,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_latest_model_with_a_killed_shard_then_a_rerun_that_skips(sample_dir: Path, tmp_path: Path) -> None:
+    bundle = str(save_bundle(tmp_path / "model.pt"))
+    workdir, output = tmp_path / "work", tmp_path / "out"
+    workdir.mkdir()
+    train_stand_in(workdir, bundle)
+
+    # The shard task is SIGKILLed from outside once its first part is committed (a spot loss).
+    first, killed = run_flow_killing(
+        "infer",
+        workdir,
+        "--input",
+        str(sample_dir),
+        "--output",
+        str(output),
+        "--model",
+        "latest",
+        *FAST,
+        step="predict_shard",
+        ready=lambda: any((output / "predictions" / "all").glob("part-*.parquet")),
+    )
+    assert killed, "the shard finished before the kill"
+    assert first.ok, first.output[-3000:]
+    run = first.client_run()
+    assert run["predict_shard"].task.current_attempt == 1
+    summary = run.data.summary
+    assert (summary["images"], summary["predicted"], summary["rejected"]) == (54, 51, 3)
+    assert summary["reused_chunks"] >= 1 and summary["labelled"] == 51 and 0 <= summary["accuracy"] <= 1
+    assert run.data.model["uri"] == bundle and run.data.model["type"] == "bundle"
+    assert "Predicted 54 images" in first.output and "accuracy" in first.output
+
+    predictions = load_predictions(str(output))
+    assert list(predictions["key"]) == sorted(list_inputs(LocalStorage(sample_dir)))  # each key exactly once
+    parts = sorted(p.name for p in (output / "predictions" / "all").iterdir())
+    assert parts == [f"part-0000{i}.parquet" for i in range(4)]
+    assert set(predictions.loc[predictions["status"] == "ok", "label"]) <= set(CLASSES)
+
+    html = card_text("infer", workdir, f"{run.id}/join")
+    assert "Predicted labels" in html and "Sample predictions" in html and "Rejected inputs" in html
+
+    parts = {p: p.stat().st_mtime_ns for p in (output / "predictions").rglob("*.parquet")}
+    again = run_flow("infer", workdir, "--input", str(sample_dir), "--output", str(output), "--model", bundle, *FAST)
+    assert again.ok, again.output[-3000:]
+    assert again.client_run().data.summary["skipped_shards"] == 1
+    assert {p: p.stat().st_mtime_ns for p in (output / "predictions").rglob("*.parquet")} == parts
+
+
+def test_torchscript_model_input_and_output_on_s3(s3_server: S3Server, sample_dir: Path, tmp_path: Path) -> None:
+    bucket = s3_server.make_bucket("infer-s3")
+    upload_dir(s3_server, sample_dir, f"{bucket}/images")
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    save_torchscript(model_dir / "scripted.pt", {"input_size": 32})
+    (model_dir / "scripted.pt.classes.txt").write_text("\n".join(CLASSES))
+    upload_dir(s3_server, model_dir, f"{bucket}/models")
+
+    result = run_flow(
+        "infer",
+        tmp_path / "work",
+        "--input",
+        f"{bucket}/images",
+        "--output",
+        f"{bucket}/out",
+        "--model",
+        f"{bucket}/models/scripted.pt",
+        *FAST,
+        env=s3_server.env,
+    )
+    assert result.ok, result.output[-3000:]
+    assert result.client_run().data.model["type"] == "torchscript"
+    predictions = load_predictions(f"{bucket}/out")
+    assert len(predictions) == 54 and predictions["key"].is_unique
+    assert set(predictions.loc[predictions["status"] == "ok", "label"]) <= set(CLASSES)
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("{tmp}/missing.pt", "--model '{tmp}/missing.pt': expected an existing file or s3:// object"),
+        # (wrong format, unknown architecture, bad weights: tests/test_inference.py, without a flow run)
+        ("latest", "--model 'latest': expected a successful TrainFlow run"),
+    ],
+)
+def test_bad_model_fails_in_start_with_one_line(sample_dir: Path, tmp_path: Path, model: str, message: str) -> None:
+    def fill(text: str) -> str:
+        return text.format(tmp=tmp_path, sample=sample_dir)
+
+    result = run_flow(
+        "infer",
+        tmp_path / "work",
+        "--input",
+        str(sample_dir),
+        "--output",
+        str(tmp_path / "out"),
+        "--model",
+        fill(model),
+        *FAST,
+    )
+    assert not result.ok
+    assert fill(message) in result.output
+    assert "predict_shard" not in result.output  # failed in start, before any fan-out

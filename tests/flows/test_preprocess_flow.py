@@ -1,0 +1,199 @@
+"""PreprocessFlow, really run: local datastore, S3 input/output, and Metaflow's S3 datastore."""
+
+import csv
+import io
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from tests.support.flows import S3Server, card_text, run_flow, upload_dir
+
+SHARDING = ("--shard-size", "20", "--threads", "4", "--chunk-size", "8")
+
+
+def good_and_bad(sample_dir: Path) -> tuple[set[str], set[str]]:
+    with (sample_dir / "labels.csv").open() as f:
+        good = {row["key"] for row in csv.DictReader(f)}
+    everything = {p.name for p in sample_dir.iterdir()} - {"labels.csv"}
+    return good, everything - good
+
+
+def test_local_run_writes_outputs_manifests_report_and_rerun_skips(sample_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = run_flow("preprocess", tmp_path / "wd", "--input", str(sample_dir), "--output", str(out), *SHARDING)
+    assert first.ok, first.output
+    assert "(retry)" not in first.output, "a healthy run must not need retries"
+    good, bad = good_and_bad(sample_dir)
+
+    assert {p.name for p in (out / "resized").iterdir()} == {k.rsplit(".", 1)[0] + ".jpg" for k in good}
+    assert {p.name for p in (out / "edges").iterdir()} == {k.rsplit(".", 1)[0] + ".png" for k in good}
+    for path in list((out / "resized").iterdir())[:5]:
+        assert max(Image.open(path).size) <= 256
+
+    manifests = sorted((out / "_manifests").iterdir())
+    run = first.client_run()
+    assert len(manifests) == run.data.shard_plan["shards"] > 1
+    rows = [r for m in manifests for r in pq.read_table(m).to_pylist()]
+    assert sorted(r["key"] for r in rows) == sorted(good | bad)  # every key exactly once
+    rejected = {r["key"]: r["reason"] for r in rows if r["status"] == "rejected"}
+    assert set(rejected) == bad and all(rejected.values())
+
+    # Artifacts are plain data, so the Metaflow UI (which cannot import steps/) can show them.
+    assert {type(ref) for ref in run["start"].task.data.shards} == {dict}
+    assert {type(task.data.shard_stats) for task in run["process_shard"]} == {dict}
+
+    summary = run.data.summary
+    assert summary["images"] == len(good) + len(bad)
+    assert (summary["processed"], summary["rejected"], summary["skipped_shards"]) == (len(good), len(bad), 0)
+    assert summary["images_per_second"] > 0
+    assert {r["key"] for r in run.data.rejects} == bad
+    assert "Preprocessed" in first.output and "images/s" in first.output
+
+    card = card_text("preprocess", tmp_path / "wd", f"{run.id}/join")
+    assert "Rejected inputs" in card and "Throughput per shard" in card and "data:image/png;base64" in card
+    assert "not a recognised image format" in card
+
+    second = run_flow("preprocess", tmp_path / "wd", "--input", str(sample_dir), "--output", str(out), *SHARDING)
+    assert second.ok, second.output
+    rerun = second.client_run().data.summary
+    assert rerun["skipped_shards"] == rerun["shards"] == summary["shards"]
+    assert (rerun["processed"], rerun["rejected"]) == (summary["processed"], summary["rejected"])
+    assert "complete in an earlier run" in second.output
+
+
+def test_s3_input_and_output_with_s3_datastore(sample_dir: Path, tmp_path: Path, s3_server: S3Server) -> None:
+    bucket = s3_server.make_bucket("preprocess-s3")
+    upload_dir(s3_server, sample_dir, f"{bucket}/in")
+    env = {
+        **s3_server.env,
+        "METAFLOW_DEFAULT_DATASTORE": "s3",
+        "METAFLOW_DATASTORE_SYSROOT_S3": f"{bucket}/metaflow",
+    }
+    result = run_flow(
+        "preprocess",
+        tmp_path / "wd",
+        "--input",
+        f"{bucket}/in",
+        "--output",
+        f"{bucket}/out",
+        "--shard-size",
+        "1000",
+        env=env,
+    )
+    assert result.ok, result.output
+    good, bad = good_and_bad(sample_dir)
+    client = s3_server.client()
+    listed = [o["Key"] for o in client.list_objects_v2(Bucket="preprocess-s3", Prefix="out/resized/")["Contents"]]
+    assert len(listed) == len(good)
+    manifest = client.get_object(Bucket="preprocess-s3", Key="out/_manifests/all.parquet")["Body"].read()
+    table = pq.read_table(io.BytesIO(manifest))
+    assert table.num_rows == len(good) + len(bad)
+    datastore = client.list_objects_v2(Bucket="preprocess-s3", Prefix="metaflow/PreprocessFlow/")
+    assert datastore["KeyCount"] > 0  # Metaflow's own artifacts went to the loopback S3 too
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--input", "/no/such/dir"), "--input '/no/such/dir': expected an existing directory of images"),
+        (("--size", "0"), "--size 0: expected a positive integer"),
+        (("--input", "s3://missing-bucket/x"), "bucket 'missing-bucket': expected an existing S3 bucket"),
+        (("--prefix-width", "2", "--max-shards", "4"), "prefix width 2: expected at most 4 shards"),
+    ],
+)
+def test_bad_configuration_fails_in_start_with_one_line(
+    args: tuple[str, ...], message: str, sample_dir: Path, tmp_path: Path, s3_server: S3Server
+) -> None:
+    params = {"--input": str(sample_dir), "--output": str(tmp_path / "out")}
+    extra = []
+    for name, value in zip(args[::2], args[1::2], strict=True):
+        if name in params:
+            params[name] = value
+        else:
+            extra += [name, value]
+    result = run_flow("preprocess", tmp_path / "wd", *[x for kv in params.items() for x in kv], *extra)
+    assert not result.ok
+    assert message in result.output
+    assert "process_shard" not in result.output  # failed before any fan-out
+
+
+def test_empty_input_fails_in_start(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = run_flow(
+        "preprocess", tmp_path / "wd", "--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o")
+    )
+    assert not result.ok
+    assert "expected at least one object" in result.output
+
+
+def test_rerun_after_new_images_arrive_processes_them_and_keeps_the_width(sample_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from steps.demo.sample_data import generate
+    from steps.verify import verify
+
+    images, out = tmp_path / "images", tmp_path / "out"
+    shutil.copytree(sample_dir, images)
+    first = run_flow("preprocess", tmp_path / "wd", "--input", str(images), "--output", str(out), *SHARDING)
+    assert first.ok, first.output
+    before = first.client_run().data.summary
+
+    generate(images / "new", count=30, seed=99)  # a second upload lands beside the first
+    (images / "new" / "labels.csv").unlink()
+    second = run_flow(
+        "preprocess", tmp_path / "wd", "--input", str(images), "--output", str(out), *SHARDING, "--shard-size", "1000"
+    )
+    assert second.ok, second.output
+    assert "keeping prefix width 1 of the earlier run" in second.output  # not width 0: no overlapping shards
+    assert "the input changed since this shard was completed" in second.output
+    after = second.client_run().data.summary
+    assert after["images"] == before["images"] + 36 and after["processed"] == before["processed"] + 33
+    check = verify(str(out), str(images))
+    assert check.ok, check.problems
+
+    forced = run_flow(
+        "preprocess",
+        tmp_path / "wd",
+        "--input",
+        str(images),
+        "--output",
+        str(out),
+        *SHARDING,
+        "--prefix-width",
+        "2",
+        "--max-shards",
+        "256",
+    )
+    assert not forced.ok
+    assert "--prefix-width 2: expected 1 (or 0), the width of the earlier run" in forced.output
+
+
+def test_keys_that_would_share_an_output_name_are_reported_not_overwritten(tmp_path: Path) -> None:
+    from steps.io.storage import open_storage
+    from steps.preprocess.shard import preprocess_shard
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name, colour in (("cat.jpg", "red"), ("cat.png", "blue"), ("IMG_1.v1.jpg", "red"), ("IMG_1.v2.jpg", "blue")):
+        Image.new("RGB", (64, 48), colour).save(images / name)
+    keys = sorted(p.name for p in images.iterdir())
+    outcome = preprocess_shard(
+        name="all",
+        keys=keys,
+        source=open_storage(str(images)),
+        target=open_storage(str(tmp_path / "out")),
+        size=32,
+        threads=2,
+    )
+    rows = {r["key"]: r for r in outcome.manifest.to_pylist()}
+    assert rows["cat.png"]["status"] == "rejected"
+    assert rows["cat.png"]["reason"] == "output name resized/cat.jpg is taken by cat.jpg; rename one of the two"
+    assert rows["cat.jpg"]["status"] == rows["IMG_1.v1.jpg"]["status"] == rows["IMG_1.v2.jpg"]["status"] == "ok"
+    assert sorted(p.name for p in (tmp_path / "out" / "resized").iterdir()) == [
+        "IMG_1.v1.jpg",
+        "IMG_1.v2.jpg",
+        "cat.jpg",
+    ]
+    assert Image.open(tmp_path / "out" / "resized" / "cat.jpg").getpixel((5, 5))[0] > 200  # still the red cat.jpg

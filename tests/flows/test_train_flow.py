@@ -1,0 +1,114 @@
+"""Real TrainFlow runs on sample data: it learns, and a SIGKILLed run resumes bit-identically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from steps.io.storage import open_storage
+from steps.models.bundle import ModelBundle
+from steps.training.checkpoints import CheckpointStore
+from tests.support.flows import FlowRun, card_text, run_flow, run_flow_killing
+
+# 51 labelled images, 41 for training in batches of 16: 2 batches per epoch, 12 in all.
+SETTINGS = ("--epochs", "6", "--batch-size", "16", "--image-size", "64", "--seed", "7")
+
+
+def artifacts(run: FlowRun) -> dict:
+    assert run.ok, run.output[-3000:]
+    data = run.client_run()["train"].task.data
+    return {name: getattr(data, name) for name in ("model_uri", "metrics", "confusion", "summary", "rejects")}
+
+
+def bundle(uri: str) -> ModelBundle:
+    return ModelBundle.from_bytes(Path(uri).read_bytes(), uri)
+
+
+@pytest.fixture(scope="module")
+def straight(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[FlowRun, dict]:
+    """An uninterrupted run: the reference for accuracy and for the resumed run's weights."""
+    workdir = tmp_path_factory.mktemp("train-straight")
+    run = run_flow("train", workdir, "--input", str(sample_dir), "--output", str(workdir / "out"), *SETTINGS)
+    return run, artifacts(run)
+
+
+def test_train_flow_learns_and_reports(straight: tuple[FlowRun, dict]) -> None:
+    run, found = straight
+    metrics, summary = found["metrics"], found["summary"]
+    assert len(metrics["train_loss"]) == len(metrics["val_accuracy"]) == 6
+    assert metrics["train_loss"][-1] < metrics["train_loss"][0]
+    # Six classes: chance is 0.17. Clearly better than chance after a few seconds on a CPU.
+    assert metrics["val_accuracy"][-1] >= 0.5, metrics
+    assert summary["val_accuracy"] == round(metrics["val_accuracy"][-1], 4)
+    assert summary["attempt"] == 0 and summary["resumed_from"] == ""
+
+    model = bundle(found["model_uri"])
+    assert found["model_uri"].endswith(f"/models/{run.client_run().id}/model.pt")
+    assert model.architecture == "small_cnn" and model.input_size == 64 and len(model.class_names) == 6
+    assert model.build()(torch.zeros(1, 3, 64, 64)).shape == (1, 6)
+    assert found["confusion"]["class_names"] == model.class_names
+    assert sum(map(sum, found["confusion"]["matrix"])) > 0
+
+    # Checkpoints: one per epoch end, the last 3 kept, under <output>/checkpoints/<run id>/.
+    store = CheckpointStore(open_storage(str(run.workdir / "out" / "checkpoints")), run.client_run().id)
+    assert store.committed_steps() == [8, 10, 12]
+    assert "Trained small_cnn on 51 images" in run.output and "val accuracy" in run.output
+
+    card = card_text("train", run.workdir, run.client_run()["end"].task.pathspec.split("/", 1)[1])
+    assert "Confusion" in card and "astronaut" in card and "data:image/png;base64" in card
+
+
+def test_sigkilled_training_resumes_bit_identically_from_s3(
+    straight: tuple[FlowRun, dict], sample_dir: Path, tmp_path: Path, s3_server
+) -> None:
+    bucket = s3_server.make_bucket("train-ckpt")
+    client = s3_server.client()
+
+    def checkpoints_committed() -> int:
+        listed = client.list_objects_v2(Bucket="train-ckpt", Prefix="checkpoints/").get("Contents", [])
+        return sum(o["Key"].endswith(".json") for o in listed)
+
+    # Attempt 0 is SIGKILLed from outside once 4 checkpoints are committed (mid epoch 2, as a
+    # lost spot instance ends it); @retry's attempt 1 must resume from S3 with the same weights.
+    run, killed = run_flow_killing(
+        "train",
+        tmp_path,
+        "--input",
+        str(sample_dir),
+        "--output",
+        str(tmp_path / "out"),
+        *SETTINGS,
+        "--checkpoint-root",
+        f"{bucket}/checkpoints",
+        "--checkpoint-every",
+        "0",
+        step="train",
+        ready=lambda: checkpoints_committed() >= 4,
+        env=s3_server.env,
+    )
+    assert killed, "training finished before the kill"
+    found = artifacts(run)
+    assert found["summary"]["attempt"] == 1, run.output[-3000:]
+    assert "resuming from s3://train-ckpt/checkpoints/" in run.output
+    assert found["summary"]["resumed_from"].endswith(".pt")
+
+    reference = bundle(straight[1]["model_uri"]).state_dict
+    resumed = bundle(found["model_uri"]).state_dict
+    assert resumed.keys() == reference.keys()
+    assert all(torch.equal(resumed[name], reference[name]) for name in reference)
+    assert found["metrics"] == straight[1]["metrics"]
+    store = CheckpointStore(open_storage(f"{bucket}/checkpoints"), run.client_run().id)
+    assert store.committed_steps() == [10, 11, 12]
+
+
+def test_missing_labels_fail_in_start_with_one_line(sample_dir: Path, tmp_path: Path) -> None:
+    images = tmp_path / "unlabelled"
+    images.mkdir()
+    for path in list(sample_dir.glob("*.jpg"))[:4]:
+        (images / path.name).write_bytes(path.read_bytes())
+    run = run_flow("train", tmp_path, "--input", str(images), "--output", str(tmp_path / "out"))
+    assert not run.ok
+    assert f"labels file '{images}/labels.csv': expected a labels.csv with header key,label" in run.output
+    assert "Task is starting" in run.output and "train/" not in run.output  # failed in start
