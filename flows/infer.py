@@ -22,7 +22,7 @@ from steps.config_files import config_file
 from steps.errors import ConfigError
 from steps.inference.predictions import Scores, load_labels
 from steps.inference.report import Sample, build_report, shard_scores
-from steps.inference.shard import infer_shard
+from steps.inference.shard import INFER_FILES, infer_shard
 from steps.io.storage import open_storage
 from steps.io.validation import check_positive
 from steps.models.loading import MODEL_FORMS, class_names_for, load_model
@@ -60,6 +60,7 @@ class InferFlow(ShardedFlow):
     """Batched inference on spot GPUs: one Parquet row per image, each chunk committed once."""
 
     VERB = "Predicted"
+    SHARD_FILES = INFER_FILES
 
     config = Config("config", default=config_file("infer.toml"), parser=tomllib.loads)
 

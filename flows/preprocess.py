@@ -16,7 +16,7 @@ from steps.config_files import config_file
 from steps.io.storage import open_storage
 from steps.io.validation import check_positive
 from steps.preprocess.report import build_report
-from steps.preprocess.shard import preprocess_shard
+from steps.preprocess.shard import PREPROCESS_FILES, preprocess_shard
 from steps.sharding.plan_store import read_shard_keys
 from steps.sharding.summary import RunSummary, shard_stats
 
@@ -27,6 +27,7 @@ class PreprocessFlow(ShardedFlow):
     """Decode each image once; write a resized JPEG and a Sobel edge map; report rejects."""
 
     VERB = "Preprocessed"
+    SHARD_FILES = PREPROCESS_FILES
 
     config = Config("config", default=config_file("preprocess.toml"), parser=tomllib.loads)
 

@@ -4,7 +4,7 @@
 
 A subclass declares its own ``config`` (a Metaflow ``Config`` named "config", whose keys give the
 shared Parameters their defaults), its ``process_shard`` and ``join`` steps, and ``VERB`` for the
-headline; it may extend ``check_settings`` with its own parameters. Everything a shard task needs
+headline and ``SHARD_FILES``; it may extend ``check_settings`` with its own parameters. Everything a shard task needs
 beyond its name travels as artifacts or in the shard's key file under the output, so the fan-out
 stays small at any scale.
 """
@@ -19,14 +19,17 @@ from metaflow import Config, FlowSpec, Parameter, card, config_expr, step
 from steps.config_files import config_file
 from steps.cost.placement import choose_region
 from steps.cost.prices import load_prices
+from steps.io.storage import open_storage
 from steps.io.validation import check_positive
 from steps.progress import log
 from steps.sharding.planning import prepare_run
 from steps.sharding.summary import RunSummary, ShardStats
+from steps.sharding.supersede import ShardFiles, retire_superseded
 
 
 class ShardedFlow(FlowSpec):
     VERB = "Processed"
+    SHARD_FILES: ShardFiles  # where the subclass's shards commit chunks and derived files
 
     regions = Config("regions", default=config_file("regions.toml"), parser=tomllib.loads)
     prices = Config("prices", default=config_file("prices.toml"), parser=tomllib.loads)
@@ -68,6 +71,9 @@ class ShardedFlow(FlowSpec):
             prefix_width=self.prefix_width,
             threads=self.threads,
         )
+        output = open_storage(self.output_uri, self.threads)
+        retired = retire_superseded(output, plan.shards, self.SHARD_FILES, self.threads)
+        self.superseded = {"shards": list(retired.shards), "files": retired.files}
         self.shard_plan = plan.describe()
         # Plain dicts, not ShardRef: the Metaflow UI and notebooks can show them without this package.
         self.shards = [asdict(ref) for ref in plan.shards]
@@ -93,14 +99,16 @@ class ShardedFlow(FlowSpec):
 
     def merge_shards(self, inputs) -> list[ShardStats]:
         """In a join: carry the run's artifacts over, store ``rejects``, return the shards' stats by name."""
-        self.merge_artifacts(inputs, include=["started_at", "shard_plan", "instance_type", "spot_price"])
+        self.merge_artifacts(inputs, include=["started_at", "shard_plan", "superseded", "instance_type", "spot_price"])
         stats = sorted((ShardStats(**i.shard_stats) for i in inputs), key=lambda s: s.name)
         self.rejects = [{"key": k, "reason": r} for s in stats for k, r in s.rejects]
         return stats
 
     def finish_summary(self, shards: RunSummary) -> RunSummary:
         """The run's summary (the shards' added up, timed over the whole run, priced), stored as ``summary``."""
-        run = replace(shards, seconds=time.time() - self.started_at).priced(self.instance_type, self.spot_price)
+        retired = self.superseded["files"]
+        run = replace(shards, seconds=time.time() - self.started_at, stale_files=shards.stale_files + retired)
+        run = run.priced(self.instance_type, self.spot_price)
         self.summary = run.to_artifact()
         log(f"merged {run.shards} shards: {run.processed} ok, {run.rejected} rejected")
         return run

@@ -53,8 +53,19 @@ def plan_keys_key(shard_name: str) -> str:
     return f"{PLAN_DIR}/{shard_name}.txt"
 
 
+def plan_shard_name(key: str) -> str | None:
+    """The shard whose key list ``key`` (under ``_plan/``) is; None for the layout file."""
+    if key == PLAN_LAYOUT_KEY or not key.startswith(PLAN_DIR + "/"):
+        return None
+    return object_stem(key)
+
+
 def manifest_key(shard_name: str) -> str:
     return f"{MANIFEST_DIR}/{shard_name}.parquet"
+
+
+def manifest_shard_name(key: str) -> str:
+    return object_stem(key)
 
 
 def ledger_directory(shard_name: str) -> str:

@@ -19,6 +19,10 @@ from steps.layout import PART_STEM, shard_directory
 from steps.models.loading import LoadedModel, class_names_for
 from steps.progress import Progress
 from steps.sharding.ledger import ChunkLedger, ShardOutcome, run_chunked, shard_state
+from steps.sharding.supersede import ShardFiles
+
+# Predictions live only in the shard's parts: a removed key leaves no other file behind.
+INFER_FILES = ShardFiles(chunk_directory=shard_directory, derived=lambda key: ())
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pyarrow as pa
 
@@ -20,7 +21,8 @@ from steps.io.storage import Storage, read_input
 from steps.layout import edges_key, key_stem, ledger_directory, resized_key
 from steps.preprocess.image import preprocess_image
 from steps.progress import Progress
-from steps.sharding.ledger import ChunkLedger, ShardOutcome, run_chunked
+from steps.sharding.ledger import ChunkLedger, ShardOutcome, run_chunked, shard_state
+from steps.sharding.supersede import ShardFiles, remove_derived
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -33,6 +35,13 @@ MANIFEST_SCHEMA = pa.schema(
         ("milliseconds", pa.float32()),
     ]
 )
+
+
+def derived_files(key: str) -> tuple[str, ...]:
+    return resized_key(key), edges_key(key)
+
+
+PREPROCESS_FILES = ShardFiles(chunk_directory=ledger_directory, derived=derived_files)
 
 
 def output_name_owners(keys: Sequence[str]) -> dict[str, str]:
@@ -62,8 +71,9 @@ def preprocess_one(source: Storage, target: Storage, key: str, size: int, taken_
     except RejectedInput as err:
         row.update(status="rejected", reason=str(err))
     else:
-        target.write(resized_key(key), result.resized_jpeg)
-        target.write(edges_key(key), result.edges_png)
+        resized, edges = derived_files(key)
+        target.write(resized, result.resized_jpeg)
+        target.write(edges, result.edges_png)
         row.update(width=result.width, height=result.height)
     row["milliseconds"] = (time.perf_counter() - started) * 1000
     return row
@@ -91,7 +101,10 @@ def preprocess_shard(
         return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
 
     ledger = ChunkLedger(target, ledger_directory(name))
-    return run_chunked(
+    state = shard_state(target, ledger, name, keys, chunk_size)
+    # Before any chunk runs: a removed key's files go only where no current key writes them.
+    removed = remove_derived(target, state.stale_keys, keys, PREPROCESS_FILES, threads)
+    outcome = run_chunked(
         name=name,
         keys=keys,
         chunk_size=chunk_size,
@@ -99,4 +112,6 @@ def preprocess_shard(
         ledger=ledger,
         process_chunk=process_chunk,
         stop=stop,
+        state=state,
     )
+    return replace(outcome, stale_files=outcome.stale_files + removed)
