@@ -9,12 +9,11 @@ from dataclasses import asdict
 
 from cards import render
 from metaflow import Config, Parameter, card, config_expr, package_sources, resources, retry, step
+from parameter_types import POSITIVE
 from sharded import ShardedFlow
-from spot_guard import spot_guard
 
 from steps.config_files import config_file
 from steps.io.storage import open_storage
-from steps.io.validation import check_positive
 from steps.preprocess.report import build_report
 from steps.preprocess.shard import PREPROCESS_FILES, preprocess_shard
 from steps.sharding.plan_store import read_shard_keys
@@ -31,18 +30,14 @@ class PreprocessFlow(ShardedFlow):
 
     config = Config("config", default=config_file("preprocess.toml"), parser=tomllib.loads)
 
-    size = Parameter("size", type=int, default=config_expr("config.size"), help="Longest side of resized images.")
-
-    def check_settings(self) -> None:
-        super().check_settings()
-        check_positive("--size", self.size)
+    size = Parameter("size", type=POSITIVE, default=config_expr("config.size"), help="Longest side of resized images.")
 
     @resources(cpu=config.resources.cpu, memory=config.resources.memory)
     @retry(times=config.retry.times, minutes_between_retries=config.retry.minutes_between_retries)
     @step
     def process_shard(self):
         source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
-        with spot_guard() as stop:
+        with self.writing_output(target) as stop:
             outcome = preprocess_shard(
                 name=self.input["name"],
                 keys=read_shard_keys(target, self.input["keys_key"]),

@@ -2,6 +2,7 @@
 
 Output location of a sharded run::
 
+    _lease.json                         the lease of the run writing here (holder, heartbeat, expiry)
     _plan/layout.json                   the prefix width and range starts every later run keeps
     _plan/<shard>.txt                   a shard's sorted key list (the fan-out carries only its name)
     _manifests/<shard>.parquet          a shard's completion marker, written last
@@ -23,6 +24,7 @@ METADATA_NAMES = frozenset({LABELS_FILE})  # files at the input root that descri
 PLAN_DIR = "_plan"
 PLAN_LAYOUT_KEY = f"{PLAN_DIR}/layout.json"
 MANIFEST_DIR = "_manifests"
+LEASE_KEY = "_lease.json"  # the one-writer lease: which run writes this output (steps.sharding.lease)
 PROBE_DIR = "_probe"  # write-permission probes in ``start``, deleted at once
 
 # Output location: per-flow outputs
