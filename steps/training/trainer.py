@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import pickle
 import random
 import threading
 import time
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from steps.errors import ConfigError, SpotInterruption
+from steps.errors import ConfigError, SpotInterruption, not_tensors
 from steps.io.storage import open_storage
 from steps.models.architectures import build_architecture
 from steps.progress import log
@@ -36,7 +37,10 @@ def load_initial_weights(model: nn.Module, path: str) -> None:
     """Load a state dict or TrainFlow bundle; tensors whose shape differs (a new head) stay random."""
     # Read through storage: on Batch/Kubernetes a laptop path does not exist, an s3:// URI does.
     parent, _, name = path.rpartition("/")
-    payload = torch.load(io.BytesIO(open_storage(parent or ".").read(name)), map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(io.BytesIO(open_storage(parent or ".").read(name)), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise not_tensors("--initial-weights", path) from err
     weights = payload.get("state_dict", payload) if isinstance(payload, dict) else None
     if not isinstance(weights, dict):
         raise ConfigError(
