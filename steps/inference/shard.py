@@ -21,8 +21,14 @@ from steps.progress import Progress
 from steps.sharding.ledger import ChunkLedger, ShardOutcome, run_chunked, shard_state
 from steps.sharding.supersede import ShardFiles
 
-# Predictions live only in the shard's parts: a removed key leaves no other file behind.
-INFER_FILES = ShardFiles(chunk_directory=shard_directory, derived=lambda key: ())
+
+def no_derived_files(key: str) -> tuple[str, ...]:
+    """Predictions live only in the shard's parts: a removed key leaves no other file behind."""
+    return ()
+
+
+# Named functions, not lambdas: Metaflow pickles the flow class attribute that holds this.
+INFER_FILES = ShardFiles(chunk_directory=shard_directory, derived=no_derived_files)
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,6 @@ def test_s3_input_and_output_with_s3_datastore(sample_dir: Path, tmp_path: Path,
     ("args", "message"),
     [
         (("--input", "/no/such/dir"), "--input '/no/such/dir': expected an existing directory of images"),
-        (("--size", "0"), "--size 0: expected a positive integer"),
         (("--input", "s3://missing-bucket/x"), "bucket 'missing-bucket': expected an existing S3 bucket"),
         (("--prefix-width", "2", "--max-shards", "4"), "prefix width 2: expected at most 4 shards"),
     ],
