@@ -15,7 +15,9 @@ from steps.models.architectures import SmallCNN
 from steps.training.checkpoints import CheckpointStore, checkpoint_name, load_resume_from
 from steps.training.config import TrainConfig
 from steps.training.data import Dataset, check_dataset, load_dataset
-from steps.training.trainer import Trainer, fit
+from steps.training.events import BatchDone, CheckpointWritten, Resumed, TrainingEvent
+from steps.training.loop import fit
+from steps.training.trainer import Trainer
 
 
 def small_state(value: float) -> dict:
@@ -90,11 +92,24 @@ def test_spot_stop_then_resume_is_bit_identical(sample_dir: Path, tmp_path: Path
     # A spot notice after the 6th batch (mid second epoch): checkpoint now, then raise.
     stop = threading.Event()
     store = CheckpointStore(root, "interrupted")
+    events: list[TrainingEvent] = []
+
+    def notice_after_five(event: TrainingEvent) -> None:
+        events.append(event)
+        if isinstance(event, BatchDone) and event.step == 5:
+            stop.set()
+
     with pytest.raises(SpotInterruption, match="checkpoint"):
-        fit(cfg, tiny_data, store, stop=stop, after_batch=lambda n: stop.set() if n == 5 else None)
+        fit(cfg, tiny_data, store, stop=stop, on_event=notice_after_five)
     assert store.latest().state["epoch"] == 1 and store.latest().state["batch"] > 0  # mid-epoch
-    resumed = fit(cfg, tiny_data, store)  # the retry
+    written = [e for e in events if isinstance(e, CheckpointWritten)]
+    assert [(e.step, e.reason) for e in written] == [(4, "epoch end"), (6, "spot notice")]
+    assert written[-1].uri.endswith(f"{checkpoint_name(6)}.pt") and written[-1].bytes > 0
+
+    events.clear()
+    resumed = fit(cfg, tiny_data, store, on_event=events.append)  # the retry
     assert resumed.resumed_from.endswith(f"{checkpoint_name(6)}.pt")
+    assert events[0] == Resumed(resumed.resumed_from, 6, 1, 2, 4, "retry")
 
     # --resume-from: a new run continuing from the interrupted run's checkpoint.
     continued = fit(
