@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as torch_mp
+from torch.multiprocessing.spawn import ProcessException
 
 from steps.errors import ConfigError, SpotInterruption
 from steps.io.storage import open_storage
@@ -140,7 +141,7 @@ def relay(events: Connection, on_event: TrainingCallback | None) -> None:
             on_event(event)
 
 
-def rank_failure(error: torch_mp.ProcessException, ranks: torch_mp.ProcessContext, workdir: Path) -> Exception:
+def rank_failure(error: ProcessException, ranks: torch_mp.ProcessContext, workdir: Path) -> Exception:
     """The task's error for a failed group: transient (retry) unless a rank hit a deterministic error."""
     codes = [process.exitcode for process in ranks.processes]
     first = codes[error.error_index]
@@ -187,7 +188,7 @@ def fit_on_ranks(
                 if stop is not None and stop.is_set():
                     notice.set()
                 relay(events_in, on_event)
-        except torch_mp.ProcessException as error:
+        except ProcessException as error:
             relay(events_in, on_event)
             raise rank_failure(error, ranks, Path(workdir)) from None
         relay(events_in, on_event)
