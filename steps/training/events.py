@@ -90,8 +90,8 @@ def log_event(event: TrainingEvent) -> None:
         )
     elif isinstance(event, CheckpointWritten):
         log(
-            f"checkpoint written ({event.reason}): {event.uri}, step {event.step}, epoch {event.epoch + 1} "
-            f"batch {event.batch}, {event.bytes / 1e6:.2f} MB in {event.write_s:.2f} s"
+            f"checkpoint written ({event.reason}): {event.uri}, step {event.step}, resumes at epoch "
+            f"{event.epoch + 1} batch {event.batch}, {event.bytes / 1e6:.2f} MB in {event.write_s:.2f} s"
         )
     elif isinstance(event, EpochDone):
         log(

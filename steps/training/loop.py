@@ -158,7 +158,8 @@ def fit(
                 save("spot notice")
                 where = f"wrote checkpoint {written[-1]}" if written else f"rank {group.rank} stopped with rank 0"
                 raise SpotInterruption(f"spot interruption notice: {where}; the retry resumes there")
-            if due:
+            # The epoch's last step is saved at the epoch end just below; once is enough.
+            if due and trainer.batch < trainer.per_epoch:
                 save("timer")
         train_loss, accuracy = trainer.end_epoch()
         emit(EpochDone(trainer.epoch, cfg.epochs, train_loss, accuracy))
