@@ -44,6 +44,7 @@ from steps.training.checkpoints import CheckpointStore
 from steps.training.collective import TorchGroup
 from steps.training.config import TrainConfig, check_images_per_rank
 from steps.training.data import Dataset
+from steps.training.determinism import make_deterministic
 from steps.training.events import TrainingCallback
 from steps.training.loop import FitResult, StopSignal, fit
 
@@ -96,13 +97,14 @@ def rank_main(rank: int, job: RankJob) -> None:
     os.environ.setdefault("NCCL_SOCKET_IFNAME", loopback_interface())
     if rank != 0:
         job.events.close()
-    if torch.cuda.is_available():
+    cuda = torch.cuda.is_available()
+    device, backend = (torch.device("cuda", rank), "nccl") if cuda else (torch.device("cpu"), "gloo")
+    make_deterministic(device)  # before CUDA starts: cuBLAS reads its workspace setting then
+    if cuda:
         torch.cuda.set_device(rank)
-        device, backend = torch.device("cuda", rank), "nccl"
     else:
         # Share the cores: N ranks each using all of them would thrash.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.world_size))
-        device, backend = torch.device("cpu"), "gloo"
     workdir = Path(job.workdir)
     dist.init_process_group(
         backend, init_method=f"file://{workdir / 'rendezvous'}", rank=rank, world_size=job.world_size
@@ -191,6 +193,12 @@ def fit_on_ranks(
         except ProcessException as error:
             relay(events_in, on_event)
             raise rank_failure(error, ranks, Path(workdir)) from None
+        finally:
+            # Whatever ended the wait (a failed rank, or an error in on_event), no rank outlives it.
+            for process in ranks.processes:
+                if process.is_alive():
+                    process.kill()
+                    process.join()
         relay(events_in, on_event)
         result = Path(workdir) / RESULT_FILE
         if not result.exists():
