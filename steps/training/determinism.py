@@ -6,7 +6,9 @@ Why a resumed run ends with exactly the weights of an uninterrupted one (on CPU)
   several ranks each takes a fixed slice of every global batch, so what a rank reads is a pure
   function of (seed, epoch, world size, rank), a DistributedSampler that needs no state;
 - augmentation draws from a generator seeded from (seed, epoch, sample index), so it replays
-  identically from any batch; the global RNG states are saved anyway, for layers like dropout;
+  identically from any batch; the global RNG states (every rank's) are saved anyway, for layers
+  like dropout;
+- with several ranks, gradients are summed in one fixed flat layout (``trainer.Trainer._reduce``);
 - deterministic algorithms, and images decoded by threads into memory up front: no DataLoader
   worker processes whose RNG and prefetch state would also have to be restored;
 - the running loss sum of the epoch in progress is saved, so the epoch's metrics match too.
