@@ -13,11 +13,11 @@ from steps.errors import ConfigError, SpotInterruption
 from steps.io.storage import LocalStorage, open_storage
 from steps.models.architectures import SmallCNN
 from steps.training.checkpoints import CheckpointStore, checkpoint_name, load_resume_from
-from steps.training.config import TrainConfig
 from steps.training.data import Dataset, check_dataset, load_dataset
 from steps.training.events import BatchDone, CheckpointWritten, Resumed, TrainingEvent
 from steps.training.loop import fit
 from steps.training.trainer import Trainer
+from tests.unit.training.conftest import tiny_config
 
 
 def small_state(value: float) -> dict:
@@ -63,25 +63,6 @@ def test_checkpoints_on_s3(s3_server) -> None:
     assert store.committed_steps() == [2, 3]
     assert store.latest().step == 3
     assert load_resume_from(f"{root}/checkpoints/run-3/{checkpoint_name(2)}.pt").step == 2
-
-
-@pytest.fixture(scope="module")
-def tiny_data(sample_dir: Path) -> Dataset:
-    return load_dataset(str(sample_dir), image_size=32, threads=2)
-
-
-def tiny_config(sample_dir: Path, tmp_path: Path, **changes: object) -> TrainConfig:
-    config = TrainConfig(
-        input_uri=str(sample_dir),
-        output_uri=str(tmp_path / "out"),
-        checkpoint_root=str(tmp_path / "ckpt"),
-        epochs=2,
-        batch_size=8,
-        image_size=32,
-        checkpoint_every=3600,
-        threads=2,
-    )
-    return replace(config, **changes)
 
 
 def test_spot_stop_then_resume_is_bit_identical(sample_dir: Path, tmp_path: Path, tiny_data: Dataset) -> None:

@@ -22,6 +22,7 @@ from steps.training.determinism import epoch_order, rank_batch
 from steps.training.distributed import RankFailed, RankLost, fit_on_ranks, world_size_for
 from steps.training.events import CheckpointWritten, EpochDone, Resumed, TrainingEvent, TrainingStarted
 from tests.support.flows import spawned_children
+from tests.unit.training.conftest import tiny_config
 
 
 def test_each_rank_reads_its_own_slice_of_every_global_batch() -> None:
@@ -51,24 +52,8 @@ def test_world_size_is_one_per_gpu_by_default_and_checked(monkeypatch: pytest.Mo
         TrainConfig("in", "out", "ckpt", processes=-1).check()
 
 
-@pytest.fixture(scope="module")
-def tiny_data(sample_dir: Path) -> Dataset:
-    return load_dataset(str(sample_dir), image_size=24, threads=2)
-
-
 def two_rank_config(sample_dir: Path, root: Path, **changes: object) -> TrainConfig:
-    config = TrainConfig(
-        input_uri=str(sample_dir),
-        output_uri=str(root / "out"),
-        checkpoint_root=str(root / "ckpt"),
-        epochs=4,
-        batch_size=8,
-        image_size=24,
-        checkpoint_every=0,
-        threads=2,
-        processes=2,
-    )
-    return replace(config, **changes)
+    return tiny_config(sample_dir, root, **{"epochs": 4, "checkpoint_every": 0, "processes": 2, **changes})
 
 
 def test_two_ranks_learn_and_a_killed_rank_resumes_bit_identically(
@@ -120,7 +105,7 @@ def test_a_spot_notice_checkpoints_and_a_bad_resume_is_not_retried(
     assert CheckpointStore(open_storage(cfg.checkpoint_root), "noticed").committed_steps() == [1]
 
     # A checkpoint of another image size cannot be resumed: every rank raises ConfigError.
-    other = replace(cfg, image_size=32, resume_from=f"{cfg.checkpoint_root}/noticed/{checkpoint_name(1)}.pt")
+    other = replace(cfg, image_size=24, resume_from=f"{cfg.checkpoint_root}/noticed/{checkpoint_name(1)}.pt")
     with pytest.raises(RankFailed, match=r"rank \d: ConfigError: checkpoint .*expected architecture") as failed:
-        fit_on_ranks(other, load_dataset(str(sample_dir), image_size=32, threads=2), "mismatch", 2)
+        fit_on_ranks(other, load_dataset(str(sample_dir), image_size=24, threads=2), "mismatch", 2)
     assert not is_transient(failed.value)
