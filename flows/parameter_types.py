@@ -26,6 +26,7 @@ class OpenRange(click.ParamType):
 
 
 POSITIVE = click.IntRange(min=1)
+NON_NEGATIVE = click.IntRange(min=0)
 PREFIX_WIDTH = click.IntRange(min=0, max=MAX_WIDTH)  # 0: chosen from the data
 POSITIVE_REAL = OpenRange(0)
 NON_NEGATIVE_REAL = click.FloatRange(min=0)
