@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from steps.errors import ConfigError
+from steps.errors import ConfigError, SpotInterruption
 from steps.io.storage import LocalStorage, S3Storage, Storage, s3_client
 from steps.layout import LEASE_KEY
 from steps.progress import log
@@ -38,8 +38,15 @@ HEARTBEAT_S = 60.0
 _ATTEMPTS = 8  # conditional writes lost to a concurrent renewal of the same lease are retried
 
 
-class LeaseLost(RuntimeError):
-    """This run's lease on its output was taken over by another run: stop writing there."""
+class LeaseLost(ConfigError):
+    """This run's lease on its output was taken over by another run: stop writing there.
+
+    A ConfigError, so never retried (even when raised while a SpotInterruption unwinds)."""
+
+    def __init__(self, uri: str, holder: str) -> None:
+        super().__init__(
+            "--output", uri, "an output this run holds the lease of", f"{holder} holds it now; this run stops writing"
+        )
 
 
 @dataclass(frozen=True)
@@ -225,14 +232,13 @@ def renew(storage: Storage, token: str, ttl_s: float = LEASE_TTL_S) -> None:
     for _ in range(_ATTEMPTS):
         current = _read(store)
         if current is None or current[0].token != token:
-            holder = "nobody" if current is None else current[0].describe()
-            raise LeaseLost(f"the lease on {storage.uri} is held by {holder} now; this run stops writing there")
+            raise LeaseLost(storage.uri, "nobody" if current is None else current[0].describe())
         holder, version = current
         now = time.time()
         renewed = replace(holder, host=socket.gethostname(), pid=os.getppid(), heartbeat=now, expires=now + ttl_s)
         if store.replace(_encode(renewed), version):
             return
-    raise LeaseLost(f"could not renew the lease on {storage.uri}")
+    raise LeaseLost(storage.uri, "a run racing this one for it")
 
 
 def release(storage: Storage, token: str) -> None:
@@ -269,8 +275,12 @@ def heartbeat(storage: Storage, token: str, stop: threading.Event, every_s: floa
     thread.start()
     try:
         yield
+    except SpotInterruption:
+        if not lost:
+            raise
+        # The stop came from the lost lease: report that (not retried), not a spot interruption.
     finally:
         done.set()
         thread.join()
-        if lost:
-            raise lost[0]
+    if lost:
+        raise lost[0]

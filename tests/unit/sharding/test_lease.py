@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from steps.errors import ConfigError
+from steps.errors import ConfigError, SpotInterruption
 from steps.io.storage import LocalStorage, S3Storage, Storage
 from steps.layout import LEASE_KEY
 from steps.sharding.lease import LeaseLost, acquire, heartbeat, lease_store, release, renew
+from steps.spot import is_transient
 from tests.support.flows import S3Server
 
 
@@ -101,9 +102,11 @@ def test_heartbeat_renews_while_work_runs_and_stops_work_when_the_lease_is_taken
     assert renewed["token"] == mine.token and renewed["heartbeat"] > mine.heartbeat
     assert not stop.is_set()
 
-    with pytest.raises(LeaseLost), heartbeat(output, mine.token, stop, every_s=0.05):
+    with pytest.raises(LeaseLost) as lost, heartbeat(output, mine.token, stop, every_s=0.05):
         rewrite(output, lambda r: r.update(token="another run"))
         assert stop.wait(5)  # the shard is told to stop after its chunk in flight
+        raise SpotInterruption("stopped before chunk 3")  # as run_chunked does on a set stop
+    assert not is_transient(lost.value)  # even chained to the interruption: never retried
 
 
 def test_s3_lease_is_a_conditional_put(s3_server: S3Server) -> None:
