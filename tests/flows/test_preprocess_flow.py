@@ -157,10 +157,11 @@ def test_reruns_after_new_images_and_new_settings_keep_inputs_exactly_once(sampl
     assert grown["images"] == first["images"] + 36 and grown["shards"] == 4
     assert grown["stale_files"] >= 3 and "stale files of earlier runs removed" in grown["output"]
 
-    forced = rerun("--prefix-width", "2", "--max-shards", "256", "--chunk-size", "16")
-    assert "--prefix-width 2 differs from its width 1" in forced["output"]
-    kept = rerun("--shard-size", "1000", "--max-shards", "256")
-    assert "keeping prefix width 2 of the earlier run" in kept["output"]
+    fewer = rerun("--shard-size", "70", "--max-shards", "2", "--threads", "2", "--chunk-size", "16")
+    assert "anew, superseding its earlier shards: its 4 shards exceed --max-shards 2" in fewer["output"]
+    assert fewer["shards"] == 2 and "retired 4 superseded shards" in fewer["output"]
+    kept = rerun("--shard-size", "1000", "--max-shards", "2")
+    assert "keeping prefix width 1 of the earlier run" in kept["output"]
     assert kept["skipped_shards"] == kept["shards"] and kept["stale_files"] == 0
 
 
