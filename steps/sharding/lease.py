@@ -211,6 +211,8 @@ def acquire(storage: Storage, run: str, ttl_s: float = LEASE_TTL_S) -> Holder:
         if current is None:
             continue  # released meanwhile
         holder, version = current
+        if holder.token == mine.token:
+            return mine  # our create succeeded but its response was lost, and the retry found it
         why = holder.dead(time.time())
         if not why:
             raise ConfigError(

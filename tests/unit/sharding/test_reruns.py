@@ -7,12 +7,14 @@ each shard's task function), so many random histories stay fast.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import io
 import random
 import shutil
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,47 +98,31 @@ def stop_for(name: str, lost: Collection[str]) -> threading.Event | None:
     return event
 
 
-def preprocess_run(source: Path, output: Path, settings: Settings, lost: Collection[str] = ()) -> None:
-    """One run; the tasks of shards named in ``lost`` stop before their first chunk."""
-    plan = plan_run(source, output, settings, PREPROCESS_FILES)
+def run_shards(
+    source: Path,
+    output: Path,
+    settings: Settings,
+    files: ShardFiles,
+    *,
+    task: Callable[..., object],
+    lost: Collection[str],
+) -> None:
+    """One run: plan as ``start`` does, then each shard's ``task(**common)``; the tasks of shards
+    named in ``lost`` stop before their first chunk."""
     target = LocalStorage(output)
-    for ref in plan.shards:
-        try:
-            preprocess_shard(
-                name=ref.name,
-                keys=read_shard_keys(target, ref.keys_key),
-                source=LocalStorage(source),
-                target=target,
-                size=8,
-                threads=2,
-                chunk_size=3,
-                stop=stop_for(ref.name, lost),
-            )
-        except SpotInterruption:
-            continue
+    for ref in plan_run(source, output, settings, files).shards:
+        common = {"name": ref.name, "keys": read_shard_keys(target, ref.keys_key), "source": LocalStorage(source)}
+        with contextlib.suppress(SpotInterruption):
+            task(**common, target=target, threads=2, chunk_size=3, stop=stop_for(ref.name, lost))
+
+
+def preprocess_run(source: Path, output: Path, settings: Settings, lost: Collection[str] = ()) -> None:
+    run_shards(source, output, settings, PREPROCESS_FILES, task=functools.partial(preprocess_shard, size=8), lost=lost)
 
 
 def infer_run(source: Path, output: Path, settings: Settings, model: LoadedModel, lost: Collection[str] = ()) -> None:
-    plan = plan_run(source, output, settings, INFER_FILES)
-    target = LocalStorage(output)
-    for ref in plan.shards:
-        try:
-            infer_shard(
-                name=ref.name,
-                keys=read_shard_keys(target, ref.keys_key),
-                source=LocalStorage(source),
-                target=target,
-                model=model,
-                batch_size=4,
-                chunk_size=3,
-                top_k=2,
-                threads=2,
-                workers=1,
-                prefetch_batches=2,
-                stop=stop_for(ref.name, lost),
-            )
-        except SpotInterruption:
-            continue
+    task = functools.partial(infer_shard, model=model, batch_size=4, top_k=2, workers=1, prefetch_batches=2)
+    run_shards(source, output, settings, INFER_FILES, task=task, lost=lost)
 
 
 def set_inputs(source: Path, keys: Sequence[str]) -> None:
