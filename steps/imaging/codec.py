@@ -35,6 +35,26 @@ def fit_within(width: int, height: int, box: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+@dataclass(frozen=True)
+class CenterCrop:
+    """Resize to ``width`` x ``height`` (the shorter side to ``size / crop_fraction``), then keep
+    the ``size`` square at ``left``, ``top``: 0.875 is the ImageNet evaluation transform
+    (256 → 224), 1.0 TrainFlow's (the whole centred square, as ``ImageOps.fit``)."""
+
+    width: int
+    height: int
+    left: int
+    top: int
+    size: int
+
+
+def center_crop(width: int, height: int, size: int, crop_fraction: float) -> CenterCrop:
+    side = round(size / crop_fraction)
+    scale = side / min(width, height)
+    resized_width, resized_height = max(side, round(width * scale)), max(side, round(height * scale))
+    return CenterCrop(resized_width, resized_height, (resized_width - size) // 2, (resized_height - size) // 2, size)
+
+
 def _to_display_mode(image: Image.Image) -> Image.Image:
     """RGB for colour (incl. CMYK, palette, alpha over white), L for single-channel."""
     if image.mode in ("RGB", "L"):

@@ -23,26 +23,19 @@ import torch
 from PIL import Image
 
 from steps.errors import RejectedInput
-from steps.imaging.codec import decode
+from steps.imaging.codec import center_crop, decode
 from steps.io.concurrency import map_bounded
 from steps.io.storage import Storage, read_input
 from steps.models.loading import LoadedModel
 
 
 def prepare_image(data: bytes, size: int, crop_fraction: float) -> np.ndarray:
-    """Decode (at reduced JPEG scale when possible), resize, center-crop: ``size x size x 3`` uint8.
-
-    The shorter side is resized to ``size / crop_fraction`` and the centre ``size`` square is
-    kept: 0.875 is the ImageNet evaluation transform (256 → 224), 1.0 TrainFlow's (the whole
-    centred square, as ``ImageOps.fit``).
-    """
-    side = round(size / crop_fraction)
-    image = decode(data, max_side=side).image.convert("RGB")
-    scale = side / min(image.size)
-    width, height = max(side, round(image.width * scale)), max(side, round(image.height * scale))
-    image = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    left, top = (width - size) // 2, (height - size) // 2
-    return np.asarray(image.crop((left, top, left + size, top + size)))
+    """Decode (at reduced JPEG scale when possible), resize, center-crop: ``size x size x 3`` uint8
+    (see ``steps.imaging.codec.center_crop``)."""
+    image = decode(data, max_side=round(size / crop_fraction)).image.convert("RGB")
+    box = center_crop(image.width, image.height, size, crop_fraction)
+    image = image.resize((box.width, box.height), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.asarray(image.crop((box.left, box.top, box.left + size, box.top + size)))
 
 
 @dataclass(frozen=True)
