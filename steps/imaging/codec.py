@@ -103,8 +103,10 @@ def decode(data: bytes, max_side: int | None = None) -> Decoded:
     return Decoded(_to_display_mode(image), width, height, fmt)
 
 
-def resize_to_fit(image: Image.Image, box: int) -> Image.Image:
-    target = fit_within(image.width, image.height, box)
+def resize_to_fit(image: Image.Image, box: int, original_size: tuple[int, int] | None = None) -> Image.Image:
+    """Fit within ``box``. ``original_size``: the image's size before a reduced-size decode, so the
+    output size does not depend on the DCT scale libjpeg picked (and matches the tensor path's)."""
+    target = fit_within(*(original_size or image.size), box)
     if target == image.size:
         return image
     # reducing_gap first shrinks by an integer factor (cheap box filter), then filters the rest.

@@ -124,7 +124,7 @@ def test_tensor_resize_to_fit_is_close_to_pillow_lanczos() -> None:
 @pytest.mark.parametrize("mode", ["RGB", "L"])
 def test_tensor_sobel_is_the_numpy_sobel(mode: str) -> None:
     image = photo(90, 70).convert(mode)
-    pixels = np.asarray(image)
+    pixels = np.array(image)
     tensor = torch.from_numpy(pixels[None] if mode == "L" else pixels.transpose(2, 0, 1).copy())
     assert np.array_equal(as_array(tensor_sobel_edges(tensor)), np.asarray(sobel_edges(image)))
 
