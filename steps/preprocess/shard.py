@@ -18,7 +18,7 @@ from steps.io.concurrency import map_bounded
 from steps.io.storage import Storage
 from steps.layout import key_stem, ledger_directory
 from steps.preprocess.rows import preprocess_one
-from steps.progress import Progress
+from steps.progress import Progress, log
 from steps.sharding.ledger import ChunkLedger, ShardOutcome, run_chunked
 
 if TYPE_CHECKING:
@@ -35,6 +35,22 @@ MANIFEST_SCHEMA = pa.schema(
         ("milliseconds", pa.float32()),
     ]
 )
+
+
+PREPROCESS_DEVICES = ("cpu", "cuda")
+
+
+def tensor_device(choice: str) -> torch.device | None:
+    """``--device``: ``cpu`` is None (the Pillow path on CPU threads); ``cuda`` the task's first
+    GPU, or, where none is visible, the same tensor code on CPU tensors (said in the log)."""
+    if choice == "cpu":
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    log("--device cuda: no CUDA device is visible to this task; the tensor path runs on CPU tensors")
+    return torch.device("cpu")
 
 
 def output_name_owners(keys: Sequence[str]) -> dict[str, str]:
