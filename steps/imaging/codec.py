@@ -16,6 +16,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from steps.errors import RejectedInput
 
 JPEG_QUALITY = 90
+# zlib level 1, not 6: edge maps are noisy, so 6 makes them only ~3% smaller for twice the
+# encode time (~15 ms of a 256 px map here, a tenth of decoding an 8 MP photo).
+PNG_COMPRESS_LEVEL = 1
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ def encode(image: Image.Image, fmt: str) -> bytes:
     if fmt == "JPEG":
         image.save(buffer, "JPEG", quality=JPEG_QUALITY, optimize=False)
     else:
-        image.save(buffer, fmt, compress_level=6)
+        image.save(buffer, fmt, compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
 
 
