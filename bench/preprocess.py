@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=usable_cores(), help="threads for the all-cores run")
     args = parser.parse_args(argv)
 
-    print_machine_info("bench/preprocess.py: images/s per core, ours vs a naive Pillow loop")
+    print_machine_info("bench/preprocess.py: images/s per core, ours vs the draft-decode floor and Pillow loops")
     images = camera_jpegs(args.images, grain=args.grain)
     total_mp = sum(megapixels(d) for d in images)
     sizes = sorted(len(d) for d in images)
