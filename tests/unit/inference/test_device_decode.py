@@ -4,6 +4,7 @@ one-lane-per-device dispatch of a shard."""
 from __future__ import annotations
 
 import io
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 from PIL import Image
 
 from steps.demo.sample_data import generate
+from steps.errors import SpotInterruption
 from steps.inference.device_decode import DeviceDecoder, device_batches
 from steps.inference.pipeline import Batch, Prepared, decodes_on_device, prepare_item
 from steps.inference.predictions import load_predictions
@@ -119,3 +121,41 @@ def test_decode_choice() -> None:
     assert [decodes_on_device(d, cuda) for d in ("cpu", "gpu", "auto")] == [False, True, True]
     with pytest.raises(ValueError, match="decode must be one of"):
         decodes_on_device("nvjpeg", CPU)
+
+
+class StopAfterReads(LocalStorage):
+    """Input storage that sets ``stop`` (a spot notice) once ``reads`` objects have been read."""
+
+    def __init__(self, root: Path, stop: threading.Event, reads: int) -> None:
+        super().__init__(root)
+        self.stop, self.left = stop, reads
+        self.lock = threading.Lock()
+
+    def read(self, key: str) -> bytes:
+        with self.lock:
+            self.left -= 1
+            if self.left <= 0:
+                self.stop.set()
+        return super().read(key)
+
+
+def test_a_spot_notice_keeps_committed_chunks_and_drops_work_ahead_in_other_lanes(
+    sample_dir: Path, trained: LoadedModel, tmp_path: Path
+) -> None:
+    keys = list_inputs(LocalStorage(sample_dir))
+    whole = predict(sample_dir, tmp_path / "whole", trained, "gpu", [CPU])
+    stop = threading.Event()
+    out = LocalStorage(tmp_path / "out")
+
+    def run(source: LocalStorage, event: threading.Event | None) -> object:
+        return infer_shard(name="all", keys=keys, source=source, target=out, model=trained, batch_size=8,
+                           chunk_size=16, top_k=3, threads=2, workers=2, decode="gpu", devices=[CPU, CPU], stop=event)
+
+    with pytest.raises(SpotInterruption, match="stopped before chunk"):
+        run(StopAfterReads(sample_dir, stop, reads=10), stop)  # noticed during chunk 0; lane 1 was on chunk 1
+    parts = sorted(p.name for p in (tmp_path / "out" / "predictions" / "all").iterdir())
+    assert parts and len(parts) < 4 and not out.exists("_manifests/all.parquet")
+    resumed = run(LocalStorage(sample_dir), None)
+    assert resumed.outcome.skipped_chunks == len(parts)
+    after = load_predictions(str(tmp_path / "out"))
+    assert after.drop(columns=["top_k_scores", "score"]).equals(whole.drop(columns=["top_k_scores", "score"]))
