@@ -20,7 +20,6 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from steps.inference.device_decode import DeviceDecoder, device_batches
 from steps.inference.pipeline import (
     Batch,
     ChunkEnd,
@@ -69,6 +68,9 @@ def input_stream(
             yield from batched(items, batch_size, pin_memory=device.type == "cuda")
             yield ChunkEnd(chunk_keys)
         return
+    # Imported here: torchvision takes seconds to import, and every InferFlow step imports this module.
+    from steps.inference.device_decode import DeviceDecoder, device_batches
+
     with ThreadPoolExecutor(workers, thread_name_prefix="spot-batch-pillow") as pillow:
         decoder = DeviceDecoder(model, device, pillow)
         for chunk_keys in chunks:
