@@ -10,6 +10,9 @@ While the model runs batch *n*, the producer thread reads and decodes batch *n+1
 keeps going across chunk boundaries while a finished chunk is committed. Batches cross to the
 device as uint8 NHWC (a quarter of the bytes of float32) and are normalized there, where it is
 nearly free; the NHWC layout is exactly channels-last once viewed as NCHW.
+
+This is ``--decode cpu``; ``--decode gpu`` (``steps.inference.device_decode``) decodes on the
+device instead and falls back to this module's Pillow path, ``prepare_item``, per image.
 """
 
 from __future__ import annotations
