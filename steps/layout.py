@@ -2,7 +2,8 @@
 
 Output location of a sharded run::
 
-    _lease.json                         the lease of the run writing here (holder, heartbeat, expiry)
+    _lease.json                         the lease of the run writing here (holder, heartbeat, expiry);
+                                        local outputs also keep _lease.json.lock, its flock guard
     _plan/layout.json                   the prefix width and range starts every later run keeps
     _plan/<shard>.txt                   a shard's sorted key list (the fan-out carries only its name)
     _manifests/<shard>.parquet          a shard's completion marker, written last
