@@ -19,7 +19,7 @@ from steps.io.concurrency import map_bounded
 from steps.io.storage import Storage, read_input
 from steps.layout import edges_key, key_stem, ledger_directory, resized_key
 from steps.preprocess.image import preprocess_image
-from steps.progress import Progress
+from steps.progress import Progress, ProgressCallback
 from steps.sharding.ledger import ChunkLedger, ShardOutcome, run_chunked
 
 MANIFEST_SCHEMA = pa.schema(
@@ -79,6 +79,7 @@ def preprocess_shard(
     threads: int,
     chunk_size: int = 256,
     stop: threading.Event | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> ShardOutcome:
     taken = output_name_owners(keys)
 
@@ -99,4 +100,5 @@ def preprocess_shard(
         ledger=ledger,
         process_chunk=process_chunk,
         stop=stop,
+        on_progress=on_progress,
     )
