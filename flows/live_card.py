@@ -19,7 +19,7 @@ from typing import Generic, TypeVar
 from metaflow import current
 from metaflow.cards import Markdown, ProgressBar, Table, ValueBox
 
-from steps.progress import ShardProgress, log
+from steps.progress import ShardProgress
 
 REFRESH_S = 5  # the cards' refresh_interval too: Metaflow drops refreshes closer together than that
 SHARD_CARD = "progress"
@@ -31,7 +31,7 @@ def duration(seconds: float | None) -> str:
     """'2 h 05 m', '3 m 07 s', '12 s'; '?' when unknown."""
     if seconds is None:
         return "?"
-    whole = int(round(seconds))
+    whole = round(seconds)
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
@@ -70,26 +70,30 @@ class LiveCard(Generic[Value]):
         return self
 
     def __exit__(self, kind, error, trace) -> None:
-        self._stop.set()
-        self._thread.join()
         with self._lock:
             if error is not None:
                 self.failed(error)
-            self.draw()
-        if error is not None:  # Metaflow renders no final card for a failed task: show this one
-            self.card.refresh()
+                self._changed = True
+        self._stop.set()
+        self._thread.join()
+        with self._lock:
+            self.draw()  # what Metaflow renders as the final card
 
     def _redraw_until_stopped(self) -> None:
+        """Refreshes happen only here, so a failing one ends this thread, never the work."""
         while not self._stop.wait(REFRESH_S):
-            with self._lock:
-                if not self._changed:
-                    continue
-                self._changed = False
-                self.draw()
-            try:
-                self.card.refresh()
-            except Exception as error:  # a live view must never fail the work it shows
-                log(f"live card refresh failed, the task goes on: {error.__class__.__name__}: {error}")
+            self._redraw()
+        # Metaflow renders no final card for a failed task: show the failure in the live one
+        # (dropped if the last refresh was under REFRESH_S ago).
+        self._redraw()
+
+    def _redraw(self) -> None:
+        with self._lock:
+            if not self._changed:
+                return
+            self._changed = False
+            self.draw()
+        self.card.refresh()
 
 
 class ShardCard(LiveCard[ShardProgress]):

@@ -1,4 +1,5 @@
-"""Live cards on real runs: each shard task's card ends with a full progress bar and its counts."""
+"""Live cards on real runs: each shard task's card ends with a full progress bar and its counts;
+the run's report says how long each shard took."""
 
 from __future__ import annotations
 
@@ -51,3 +52,6 @@ def test_each_shard_task_card_shows_a_full_progress_bar_and_its_final_counts(sam
         assert all(f"| {kind} | {n} |" in text for kind, n in kinds.items()) if kinds else "no rejects" in text
         shown_rejects += sum(kinds.values())
     assert shown_rejects == result.client_run().data.summary["rejected"] > 0
+
+    report = card_text("preprocess", result.workdir, f"{result.client_run().id}/join")
+    assert "Shard durations and stragglers" in report and "median" in report and "ms/image" in report
