@@ -44,6 +44,7 @@ class LiveCard(Generic[Value]):
 
     def __init__(self, card_id: str) -> None:
         self.card = current.card[card_id]
+        self.failure = ""
         self._lock = threading.Lock()
         self._changed = False
         self._stop = threading.Event()
@@ -58,7 +59,8 @@ class LiveCard(Generic[Value]):
         raise NotImplementedError
 
     def failed(self, error: BaseException) -> None:
-        """Say on the card that this attempt failed (the last refresh stays visible)."""
+        """Note that this attempt failed, for ``draw`` to say so (the last refresh stays visible)."""
+        self.failure = f"{error.__class__.__name__}: {error}" if str(error) else error.__class__.__name__
 
     def __call__(self, value: Value) -> None:
         with self._lock:
@@ -103,16 +105,12 @@ class ShardCard(LiveCard[ShardProgress]):
         super().__init__(card_id)
         self.shard, self.attempt = shard, attempt
         self.latest: ShardProgress | None = None
-        self.failure = ""
         self.title = Markdown(f"# Shard {shard}\n\nattempt {attempt + 1}: reading what is already committed…")
         self.card.append(self.title)
         self.bar: ProgressBar | None = None
 
     def absorb(self, value: ShardProgress) -> None:
         self.latest = value
-
-    def failed(self, error: BaseException) -> None:
-        self.failure = f"{error.__class__.__name__}: {error}" if str(error) else error.__class__.__name__
 
     def _build(self, first: ShardProgress) -> None:
         """The layout, once the shard's size is known: changing it later would re-render the page."""
