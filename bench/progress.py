@@ -1,6 +1,6 @@
 """Live progress costs nothing measurable: a shard with and without a live-card consumer.
 
-    .venv/bin/python bench/progress.py [--images 64] [--repeats 5]
+    .venv/bin/python bench/progress.py [--images 320] [--repeats 5]
 
 Runs the real ``steps.preprocess.preprocess_shard`` (camera-like JPEGs on ``LocalStorage``,
 chunks of 16) with no ``on_progress`` and with one that does what ``flows/live_card.py`` does in
@@ -61,7 +61,7 @@ def advance_ns(on_update: ProgressCallback | None) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=64, help="JPEGs in the shard (default 64)")
+    parser.add_argument("--images", type=int, default=320, help="JPEGs in the shard (default 320)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant; the best counts")
     args = parser.parse_args(argv)
 
