@@ -3,28 +3,13 @@ the run's report says how long each shard took."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 from steps.progress import reason_kind
-from tests.support.flows import card_text, run_flow
+from tests.support.flows import card_components, card_text, run_flow
 
 SHARDING = ("--shard-size", "20", "--threads", "4", "--chunk-size", "8")
-
-
-def components(card: str) -> Iterator[dict]:
-    """Every component of a decoded card, nested ones (in pages, sections, tables) included."""
-    stack: list = [json.loads(part) for part in card.splitlines() if part.startswith("{")]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if "type" in item:
-                yield item
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
 
 
 def test_each_shard_task_card_shows_a_full_progress_bar_and_its_final_counts(sample_dir: Path, tmp_path: Path) -> None:
@@ -38,7 +23,7 @@ def test_each_shard_task_card_shows_a_full_progress_bar_and_its_final_counts(sam
     for task in tasks:
         stats = task.data.shard_stats
         card = card_text("preprocess", result.workdir, task.pathspec.split("/", 1)[1])
-        found = list(components(card))
+        found = list(card_components(card))
         bars = [c for c in found if c["type"] == "progressBar"]
         assert len(bars) == 1 and bars[0]["value"] == bars[0]["max"] == stats["images"], bars
         assert f"{stats['images']}/{stats['images']} images" in bars[0]["details"]
