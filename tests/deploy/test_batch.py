@@ -113,7 +113,13 @@ class Case:
 
 
 CASES = [
-    Case("preprocess", "PreprocessFlow", "process_shard", r"_ledger/.+/chunk-00001\.parquet$", ("--threads", "2", "--chunk-size", "1")),
+    Case(
+        "preprocess",
+        "PreprocessFlow",
+        "process_shard",
+        r"_ledger/.+/chunk-00001\.parquet$",
+        ("--threads", "2", "--chunk-size", "1"),
+    ),
     Case(
         "infer",
         "InferFlow",
