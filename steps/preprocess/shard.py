@@ -19,7 +19,7 @@ from steps.io.concurrency import map_bounded
 from steps.io.storage import Storage
 from steps.layout import edges_key, key_stem, ledger_directory, resized_key
 from steps.preprocess.rows import preprocess_one
-from steps.progress import Progress, log
+from steps.progress import Progress, ProgressCallback, log
 from steps.sharding.ledger import ChunkLedger, ShardOutcome, run_chunked, shard_state
 from steps.sharding.supersede import ShardFiles, remove_derived
 
@@ -88,6 +88,7 @@ def preprocess_shard(
     chunk_size: int = 256,
     device: torch.device | None = None,
     stop: threading.Event | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> ShardOutcome:
     """Preprocess every key; ``device`` None is the Pillow path on CPU threads, a device the
     tensor path on it (``steps.preprocess.device``: CUDA, or CPU tensors where there is none)."""
@@ -124,5 +125,6 @@ def preprocess_shard(
         process_chunk=process_chunk,
         stop=stop,
         state=state,
+        on_progress=on_progress,
     )
     return replace(outcome, stale_files=outcome.stale_files + removed)
