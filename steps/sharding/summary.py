@@ -28,6 +28,7 @@ class ShardStats:
     reused_chunks: int = 0
     rejects: tuple[tuple[str, str], ...] = ()  # (key, reason), at most MAX_REJECTS_PER_SHARD
     samples: tuple[str, ...] = ()  # a few good keys, for before/after thumbnails
+    stale_files: int = 0  # files of earlier runs removed: their keys are no longer in this shard
 
     @property
     def images_per_second(self) -> float:
@@ -61,6 +62,7 @@ def shard_stats(outcome: ShardOutcome) -> ShardStats:
         reused_chunks=outcome.skipped_chunks,
         rejects=tuple(rejects[:MAX_REJECTS_PER_SHARD]),
         samples=tuple(ok_keys[::step][:SAMPLES_PER_SHARD]),
+        stale_files=outcome.stale_files,
     )
 
 
@@ -80,6 +82,7 @@ class RunSummary:
     shards: int = 0
     skipped_shards: int = 0
     reused_chunks: int = 0
+    stale_files: int = 0  # files of earlier runs removed (superseded shards, removed inputs)
     seconds: float = 0.0
     task_seconds: float = 0.0  # summed task time of processed shards: what instances bill
     model_seconds: float = 0.0  # inference: time the model was busy (transfer + forward + top-k)
@@ -103,6 +106,7 @@ class RunSummary:
             shards=1,
             skipped_shards=0 if worked else 1,
             reused_chunks=stats.reused_chunks,
+            stale_files=stats.stale_files,
             seconds=stats.seconds if worked else 0.0,
             task_seconds=stats.seconds if worked else 0.0,
             model_seconds=model_seconds,
@@ -176,13 +180,15 @@ class RunSummary:
             if self.devices
             else ""
         )
+        stale = f"; {self.stale_files} stale files of earlier runs removed" if self.stale_files else ""
         accuracy = self.accuracy
         scored = f", accuracy {accuracy:.1%} on {self.labelled} labelled images" if accuracy is not None else ""
         cost = self.usd_per_million_images
         priced = f" ≈ ${cost:,.2f} per million images on {', '.join(self.instance_types)} spot" if cost else ""
         return (
             f"{verb} {self.images} images in {self.seconds:.1f} s ({self.images_per_second:.1f} images/s this run"
-            f"{busy}): {self.processed} ok, {self.rejected} rejected{scored}, {self.shards} shards{reuse}{priced}. "
+            f"{busy}): {self.processed} ok, {self.rejected} rejected{scored}, {self.shards} shards{reuse}{stale}"
+            f"{priced}. "
             f"Output: {output}"
         )
 
