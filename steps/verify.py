@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from steps.io.parquet import parquet_to_table
 from steps.io.storage import Storage, open_storage
-from steps.layout import MANIFEST_DIR, PLAN_DIR, PLAN_LAYOUT_KEY, PREDICTIONS_DIR, edges_key, resized_key
+from steps.layout import MANIFEST_DIR, PLAN_DIR, PREDICTIONS_DIR, edges_key, planned_shard_name, resized_key
 from steps.sharding.inputs import list_inputs
 
 
@@ -45,9 +45,7 @@ def verify(output_uri: str, input_uri: str) -> Verification:
     source, target = open_storage(input_uri), open_storage(output_uri)
     expected = set(list_inputs(source))
     result = Verification(inputs=len(expected))
-    planned = {
-        o.key.rsplit("/", 1)[-1].removesuffix(".txt") for o in target.list(PLAN_DIR + "/") if o.key != PLAN_LAYOUT_KEY
-    }
+    planned = {planned_shard_name(o.key) for o in target.list(PLAN_DIR + "/")} - {None}
     finished = {o.key.rsplit("/", 1)[-1].removesuffix(".parquet") for o in target.list(MANIFEST_DIR + "/")}
     result.problems += [f"shard {name}: no manifest (incomplete)" for name in sorted(planned - finished)]
 
@@ -74,4 +72,3 @@ def verify(output_uri: str, input_uri: str) -> Verification:
                 f"{key}: missing {out}" for out in (resized_key(key), edges_key(key)) if out not in present
             ]
     return result
-

@@ -1,18 +1,21 @@
-"""The plan of a sharded run: validate locations, list the input, choose shards, store their key lists.
-"""
+"""The plan of a sharded run: validate locations, list the input, choose shards, store their key lists."""
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from steps.errors import ConfigError
-from steps.io.storage import Storage, is_s3
+from steps.io.storage import ObjectInfo, Storage, is_s3, open_storage
 from steps.io.validation import check_input, check_output, check_positive
+from steps.layout import plan_keys_key
 from steps.progress import log
-from steps.sharding.inputs import list_input_objects
-from steps.sharding.plan import ShardPlan, plan_shards
-from steps.sharding.plan_store import ShardRef, stored_layout, write_plan
+from steps.sharding.inputs import input_pages
+from steps.sharding.plan import PrefixCounts, ShardLayout, cell_of, plan_layout
+from steps.sharding.plan_store import ShardRef, stored_layout, write_layout, write_shard_keys
+from steps.sharding.spill import KeySpill
 
 
 @dataclass(frozen=True)
@@ -48,14 +51,16 @@ def _within(inner: str, outer: str) -> bool:
     return normal(inner).startswith(normal(outer))
 
 
-def plan_for_output(target: Storage, keys: list[str], shard_size: int, max_shards: int, prefix_width: int) -> ShardPlan:
-    """Plan shards; an output written before keeps its layout (prefix width and ranges).
+def layout_for_output(
+    target: Storage, counts: PrefixCounts, shard_size: int, max_shards: int, prefix_width: int
+) -> ShardLayout:
+    """Choose shards; an output written before keeps its layout (prefix width and ranges).
 
     Shards of another layout would overlap the manifests already there and count keys twice.
     """
     earlier = stored_layout(target)
     if earlier is None:
-        return plan_shards(keys, shard_size, max_shards, prefix_width)
+        return plan_layout(counts, shard_size, max_shards, prefix_width)
     width, starts = earlier
     if prefix_width not in (0, width):
         raise ConfigError(
@@ -65,13 +70,67 @@ def plan_for_output(target: Storage, keys: list[str], shard_size: int, max_shard
             "pass --prefix-width 0 to continue that output, or write to a new --output",
         )
     log(f"keeping prefix width {width} of the earlier run into {target.uri}")
-    return plan_shards(keys, shard_size, max_shards, width, starts)
+    return plan_layout(counts, shard_size, max_shards, width, starts)
+
+
+@dataclass(frozen=True)
+class StreamedPlan:
+    layout: ShardLayout
+    refs: list[ShardRef]
+    input_bytes: int
+
+
+def stream_plan(
+    pages: Iterable[list[ObjectInfo]],
+    target: Storage,
+    *,
+    shard_size: int,
+    max_shards: int,
+    prefix_width: int,
+    threads: int,
+    store: bool = True,
+    buffer_bytes: int = 8 << 20,
+) -> StreamedPlan:
+    """Plan the keys of ``pages`` without holding them: each key is counted and parked in a
+    local spill file as it arrives, and each shard's key list is written to ``target`` as soon as
+    it is complete, so memory is bounded by ``buffer_bytes`` plus a few of the largest shards.
+    ``store=False`` only counts: nothing is written anywhere, and the refs name key lists that
+    do not exist."""
+    with tempfile.TemporaryDirectory(prefix="spot-batch-plan-") as spill_directory:
+        spill = KeySpill(spill_directory, buffer_bytes)
+        counts, input_bytes = spill.counts, 0
+        for page in pages:
+            for obj in page:
+                if store:
+                    spill.add(obj.key, obj.size)
+                else:
+                    counts.add(cell_of(obj.key))
+                    input_bytes += obj.size
+        if not counts.total:
+            return StreamedPlan(plan_layout(counts, shard_size, max_shards), [], 0)
+        layout = layout_for_output(target, counts, shard_size, max_shards, prefix_width)
+        if not store:
+            return StreamedPlan(
+                layout, [ShardRef(r.name, r.images, plan_keys_key(r.name)) for r in layout.ranges], input_bytes
+            )
+        write_layout(target, layout)
+        refs = write_shard_keys(target, spill.shard_keys(layout.ranges), threads)
+        return StreamedPlan(layout, refs, spill.input_bytes)
 
 
 def prepare_run(
-    input_uri: str, output_uri: str, *, shard_size: int, max_shards: int, prefix_width: int, threads: int
+    input_uri: str,
+    output_uri: str,
+    *,
+    shard_size: int,
+    max_shards: int,
+    prefix_width: int,
+    threads: int,
+    store: bool = True,
 ) -> RunPlan:
-    """Validate locations, list the input, plan shards and store each shard's key list."""
+    """Validate locations, list the input in parallel, plan shards and store each shard's key
+    list (``stream_plan``). ``store=False`` (``spot-batch plan``) writes nothing, not even the
+    write probe under the output."""
     check_positive("--threads", threads)
     if _within(output_uri, input_uri):
         raise ConfigError(
@@ -81,13 +140,20 @@ def prepare_run(
             "outputs under the input would be read back as inputs; choose a sibling path",
         )
     source = check_input(input_uri)
-    target = check_output(output_uri)
-    objects = list_input_objects(source)
-    keys = [o.key for o in objects]
-    if not keys:
+    target = check_output(output_uri) if store else open_storage(output_uri)
+    planned = stream_plan(
+        input_pages(source),
+        target,
+        shard_size=shard_size,
+        max_shards=max_shards,
+        prefix_width=prefix_width,
+        threads=threads,
+        store=store,
+    )
+    if not planned.refs:
         raise ConfigError(
             "--input", input_uri, "at least one object", "point --input at the folder/prefix that holds the images"
         )
-    plan = plan_for_output(target, keys, shard_size, max_shards, prefix_width)
-    refs = write_plan(target, plan, threads)
-    return RunPlan(source.uri, target.uri, plan.width, plan.reason, plan.images, sum(o.size for o in objects), refs)
+    layout = planned.layout
+    images = sum(r.images for r in planned.refs)
+    return RunPlan(source.uri, target.uri, layout.width, layout.reason, images, planned.input_bytes, planned.refs)
