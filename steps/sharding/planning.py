@@ -13,6 +13,7 @@ from steps.io.validation import check_input, check_output, check_positive
 from steps.layout import plan_keys_key
 from steps.progress import log
 from steps.sharding.inputs import input_pages
+from steps.sharding.inventory import manifest_pages
 from steps.sharding.plan import PrefixCounts, ShardLayout, cell_of, plan_layout
 from steps.sharding.plan_store import ShardRef, stored_layout, write_layout, write_shard_keys
 from steps.sharding.spill import KeySpill
@@ -126,11 +127,13 @@ def prepare_run(
     max_shards: int,
     prefix_width: int,
     threads: int,
+    manifest: str = "",
     store: bool = True,
 ) -> RunPlan:
     """Validate locations, list the input in parallel, plan shards and store each shard's key
-    list (``stream_plan``). ``store=False`` (``spot-batch plan``) writes nothing, not even the
-    write probe under the output."""
+    list (``stream_plan``). A ``manifest`` (an S3 Inventory manifest.json or a key list, see
+    ``steps.sharding.inventory``) names the input keys instead of the listing. ``store=False``
+    (``spot-batch plan``) writes nothing, not even the write probe under the output."""
     check_positive("--threads", threads)
     if _within(output_uri, input_uri):
         raise ConfigError(
@@ -142,7 +145,7 @@ def prepare_run(
     source = check_input(input_uri)
     target = check_output(output_uri) if store else open_storage(output_uri)
     planned = stream_plan(
-        input_pages(source),
+        manifest_pages(manifest, source) if manifest else input_pages(source),
         target,
         shard_size=shard_size,
         max_shards=max_shards,
@@ -151,8 +154,9 @@ def prepare_run(
         store=store,
     )
     if not planned.refs:
+        what, where = ("--manifest", manifest) if manifest else ("--input", input_uri)
         raise ConfigError(
-            "--input", input_uri, "at least one object", "point --input at the folder/prefix that holds the images"
+            what, where, "at least one object", "point --input at the folder/prefix that holds the images"
         )
     layout = planned.layout
     images = sum(r.images for r in planned.refs)
