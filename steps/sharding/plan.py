@@ -162,10 +162,11 @@ def plan_layout(
 ) -> ShardLayout:
     """Choose the shards for keys counted in ``counts``; ``width`` 0 chooses it from the count.
 
-    When the target needs more prefixes than ``max_shards``, contiguous prefixes are packed into
-    ``max_shards`` ranges (and the reason says so): a fan-out of 100 tasks, not a fall back to
-    16. ``starts`` reuses the ranges of an earlier plan, so a rerun's shards line up with it. A
-    forced width that gives more than ``max_shards`` shards is an error.
+    When the chosen width gives more prefixes than ``max_shards``, contiguous prefixes are packed
+    into as many ranges as the target needs, at most ``max_shards`` (and the reason says so): a
+    fan-out of 100 tasks, not a fall back to 16. ``starts`` reuses the ranges of an earlier plan,
+    so a rerun's shards line up with it. A forced width that gives more than ``max_shards`` shards
+    is an error.
     """
     if target_size < 1:
         raise ConfigError("shard size", target_size, "at least 1 image per shard", "pass --shard-size 1500")
@@ -201,13 +202,20 @@ def plan_layout(
             target_size,
             f"prefix width {wanted} keeps shards at or under ~{target_size} images",
         )
-    packed = pack_starts(groups, max_shards, wanted)
+    # As many ranges as the target needs (so shards do not shrink below it), at most max_shards.
+    packed = pack_starts(groups, min(max_shards, math.ceil(counts.total / target_size)), wanted)
     ranges = _packed_ranges(counts, wanted, packed)
-    reason = (
-        f"prefix width {wanted}, {len(groups)} prefixes packed into {len(ranges)} ranges to stay within "
-        f"--max-shards {max_shards}, so shards average {counts.total // len(ranges)} images (target {target_size}); "
-        "raise --max-shards and Metaflow's `run --max-num-splits` for smaller shards"
-    )
+    if len(packed) < max_shards:
+        reason = (
+            f"prefix width {wanted}, {len(groups)} prefixes packed into {len(ranges)} ranges of ~{target_size} images"
+        )
+    else:
+        reason = (
+            f"prefix width {wanted}, {len(groups)} prefixes packed into {len(ranges)} ranges to stay within "
+            f"--max-shards {max_shards}, so shards average {counts.total // len(ranges)} images "
+            f"(target {target_size}); "
+            "raise --max-shards and Metaflow's `run --max-num-splits` for smaller shards"
+        )
     return ShardLayout(wanted, ranges, target_size, reason, packed)
 
 

@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from steps.cost.throughput import ImageCost
 from steps.errors import ConfigError
 from steps.io.storage import ObjectInfo, Storage, is_s3, open_storage
 from steps.io.validation import check_input, check_output, check_positive
@@ -16,6 +17,7 @@ from steps.sharding.inputs import input_pages
 from steps.sharding.inventory import manifest_pages
 from steps.sharding.plan import PrefixCounts, ShardLayout, cell_of, plan_layout
 from steps.sharding.plan_store import ShardRef, stored_layout, write_layout, write_shard_keys
+from steps.sharding.sizing import Sizing
 from steps.sharding.spill import KeySpill
 
 
@@ -28,6 +30,11 @@ class RunPlan:
     images: int
     input_bytes: int
     shards: list[ShardRef]
+    largest_task_minutes: float | None = None  # estimated, from the flow's per-image cost
+
+    @property
+    def largest_shard(self) -> int:
+        return max((s.images for s in self.shards), default=0)
 
     def describe(self) -> dict:
         """What people see as the ``shard_plan`` artifact."""
@@ -41,6 +48,7 @@ class RunPlan:
             "prefix_width": self.width,
             "smallest_shard": min(sizes, default=0),
             "largest_shard": max(sizes, default=0),
+            "largest_task_minutes": self.largest_task_minutes,
             "reason": self.reason,
         }
 
@@ -53,7 +61,7 @@ def _within(inner: str, outer: str) -> bool:
 
 
 def layout_for_output(
-    target: Storage, counts: PrefixCounts, shard_size: int, max_shards: int, prefix_width: int
+    target: Storage, counts: PrefixCounts, sizing: Sizing, max_shards: int, prefix_width: int
 ) -> ShardLayout:
     """Choose shards; an output written before keeps its layout (prefix width and ranges).
 
@@ -61,7 +69,9 @@ def layout_for_output(
     """
     earlier = stored_layout(target)
     if earlier is None:
-        return plan_layout(counts, shard_size, max_shards, prefix_width)
+        layout = plan_layout(counts, sizing.target_images(), max_shards, prefix_width)
+        sizing.check_fanout(layout, counts.total, max_shards)
+        return layout
     width, starts = earlier
     if prefix_width not in (0, width):
         raise ConfigError(
@@ -71,7 +81,7 @@ def layout_for_output(
             "pass --prefix-width 0 to continue that output, or write to a new --output",
         )
     log(f"keeping prefix width {width} of the earlier run into {target.uri}")
-    return plan_layout(counts, shard_size, max_shards, width, starts)
+    return plan_layout(counts, sizing.target_images(), max_shards, width, starts)
 
 
 @dataclass(frozen=True)
@@ -85,7 +95,7 @@ def stream_plan(
     pages: Iterable[list[ObjectInfo]],
     target: Storage,
     *,
-    shard_size: int,
+    sizing: Sizing,
     max_shards: int,
     prefix_width: int,
     threads: int,
@@ -108,8 +118,8 @@ def stream_plan(
                     counts.add(cell_of(obj.key))
                     input_bytes += obj.size
         if not counts.total:
-            return StreamedPlan(plan_layout(counts, shard_size, max_shards), [], 0)
-        layout = layout_for_output(target, counts, shard_size, max_shards, prefix_width)
+            return StreamedPlan(plan_layout(counts, sizing.target_images(), max_shards), [], 0)
+        layout = layout_for_output(target, counts, sizing, max_shards, prefix_width)
         if not store:
             return StreamedPlan(
                 layout, [ShardRef(r.name, r.images, plan_keys_key(r.name)) for r in layout.ranges], input_bytes
@@ -127,11 +137,14 @@ def prepare_run(
     max_shards: int,
     prefix_width: int,
     threads: int,
+    task_minutes: float = 10.0,
+    cost: ImageCost | None = None,
     manifest: str = "",
     store: bool = True,
 ) -> RunPlan:
     """Validate locations, list the input in parallel, plan shards and store each shard's key
-    list (``stream_plan``). A ``manifest`` (an S3 Inventory manifest.json or a key list, see
+    list (``stream_plan``). ``shard_size`` 0 sizes shards by ``task_minutes`` of ``cost``
+    (``steps.sharding.sizing``). A ``manifest`` (an S3 Inventory manifest.json or a key list, see
     ``steps.sharding.inventory``) names the input keys instead of the listing. ``store=False``
     (``spot-batch plan``) writes nothing, not even the write probe under the output."""
     check_positive("--threads", threads)
@@ -144,10 +157,11 @@ def prepare_run(
         )
     source = check_input(input_uri)
     target = check_output(output_uri) if store else open_storage(output_uri)
+    sizing = Sizing(shard_size, task_minutes, cost)
     planned = stream_plan(
         manifest_pages(manifest, source) if manifest else input_pages(source),
         target,
-        shard_size=shard_size,
+        sizing=sizing,
         max_shards=max_shards,
         prefix_width=prefix_width,
         threads=threads,
@@ -160,4 +174,6 @@ def prepare_run(
         )
     layout = planned.layout
     images = sum(r.images for r in planned.refs)
-    return RunPlan(source.uri, target.uri, layout.width, layout.reason, images, planned.input_bytes, planned.refs)
+    reason = sizing.explain(layout)
+    minutes = sizing.largest_minutes(layout)
+    return RunPlan(source.uri, target.uri, layout.width, reason, images, planned.input_bytes, planned.refs, minutes)

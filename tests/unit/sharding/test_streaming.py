@@ -15,6 +15,7 @@ from steps.layout import PLAN_LAYOUT_KEY
 from steps.sharding.plan import plan_shards
 from steps.sharding.plan_store import read_shard_keys
 from steps.sharding.planning import prepare_run, stream_plan
+from steps.sharding.sizing import Sizing
 
 
 def sha_names(count: int, start: int = 0) -> list[str]:
@@ -36,7 +37,7 @@ def written_plan(output: Path, refs) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize(("shard_size", "max_shards"), [(10_000, 100), (40, 100), (10, 20)])
 def test_streamed_plan_equals_the_in_memory_plan(tmp_path: Path, shard_size: int, max_shards: int) -> None:
-    names = sha_names(400) + ["holiday/IMG_0001.JPG", "IMG 2.png", "odd\nname.jpg", "ünï/cödé.jpg"]
+    names = [*sha_names(400), "holiday/IMG_0001.JPG", "IMG 2.png", "odd\nname.jpg", "ünï/cödé.jpg"]
     source = make_input(tmp_path / "in", names)
     run = prepare_run(
         str(source), str(tmp_path / "out"), shard_size=shard_size, max_shards=max_shards, prefix_width=0, threads=4
@@ -95,7 +96,7 @@ def test_planner_memory_is_bounded_by_shards_not_by_the_dataset(tmp_path: Path) 
     planned = stream_plan(
         generated_pages(count),
         LocalStorage(tmp_path / "out"),
-        shard_size=500,
+        sizing=Sizing(500),
         max_shards=256,
         prefix_width=0,
         threads=2,
