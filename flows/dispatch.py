@@ -21,6 +21,7 @@ input, output and pathspec, and the card shows both.
 import time
 import tomllib
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from cards import render
@@ -31,7 +32,7 @@ from steps.cost.placement import batch_settings, data_region, input_sizes
 from steps.errors import ConfigError
 from steps.progress import log
 from steps.report import Report, Table
-from steps.sharding.summary import headline, merge_summaries
+from steps.sharding.summary import RunSummary
 
 ROOT = Path(__file__).resolve().parent.parent
 PREPROCESS = str(ROOT / "flows" / "preprocess.py")
@@ -113,11 +114,14 @@ class DispatchFlow(FlowSpec):
     def join(self, inputs):
         self.merge_artifacts(inputs, include=["started_at"])
         self.region_runs = sorted((i.region_run for i in inputs), key=lambda r: (r["region"], r["input"]))
-        self.summary = merge_summaries([r["summary"] for r in self.region_runs], time.time() - self.started_at)
+        summaries = [RunSummary.from_artifact(r["summary"]) for r in self.region_runs]
+        # Regional runs ran side by side: throughput is over the dispatch's whole wall time.
+        merged = replace(sum(summaries, RunSummary()), seconds=time.time() - self.started_at)
+        self.summary = merged.to_artifact()
         render(
             Report(
                 "Multi-region preprocessing",
-                headline("Preprocessed", self.summary, "one output per region"),
+                merged.headline("Preprocessed", "one output per region"),
                 [
                     Table(
                         "Regional runs",
@@ -128,13 +132,13 @@ class DispatchFlow(FlowSpec):
                                 r["input"],
                                 r["gb"],
                                 r["output"],
-                                r["summary"]["images"],
-                                r["summary"]["processed"],
-                                r["summary"]["rejected"],
-                                r["summary"]["seconds"],
+                                s.images,
+                                s.processed,
+                                s.rejected,
+                                round(s.seconds, 1),
                                 r["run"],
                             ]
-                            for r in self.region_runs
+                            for r, s in zip(self.region_runs, summaries, strict=True)
                         ],
                     ),
                 ],
@@ -144,7 +148,8 @@ class DispatchFlow(FlowSpec):
 
     @step
     def end(self):
-        log(headline("Preprocessed", self.summary, ", ".join(r["output"] for r in self.region_runs)))
+        outputs = ", ".join(r["output"] for r in self.region_runs)
+        log(RunSummary.from_artifact(self.summary).headline("Preprocessed", outputs))
         log(f"per-region runs: {', '.join(r['run'] for r in self.region_runs)}")
 
 

@@ -5,32 +5,30 @@
 
 ``--model``: ``latest`` (the newest successful TrainFlow run's ``model_uri``), a TrainFlow model
 URI, a TorchScript file, or ``torchvision:<arch>:<local weights file>`` (see
-steps/model_loading.py). Output: ``<output>/predictions/<shard>/part-NNNNN.parquet``, read with
-``python -m steps.predictions OUTPUT``. A retried shard skips its committed parts; a rerun into
+steps/models/loading.py). Output: ``<output>/predictions/<shard>/part-NNNNN.parquet``, read with
+``spot-batch predictions OUTPUT``. A retried shard skips its committed parts; a rerun into
 the same output skips finished shards.
 """
 
-import time
 import tomllib
 from dataclasses import asdict
 
 from cards import render
-from fanout import plan_fanout, record_region_choice, sharding_parameters
-from metaflow import Config, FlowSpec, Parameter, card, config_expr, package_sources, resources, retry, step
+from metaflow import Config, Parameter, card, config_expr, package_sources, resources, retry, step
+from sharded import ShardedFlow
 from spot_guard import spot_guard
 
 from steps.config_files import config_file
 from steps.errors import ConfigError
 from steps.inference.predictions import Scores, load_labels
-from steps.inference.report import Sample, build_report, inference_headline, inference_summary, shard_scores
+from steps.inference.report import Sample, build_report, shard_scores
 from steps.inference.shard import infer_shard
 from steps.io.storage import open_storage
 from steps.io.validation import check_positive
-from steps.layout import LABELS_FILE
 from steps.models.loading import MODEL_FORMS, class_names_for, load_model
 from steps.progress import log
 from steps.sharding.plan_store import read_shard_keys
-from steps.sharding.summary import ShardStats, shard_stats, with_cost
+from steps.sharding.summary import RunSummary, shard_stats
 
 LATEST = "latest"
 
@@ -58,28 +56,18 @@ def latest_model_uri() -> str:
 
 # config/ travels in the code package too, so remote tasks can read it like a local run.
 @package_sources("../config", suffixes=[".toml"])
-class InferFlow(FlowSpec):
+class InferFlow(ShardedFlow):
     """Batched inference on spot GPUs: one Parquet row per image, each chunk committed once."""
 
-    regions = Config("regions", default=config_file("regions.toml"), parser=tomllib.loads)
-    prices = Config("prices", default=config_file("prices.toml"), parser=tomllib.loads)
+    VERB = "Predicted"
+
     config = Config("config", default=config_file("infer.toml"), parser=tomllib.loads)
 
-    input_uri = Parameter("input", required=True, help="Directory or s3://bucket/prefix of images.")
-    output_uri = Parameter("output", required=True, help="Directory or s3://bucket/prefix for predictions.")
     model_spec = Parameter("model", default=config_expr("config.model"), help=f"latest, or {MODEL_FORMS}.")
     batch_size = Parameter(
         "batch-size", type=int, default=config_expr("config.batch_size"), help="Images per forward pass."
     )
-    chunk_size = Parameter(
-        "chunk-size",
-        type=int,
-        default=config_expr("config.chunk_size"),
-        help="Images per committed Parquet part (a spot loss costs at most one).",
-    )
     top_k = Parameter("top-k", type=int, default=config_expr("config.top_k"), help="Labels and scores kept per image.")
-    prefix_width, shard_size, max_shards = sharding_parameters()
-    threads = Parameter("threads", type=int, default=config_expr("config.threads"), help="Read threads per shard.")
     workers = Parameter(
         "workers",
         type=int,
@@ -93,30 +81,21 @@ class InferFlow(FlowSpec):
         help="Ready batches queued ahead of the model.",
     )
 
-    @step
-    def start(self):
-        self.started_at = time.time()
-        for name in ("--batch-size", "--chunk-size", "--top-k", "--workers", "--prefetch"):
+    def check_settings(self) -> None:
+        """Also loads the model once, so a bad ``--model`` fails here, before any fan-out."""
+        super().check_settings()
+        for name in ("--batch-size", "--top-k", "--workers", "--prefetch"):
             check_positive(name, getattr(self, name[2:].replace("-", "_")))
         self.model_uri = latest_model_uri() if self.model_spec == LATEST else self.model_spec
         loaded = load_model(self.model_uri)
         loaded.class_names = class_names_for(loaded)
         self.model = loaded.identity()
         log(f"model {self.model_uri}: {loaded.kind} {loaded.architecture}, {len(loaded.class_names)} classes")
-        plan_fanout(self)
-        self.next(self.select_region)
-
-    @card(type="blank", id="region")
-    @step
-    def select_region(self):
-        """Rank regions x instance types for this run's data and size; record the choice."""
-        record_region_choice(self)
-        self.next(self.predict_shard, foreach="shards")
 
     @resources(gpu=config.resources.gpu, cpu=config.resources.cpu, memory=config.resources.memory)
     @retry(times=config.retry.times, minutes_between_retries=config.retry.minutes_between_retries)
     @step
-    def predict_shard(self):
+    def process_shard(self):
         source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
         with spot_guard() as stop:
             result = infer_shard(
@@ -144,42 +123,31 @@ class InferFlow(FlowSpec):
     @card(type="blank", id="report")
     @step
     def join(self, inputs):
-        self.merge_artifacts(
-            inputs, include=["started_at", "shard_plan", "model", "model_uri", "instance_type", "spot_price"]
-        )
+        stats = self.merge_shards(inputs)
+        self.merge_artifacts(inputs, include=["model", "model_uri"])
         done = sorted(inputs, key=lambda i: i.shard_stats["name"])
-        stats = [ShardStats(**i.shard_stats) for i in done]
-        scores = sum((Scores.from_dict(i.scores) for i in done), Scores())
-        labelled = scores.accuracy() if open_storage(self.input_uri).exists(LABELS_FILE) else None
-        self.summary = with_cost(
-            inference_summary(
-                stats,
-                [i.model_seconds for i in done],
-                [i.device for i in done],
-                time.time() - self.started_at,
-                labelled,
-            ),
-            self.instance_type,
-            self.spot_price,
+        scores = [Scores.from_dict(i.scores) for i in done]
+        summary = self.finish_summary(
+            sum(
+                (
+                    RunSummary.of_shard(s, i.device, i.model_seconds, score.labelled, score.correct)
+                    for s, i, score in zip(stats, done, scores, strict=True)
+                ),
+                RunSummary(),
+            )
         )
-        self.rejects = [{"key": k, "reason": r} for s in stats for k, r in s.rejects]
-        log(f"merged {len(stats)} shards: {self.summary['predicted']} predicted, {self.summary['rejected']} rejected")
         render(
             build_report(
                 stats,
-                self.summary,
+                summary,
                 model=self.model,
-                scores=scores,
+                scores=sum(scores, Scores()),
                 samples=[Sample(**x) for i in done for x in i.samples],
                 source=open_storage(self.input_uri),
                 output=self.output_uri,
             )
         )
         self.next(self.end)
-
-    @step
-    def end(self):
-        log(inference_headline(self.summary, self.output_uri))
 
 
 if __name__ == "__main__":

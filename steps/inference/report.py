@@ -1,5 +1,4 @@
-"""InferFlow's run summary and report card.
-"""
+"""InferFlow's report card: totals, model, throughput, labels, sample predictions, shards, rejects."""
 
 from __future__ import annotations
 
@@ -14,48 +13,10 @@ from steps.inference.predictions import Scores, score
 from steps.io.storage import Storage
 from steps.report import Chart, Images, Report, Table, bar_chart_png
 from steps.sharding.report import rejects_table, shard_table, throughput_chart, totals_table
-from steps.sharding.summary import ShardStats, summarize
+from steps.sharding.summary import RunSummary, ShardStats
 
 SAMPLE_IMAGES = 6
 
-
-def inference_summary(
-    stats: Sequence[ShardStats],
-    model_seconds: Sequence[float],
-    devices: Sequence[str],
-    seconds: float,
-    scores: dict | None,
-) -> dict:
-    """The ``summary`` artifact. ``gpu_seconds`` is what a GPU was held for (task time of shards
-    processed on CUDA, what spot instances bill); ``model_seconds`` is how much of it the model
-    was busy (transfer + forward + top-k), so their ratio is the GPU utilisation."""
-    summary = {("predicted" if k == "processed" else k): v for k, v in summarize(stats, seconds).items()}
-    gpu_seconds = sum(s.seconds for s, d in zip(stats, devices, strict=True) if not s.skipped and d.startswith("cuda"))
-    summary.update(
-        model_seconds=round(sum(model_seconds), 2),
-        gpu_seconds=round(gpu_seconds, 2),
-        devices=", ".join(sorted(set(devices))),
-    )
-    if scores is not None:
-        summary.update(scores)
-    return summary
-
-
-def inference_headline(summary: dict, output: str) -> str:
-    """One human sentence for the end of a run."""
-    skipped = summary["skipped_shards"]
-    reuse = f"; {skipped} of {summary['shards']} shards were already complete and skipped" if skipped else ""
-    scored = (
-        f", accuracy {summary['accuracy']:.1%} on {summary['labelled']} labelled images"
-        if summary.get("accuracy") is not None
-        else ""
-    )
-    return (
-        f"Predicted {summary['images']} images in {summary['seconds']:.1f} s ({summary['images_per_second']:.1f} "
-        f"images/s this run; model busy {summary['model_seconds']:.1f} s on {summary['devices'] or 'no device'}, "
-        f"{summary['gpu_seconds']:.1f} GPU-seconds): {summary['predicted']} predicted, {summary['rejected']} "
-        f"rejected{scored}, {summary['shards']} shards{reuse}. Output: {output}"
-    )
 
 
 @dataclass(frozen=True)
@@ -81,7 +42,7 @@ def shard_scores(
 
 def build_report(
     stats: Sequence[ShardStats],
-    summary: dict,
+    summary: RunSummary,
     *,
     model: dict,
     scores: Scores,
@@ -90,7 +51,7 @@ def build_report(
     output: str,
 ) -> Report:
     """The card: totals, model, throughput, label histogram, sample predictions, shards, rejects."""
-    report = Report("InferFlow", inference_headline(summary, output))
+    report = Report("InferFlow", summary.headline("Predicted", output))
     report.sections.append(totals_table(summary))
     report.sections.append(Table("Model", ["field", "value"], [[k, v] for k, v in model.items()]))
     if any(not s.skipped for s in stats):

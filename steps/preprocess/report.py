@@ -10,12 +10,12 @@ from steps.io.storage import Storage
 from steps.layout import edges_key, resized_key
 from steps.report import Images, Report
 from steps.sharding.report import rejects_table, shard_table, throughput_chart, totals_table
-from steps.sharding.summary import ShardStats, headline
+from steps.sharding.summary import RunSummary, ShardStats
 
 
-def build_report(stats: Sequence[ShardStats], summary: dict, source: Storage, target: Storage) -> Report:
+def build_report(stats: Sequence[ShardStats], summary: RunSummary, source: Storage, target: Storage) -> Report:
     """The card of a preprocessing run: totals, per-shard throughput, before/after, rejects."""
-    report = Report("PreprocessFlow", headline("Preprocessed", summary, target.uri))
+    report = Report("PreprocessFlow", summary.headline("Preprocessed", target.uri))
     report.sections.append(totals_table(summary))
     if any(not s.skipped for s in stats):
         report.sections.append(throughput_chart(stats))

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from steps.report import Chart, Table, bar_chart_png
-from steps.sharding.summary import ShardStats
+from steps.sharding.summary import RunSummary, ShardStats
 
 
-def totals_table(summary: dict) -> Table:
+def totals_table(summary: RunSummary) -> Table:
     """The summary as a field/value table: a one-row table of ~20 columns is cut off on screen."""
-    return Table("Totals", ["field", "value"], [[name, value] for name, value in summary.items()])
+    return Table("Totals", ["field", "value"], [[name, value] for name, value in summary.to_artifact().items()])
 
 
 def shard_table(stats: Sequence[ShardStats]) -> Table:

@@ -6,8 +6,7 @@ join merges them into the run summary.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 from steps.sharding.ledger import ShardOutcome
 
@@ -65,59 +64,128 @@ def shard_stats(outcome: ShardOutcome) -> ShardStats:
     )
 
 
-def summarize(stats: Sequence[ShardStats], seconds: float) -> dict:
-    """The ``summary`` artifact: totals over all shards and this run's throughput."""
-    worked = [s for s in stats if not s.skipped]
-    images_this_run = sum(s.images for s in worked)
-    return {
-        "images": sum(s.images for s in stats),
-        "images_this_run": images_this_run,
-        "processed": sum(s.processed for s in stats),
-        "rejected": sum(s.rejected for s in stats),
-        "shards": len(stats),
-        "skipped_shards": len(stats) - len(worked),
-        "reused_chunks": sum(s.reused_chunks for s in stats),
-        "seconds": round(seconds, 2),
-        "task_seconds": round(sum(s.seconds for s in worked), 2),
-        "images_per_second": round(images_this_run / seconds, 2) if seconds > 0 else 0.0,
-    }
+@dataclass(frozen=True)
+class RunSummary:
+    """What a sharded run did, in one typed value: shards add up to a run, runs to a dispatch.
 
-
-def merge_summaries(summaries: Sequence[dict], seconds: float) -> dict:
-    """One ``summary`` over several runs' summaries (e.g. one run per region) that ran side by
-    side for ``seconds`` of wall time: counts add up, throughput is over the whole wall time."""
-    counts = ("images", "images_this_run", "processed", "rejected", "shards", "skipped_shards", "reused_chunks")
-    merged: dict = {name: sum(s[name] for s in summaries) for name in counts}
-    merged["seconds"] = round(seconds, 2)
-    merged["task_seconds"] = round(sum(s["task_seconds"] for s in summaries), 2)
-    merged["images_per_second"] = round(merged["images_this_run"] / seconds, 2) if seconds > 0 else 0.0
-    return merged
-
-
-def with_cost(summary: dict, instance_type: str, spot_price_per_hour: float) -> dict:
-    """Add the estimated spot cost of this run's task time and the $ per million images it implies.
-
-    Task seconds are what instances bill for (start-up excluded: it is amortised over a shard).
+    Counts add; ``seconds`` (wall time) takes the longest, since added parts ran side by side —
+    the join sets the run's own wall time with ``dataclasses.replace``. ``to_artifact()`` is the
+    plain ``summary`` dict the Metaflow UI shows; ``from_artifact`` reads one back (DispatchFlow).
     """
-    cost = summary["task_seconds"] / 3600 * spot_price_per_hour
-    worked = summary["images_this_run"]
-    return {
-        **summary,
-        "instance_type": instance_type,
-        "spot_usd_per_hour": spot_price_per_hour,
-        "estimated_usd": round(cost, 4),
-        "usd_per_million_images": round(cost / worked * 1e6, 2) if worked else None,
-    }
+
+    images: int = 0
+    images_this_run: int = 0  # images of shards processed by this run (not skipped as complete)
+    processed: int = 0
+    rejected: int = 0
+    shards: int = 0
+    skipped_shards: int = 0
+    reused_chunks: int = 0
+    seconds: float = 0.0
+    task_seconds: float = 0.0  # summed task time of processed shards: what instances bill
+    model_seconds: float = 0.0  # inference: time the model was busy (transfer + forward + top-k)
+    gpu_seconds: float = 0.0  # inference: task time of shards that ran on CUDA
+    devices: tuple[str, ...] = ()
+    labelled: int = 0  # inference: predicted images with a ground-truth label
+    correct: int = 0
+    instance_types: tuple[str, ...] = ()
+    estimated_usd: float = 0.0
+
+    @classmethod
+    def of_shard(
+        cls, stats: ShardStats, device: str = "", model_seconds: float = 0.0, labelled: int = 0, correct: int = 0
+    ) -> RunSummary:
+        worked = not stats.skipped
+        return cls(
+            images=stats.images,
+            images_this_run=stats.images if worked else 0,
+            processed=stats.processed,
+            rejected=stats.rejected,
+            shards=1,
+            skipped_shards=0 if worked else 1,
+            reused_chunks=stats.reused_chunks,
+            seconds=stats.seconds if worked else 0.0,
+            task_seconds=stats.seconds if worked else 0.0,
+            model_seconds=model_seconds,
+            gpu_seconds=stats.seconds if worked and device.startswith("cuda") else 0.0,
+            devices=(device,) if device else (),
+            labelled=labelled,
+            correct=correct,
+        )
+
+    def __add__(self, other: RunSummary) -> RunSummary:
+        merged = {}
+        for item in fields(self):
+            mine, theirs = getattr(self, item.name), getattr(other, item.name)
+            if item.name == "seconds":
+                merged[item.name] = max(mine, theirs)
+            elif isinstance(mine, tuple):
+                merged[item.name] = tuple(sorted(set(mine) | set(theirs)))
+            else:
+                merged[item.name] = mine + theirs
+        return RunSummary(**merged)
+
+    def __radd__(self, other: int) -> RunSummary:  # sum() starts from 0
+        return self if other == 0 else NotImplemented
+
+    def priced(self, instance_type: str, usd_per_hour: float) -> RunSummary:
+        """With the estimated cost of this run's task time on ``instance_type`` at ``usd_per_hour``.
+
+        Task seconds are what instances bill for (start-up excluded: it is amortised over a shard).
+        """
+        return replace(self, instance_types=(instance_type,), estimated_usd=self.task_seconds / 3600 * usd_per_hour)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_this_run / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.labelled if self.labelled else None
+
+    @property
+    def usd_per_million_images(self) -> float | None:
+        return self.estimated_usd / self.images_this_run * 1e6 if self.images_this_run and self.estimated_usd else None
+
+    def to_artifact(self) -> dict:
+        """Plain data for the ``summary`` artifact (rounded for people), derived figures included."""
+        plain = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            plain[item.name] = ", ".join(value) if isinstance(value, tuple) else _rounded(value)
+        plain["images_per_second"] = _rounded(self.images_per_second)
+        plain["accuracy"] = None if self.accuracy is None else round(self.accuracy, 4)
+        plain["usd_per_million_images"] = _rounded(self.usd_per_million_images)
+        return plain
+
+    @classmethod
+    def from_artifact(cls, plain: dict) -> RunSummary:
+        values = {item.name: plain[item.name] for item in fields(cls)}
+        for name in ("devices", "instance_types"):
+            values[name] = tuple(part for part in values[name].split(", ") if part)
+        return cls(**values)
+
+    def headline(self, verb: str, output: str) -> str:
+        """One human sentence for the end of a run, e.g. ``verb`` = "Preprocessed" or "Predicted"."""
+        reuse = (
+            f"; {self.skipped_shards} of {self.shards} shards were already complete and skipped"
+            if self.skipped_shards
+            else ""
+        )
+        busy = (
+            f"; model busy {self.model_seconds:.1f} s on {', '.join(self.devices)}, {self.gpu_seconds:.1f} GPU-seconds"
+            if self.devices
+            else ""
+        )
+        accuracy = self.accuracy
+        scored = f", accuracy {accuracy:.1%} on {self.labelled} labelled images" if accuracy is not None else ""
+        cost = self.usd_per_million_images
+        priced = f" ≈ ${cost:,.2f} per million images on {', '.join(self.instance_types)} spot" if cost else ""
+        return (
+            f"{verb} {self.images} images in {self.seconds:.1f} s ({self.images_per_second:.1f} images/s this run"
+            f"{busy}): {self.processed} ok, {self.rejected} rejected{scored}, {self.shards} shards{reuse}{priced}. "
+            f"Output: {output}"
+        )
 
 
-def headline(verb: str, summary: dict, output: str) -> str:
-    """One human sentence for the end of a run."""
-    skipped = summary["skipped_shards"]
-    reuse = f"; {skipped} of {summary['shards']} shards were already complete and skipped" if skipped else ""
-    cost = summary.get("usd_per_million_images")
-    priced = f" ≈ ${cost:,.2f} per million images on {summary['instance_type']} spot" if cost else ""
-    return (
-        f"{verb} {summary['images']} images in {summary['seconds']:.1f} s "
-        f"({summary['images_per_second']:.1f} images/s this run): {summary['processed']} ok, "
-        f"{summary['rejected']} rejected, {summary['shards']} shards{reuse}{priced}. Output: {output}"
-    )
+def _rounded(value: float | int | None) -> float | int | None:
+    return round(value, 4) if isinstance(value, float) else value

@@ -113,7 +113,7 @@ CASES = [
     Case("preprocess", "process_shard", r"_ledger/.+/chunk-00001\.parquet$", ("--threads", "2", "--chunk-size", "1")),
     Case(
         "infer",
-        "predict_shard",
+        "process_shard",
         r"predictions/.+/part-00001\.parquet$",
         ("--chunk-size", "2", "--batch-size", "2", "--workers", "1", "--threads", "1"),
     ),

@@ -235,7 +235,7 @@ def test_sigkilled_inference_is_retried_to_identical_predictions(
         "--model",
         model_file,
         *INFER_ONE_SHARD,
-        step="predict_shard",
+        step="process_shard",
         ready=ready,
     )
     assert killed, f"the task finished before the kill point {point!r}"

@@ -75,15 +75,15 @@ def test_latest_model_with_a_killed_shard_then_a_rerun_that_skips(sample_dir: Pa
         "--model",
         "latest",
         *FAST,
-        step="predict_shard",
+        step="process_shard",
         ready=lambda: any((output / "predictions" / "all").glob("part-*.parquet")),
     )
     assert killed, "the shard finished before the kill"
     assert first.ok, first.output[-3000:]
     run = first.client_run()
-    assert run["predict_shard"].task.current_attempt == 1
+    assert run["process_shard"].task.current_attempt == 1
     summary = run.data.summary
-    assert (summary["images"], summary["predicted"], summary["rejected"]) == (54, 51, 3)
+    assert (summary["images"], summary["processed"], summary["rejected"]) == (54, 51, 3)
     assert summary["reused_chunks"] >= 1 and summary["labelled"] == 51 and 0 <= summary["accuracy"] <= 1
     assert run.data.model["uri"] == bundle and run.data.model["type"] == "bundle"
     assert "Predicted 54 images" in first.output and "accuracy" in first.output
@@ -157,4 +157,4 @@ def test_bad_model_fails_in_start_with_one_line(sample_dir: Path, tmp_path: Path
     )
     assert not result.ok
     assert fill(message) in result.output
-    assert "predict_shard" not in result.output  # failed in start, before any fan-out
+    assert "process_shard" not in result.output  # failed in start, before any fan-out
