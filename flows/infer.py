@@ -60,6 +60,7 @@ class InferFlow(ShardedFlow):
     """Batched inference on spot GPUs: one Parquet row per image, each chunk committed once."""
 
     VERB = "Predicted"
+    THROUGHPUT_FLOW = "infer"
 
     config = Config("config", default=config_file("infer.toml"), parser=tomllib.loads)
 

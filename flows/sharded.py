@@ -19,6 +19,7 @@ from metaflow import Config, FlowSpec, Parameter, card, config_expr, step
 from steps.config_files import config_file
 from steps.cost.placement import choose_region
 from steps.cost.prices import load_prices
+from steps.cost.throughput import image_cost
 from steps.io.validation import check_positive
 from steps.progress import log
 from steps.sharding.planning import prepare_run
@@ -30,12 +31,29 @@ class ShardedFlow(FlowSpec):
 
     regions = Config("regions", default=config_file("regions.toml"), parser=tomllib.loads)
     prices = Config("prices", default=config_file("prices.toml"), parser=tomllib.loads)
+    # Per-image cost of each flow's shard step: what --task-minutes turns into images per shard.
+    throughput = Config("throughput", default=config_file("throughput.toml"), parser=tomllib.loads)
+    THROUGHPUT_FLOW = "preprocess"  # the throughput.toml section of this flow
 
     input_uri = Parameter("input", required=True, help="Directory or s3://bucket/prefix of images.")
     output_uri = Parameter("output", required=True, help="Directory or s3://bucket/prefix for results.")
     prefix_width = Parameter("prefix-width", type=int, default=0, help="Hex prefix characters per shard; 0 = auto.")
     shard_size = Parameter(
-        "shard-size", type=int, default=config_expr("config.shard_size"), help="Target images per shard (auto width)."
+        "shard-size",
+        type=int,
+        default=config_expr("config.shard_size"),
+        help="Target images per shard (auto width); 0 = as many as one task does in --task-minutes.",
+    )
+    task_minutes = Parameter(
+        "task-minutes",
+        type=float,
+        default=config_expr("config.task_minutes"),
+        help="Target minutes of work per shard task, at the per-image cost in config/throughput.toml.",
+    )
+    manifest = Parameter(
+        "manifest",
+        default="",
+        help="S3 Inventory manifest.json or key list (text/CSV/Parquet, local or s3://) naming the input keys.",
     )
     max_shards = Parameter(
         "max-shards",
@@ -67,6 +85,9 @@ class ShardedFlow(FlowSpec):
             max_shards=self.max_shards,
             prefix_width=self.prefix_width,
             threads=self.threads,
+            task_minutes=self.task_minutes,
+            cost=image_cost(self.throughput, self.THROUGHPUT_FLOW, vcpus=self.config.resources.cpu),
+            manifest=self.manifest,
         )
         self.shard_plan = plan.describe()
         # Plain dicts, not ShardRef: the Metaflow UI and notebooks can show them without this package.

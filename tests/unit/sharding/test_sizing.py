@@ -28,7 +28,7 @@ def test_the_shipped_figures_resolve_per_task() -> None:
     infer = image_cost(config, "infer")
     assert infer.basis == config["infer"]["instance_type"]
     assert image_cost(config, "infer", instance_type="g6.xlarge").ms_per_image == 1.0
-    with pytest.raises(ConfigError, match="instance type 'p9.huge'"):
+    with pytest.raises(ConfigError, match=r"instance type 'p9\.huge'"):
         image_cost(config, "infer", instance_type="p9.huge")
 
 
