@@ -15,6 +15,7 @@ listed as a key itself, so reading it later makes it a reported reject with its 
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import string
@@ -154,18 +155,23 @@ def _hex_like(names: list[str]) -> bool:
     return bool(names) and hexed >= 0.9 * len(names)
 
 
-def _split_width(last_name: str) -> int:
-    """How finely to cut a hex keyspace: a first page of 1,000 keys that reached ``last_name``
-    estimates the total, aiming at tens of pages per range, 16 to 4,096 ranges."""
-    covered = (int(last_name[:4], 16) + 1) / 16**4 if all(c in _HEX for c in last_name[:4]) else 1.0
-    pages = 1 / covered
-    return 1 if pages <= 256 else 2 if pages <= 65_536 else 3
+def range_starts(within: str, last: str, threads: int) -> list[str]:
+    """Starts of key ranges covering everything under ``within`` after ``last``, the last key of
+    a first page of hex-named keys. Where that page ended estimates how many pages are left, and
+    the rest of the hex keyspace is cut into about 1.25 ranges a page (at least ``threads``, at
+    most 4,096), so most ranges take one LIST and all of them run at once where threads allow."""
+    cell = int(last[len(within) :][:4], 16)
+    left = 16**4 - 1 - cell
+    pages_left = left / (cell + 1)
+    count = min(max(threads, math.ceil(1.25 * pages_left)), 4096, left)
+    cells = sorted({cell + 1 + j * left // count for j in range(1, count)})
+    # last + "\0" is the first string after ``last``; ``within + "g"`` is past every hex name.
+    return [last + "\0", *(within + f"{c:04x}" for c in cells), within + "g"]
 
 
-def hex_boundaries(prefix: str, width: int) -> list[str]:
-    """Range starts cutting everything under ``prefix`` at each ``width``-hex-digit prefix:
-    ``prefix`` itself, ``prefix+"00…"`` … ``prefix+"ff…"``, then ``prefix+"g"`` (everything after)."""
-    return [prefix] + [prefix + f"{i:0{width}x}" for i in range(16**width)] + [prefix + "g"]
+def _start_after(lo: str) -> str:
+    """A ``StartAfter`` just below ``lo``: ``lo`` minus one on its last character, then the top."""
+    return lo[:-1] if lo[-1] == "\0" else lo[:-1] + chr(ord(lo[-1]) - 1) + _AFTER_EVERYTHING
 
 
 def s3_pages(client: Any, bucket: str, root: str, prefix: str, threads: int) -> Iterator[Page]:
@@ -179,8 +185,8 @@ def s3_pages(client: Any, bucket: str, root: str, prefix: str, threads: int) -> 
 
         def run(add: Callable[[Task], None]) -> Iterator[Page]:
             args = {"Bucket": bucket, "Prefix": within, "MaxKeys": PAGE}
-            if lo > within:  # start just below lo: lo minus one on its last character, then the top
-                args["StartAfter"] = lo[:-1] + chr(ord(lo[-1]) - 1) + _AFTER_EVERYTHING
+            if lo > within:
+                args["StartAfter"] = _start_after(lo)
             while True:
                 reply = client.list_objects_v2(**args)
                 contents = reply.get("Contents", [])
@@ -202,11 +208,15 @@ def s3_pages(client: Any, bucket: str, root: str, prefix: str, threads: int) -> 
                 yield page_of(contents)
                 return
             names = [o["Key"][len(within) :] for o in contents]
-            if _hex_like(names) or depth >= 2:
-                width = _split_width(names[-1]) if _hex_like(names) else 1
-                starts = hex_boundaries(within, width)
+            if _hex_like(names) and all(c in _HEX for c in names[-1][:4]) and len(names[-1]) >= 4:
+                yield page_of(contents)  # the probe's keys are done; ranges cover what is after them
+                starts = range_starts(within, contents[-1]["Key"], threads)
                 for lo, hi in zip(starts, [*starts[1:], None], strict=True):
                     add(key_range(within, lo, hi))
+                return
+            if depth >= 2:  # deep and not hex-named: the rest in one sequential range
+                yield page_of(contents)
+                add(key_range(within, contents[-1]["Key"] + "\0", None))
                 return
             yield from _by_directory(within, depth, add)
 
