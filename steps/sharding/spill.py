@@ -67,10 +67,11 @@ class KeySpill:
         return self.directory / f"{bucket:0{BUCKET_WIDTH}x}.jsonl"
 
     def _read_bucket(self, bucket: int) -> Iterator[tuple[int, str]]:
+        """A bucket's keys: what was appended to its file, then what is still buffered (a
+        dataset that fits in the buffer never touches the disk)."""
         path = self._bucket_path(bucket)
-        if not path.exists():
-            return
-        for line in path.read_bytes().splitlines():
+        lines = path.read_bytes().splitlines() if path.exists() else []
+        for line in (*lines, *self._buffers.pop(bucket, ())):
             yield int(line[:MAX_WIDTH], 16), json.loads(line[MAX_WIDTH:])
 
     def shard_keys(self, ranges: Sequence[ShardRange]) -> Iterator[tuple[ShardRange, list[str]]]:
@@ -79,7 +80,6 @@ class KeySpill:
         A range is yielded as soon as the last bucket it overlaps has been read, so only the
         ranges overlapping the current bucket are held.
         """
-        self.flush()
         firsts = [r.first for r in ranges]
         open_keys: dict[int, set[str]] = {}
         done = 0
