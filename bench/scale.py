@@ -1,18 +1,19 @@
 """Planning at scale: streaming planner vs the in-memory one on local disk; parallel S3 listing vs
 the sequential paginator behind simulated latency.
 
-    .venv/bin/python bench/scale.py [--local 10000,100000,1000000] [--s3 20000] [--latency-ms 20]
+    .venv/bin/python bench/scale.py [--local 10000,100000,1000000] [--s3 20000] [--latency-ms 20,200]
 
 Local: N empty files with sha256 names; each planner runs in its own process (so its peak RSS is
 its own) and plans like ``start`` does (shards sized by --task-minutes, key lists written):
 ours is ``prepare_run`` (parallel scandir, counts + spill, shards written as they complete);
 the baseline is what main did before (a sorted list of every object, ``plan_shards`` in memory).
 
-S3: N keys in a moto server in its own process, first as it is, then behind
-``bench/s3server.py``'s proxy adding ``--latency-ms`` to every request. moto re-sorts the whole
-bucket on every LIST (O(N) per page), which real S3 does not: the "moto as is" rows measure that
-cost alone, so the latency rows minus it is what the latency costs each lister. LIST requests
-and the most in flight at once are counted from botocore's own events.
+S3: moto re-sorts the whole bucket on every LIST (O(N) a page, ~1 s a page at 3,000 keys here),
+which real S3 does not, so moto is measured only at ``--moto-keys`` to show that cost; the
+figures that count come from ``bench/listserver.py`` (N keys, each LIST answered by bisection in
+O(page), in its own process), first as it is, then adding ``--latency-ms`` to every request
+like a real S3 round trip. LIST requests and the most in flight at once are counted from
+botocore's own events.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
@@ -150,27 +153,52 @@ def list_in_ranges(threads: int) -> tuple[float, int, ListCounter]:
     return time.perf_counter() - began, listed, counted
 
 
-def bench_s3(count: int, latency_ms: float, threads: int) -> None:
-    rows, ratios = [], []
-    page_seconds = 0.0
-    for latency in (0.0, latency_ms):
-        setting = f"+{latency:g} ms per request" if latency else "moto as is"
-        with s3_server(latency) as endpoint:
-            os.environ["METAFLOW_S3_ENDPOINT_URL"] = endpoint  # where S3Storage's client goes
-            fill_bucket(endpoint, count)
-            sequential, listed, counted = list_sequentially(endpoint)
-            rows.append((setting, "sequential paginator", sequential, listed, counted.requests, counted.max_in_flight))
-            page_seconds = sequential / max(1, counted.requests)
-            ours, listed, counted = list_in_ranges(threads)
-            label = f"S3Storage.pages, {threads} threads"
-            rows.append((setting, label, ours, listed, counted.requests, counted.max_in_flight))
-            ratios.append(f"{sequential / ours:.1f}x ({setting})")
+@contextmanager
+def list_endpoint(keys: int, latency_ms: float) -> Iterator[str]:
+    """``bench/listserver.py`` in its own process: N keys under in/, LISTs in O(page)."""
+    script = Path(__file__).with_name("listserver.py")
+    process = subprocess.Popen(
+        [sys.executable, str(script), "--keys", str(keys), "--latency-ms", str(latency_ms)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        yield process.stdout.readline().strip()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def measure(setting: str, endpoint: str, threads: int, rows: list) -> float:
+    """Both listers against ``endpoint``; returns sequential / ours and adds their rows."""
+    os.environ["METAFLOW_S3_ENDPOINT_URL"] = endpoint  # where S3Storage's client goes
+    sequential, listed, counted = list_sequentially(endpoint)
+    rows.append((setting, "sequential paginator", sequential, listed, counted.requests, counted.max_in_flight))
+    ours, listed, counted = list_in_ranges(threads)
+    rows.append((setting, f"S3Storage.pages, {threads} threads", ours, listed, counted.requests, counted.max_in_flight))
+    return sequential / ours
+
+
+def bench_s3(count: int, moto_keys: int, latencies_ms: list[float], threads: int) -> None:
+    rows: list = []
+    ratios = []
+    if moto_keys:
+        with s3_server(0.0) as endpoint:
+            fill_bucket(endpoint, moto_keys)
+            ratios.append(f"{measure(f'moto as is, {moto_keys} keys', endpoint, threads, rows):.1f}x (moto)")
+    for latency in (0.0, *latencies_ms):
+        setting = f"O(page) server, {count} keys, +{latency:g} ms"
+        with list_endpoint(count, latency) as endpoint:
+            ratios.append(f"{measure(setting, endpoint, threads, rows):.1f}x (+{latency:g} ms)")
     print_table(["server", "lister", "seconds", "keys", "LIST requests", "most in flight"], rows)
+    sequential_row = rows[-2]
+    page_seconds = sequential_row[2] / max(1, sequential_row[4])
     busy = 1e8 / 1000 * REAL_S3_PAGE_SECONDS  # seconds of LIST pages for 10^8 keys
     print(
         f"s3 10^8:  10^5 pages x {REAL_S3_PAGE_SECONDS} s = {busy / 3600:.1f} h sequential; {threads} ranges at "
         f"once = {busy / threads / 60:.0f} min, 64 = {busy / 64 / 60:.0f} min (ranges cap at 4,096; "
-        f"a page took {page_seconds * 1000:.0f} ms here, +{latency_ms:g} ms latency)"
+        f"a sequential page took {page_seconds * 1000:.0f} ms here at +{latencies_ms[-1]:g} ms)"
     )
     print(f"ratio: listing {', '.join(ratios)} vs the sequential paginator; target >= 8x at 2x10^4 keys, +20 ms")
 
@@ -178,8 +206,9 @@ def bench_s3(count: int, latency_ms: float, threads: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--local", default="10000,100000,1000000", help="local key counts, comma-separated ('' skips)")
-    parser.add_argument("--s3", type=int, default=20_000, help="keys in the S3 bucket (0 skips)")
-    parser.add_argument("--latency-ms", type=float, default=20.0, help="simulated latency per S3 request")
+    parser.add_argument("--s3", type=int, default=20_000, help="keys on the O(page) list server (0 skips S3)")
+    parser.add_argument("--moto-keys", type=int, default=3_000, help="keys in moto, to show its own cost (0 skips)")
+    parser.add_argument("--latency-ms", default="20,200", help="simulated latencies per S3 request, comma-separated")
     parser.add_argument("--threads", type=int, default=16, help="S3 listing threads (the flows' --threads)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -192,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.local:
             bench_local([int(n) for n in args.local.split(",")], Path(scratch))
     if args.s3:
-        bench_s3(args.s3, args.latency_ms, args.threads)
+        bench_s3(args.s3, args.moto_keys, [float(x) for x in args.latency_ms.split(",")], args.threads)
 
 
 if __name__ == "__main__":
