@@ -113,6 +113,7 @@ def local_pages(root: Path, prefix: str, skip: Callable[[str], bool], threads: i
     start = root / prefix if prefix.endswith("/") else root / os.path.dirname(prefix)
     if not start.is_dir():
         return iter(())
+    base = str(root) + os.sep  # entry paths start with it: slicing is much cheaper than Path.relative_to
 
     def scan(directory: Path) -> Task:
         def run(add: Callable[[Task], None]) -> Iterator[Page]:
@@ -123,7 +124,7 @@ def local_pages(root: Path, prefix: str, skip: Callable[[str], bool], threads: i
                         if entry.is_dir(follow_symlinks=False):
                             add(scan(Path(entry.path)))
                         elif not skip(entry.name):
-                            page.append(ObjectInfo(Path(entry.path).relative_to(root).as_posix(), _size(entry)))
+                            page.append(ObjectInfo(entry.path[len(base) :], _size(entry)))
                             if len(page) >= PAGE:
                                 yield [e for e in page if e.key.startswith(prefix)]
                                 page = []

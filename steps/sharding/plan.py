@@ -45,7 +45,11 @@ def shard_prefix(key: str, width: int) -> str:
     if width == 0:
         return ""
     stem = object_stem(key)
-    digest = stem.lower() if _SHA256_NAME.match(stem) else hashlib.sha256(key_stem(key).encode()).hexdigest()
+    digest = (
+        stem.lower()
+        if _SHA256_NAME.match(stem)
+        else hashlib.sha256(key_stem(key).encode(errors="surrogateescape")).hexdigest()
+    )
     return digest[:width]
 
 

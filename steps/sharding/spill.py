@@ -14,22 +14,31 @@ from __future__ import annotations
 import bisect
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from json.encoder import encode_basestring  # the C encoder json.dumps(ensure_ascii=False) uses
 from pathlib import Path
 
 from steps.sharding.plan import MAX_WIDTH, PrefixCounts, ShardRange, cell_of
 
 BUCKET_WIDTH = 3  # 4,096 bucket files: one holds 1/4096 of the keys (24k of 10^8)
 _CELLS_PER_BUCKET = 16 ** (MAX_WIDTH - BUCKET_WIDTH)
+# A local file name that is not valid UTF-8 reaches Python with surrogate escapes: keep its bytes.
+_UNDECODABLE = "surrogateescape"
 
 
 def encode_key(key: str) -> bytes:
     """One key as one line: JSON escapes newlines and every other character that could split it."""
-    return json.dumps(key, ensure_ascii=False).encode() + b"\n"
+    return (encode_basestring(key) + "\n").encode(errors=_UNDECODABLE)
+
+
+def _json_lines(lines: list[str]) -> list[str]:
+    """Parse many JSON-string lines in one call (the C parser, once) instead of one call each."""
+    return json.loads("[" + ",".join(lines) + "]") if lines else []
 
 
 def decode_keys(data: bytes) -> list[str]:
-    return [json.loads(line) for line in data.splitlines() if line]
+    # Split on "\n" only: str.splitlines would also split on U+2028 and others JSON leaves raw.
+    return _json_lines([line for line in data.decode(errors=_UNDECODABLE).split("\n") if line])
 
 
 class KeySpill:
@@ -50,7 +59,7 @@ class KeySpill:
         cell = cell_of(key)
         self.counts.add(cell)
         self.input_bytes += size
-        line = f"{cell:04x}".encode() + encode_key(key)
+        line = (f"{cell:04x}" + encode_basestring(key) + "\n").encode(errors=_UNDECODABLE)
         self._buffers.setdefault(cell // _CELLS_PER_BUCKET, []).append(line)
         self._buffered += len(line)
         if self._buffered >= self.buffer_bytes:
@@ -66,13 +75,15 @@ class KeySpill:
     def _bucket_path(self, bucket: int) -> Path:
         return self.directory / f"{bucket:0{BUCKET_WIDTH}x}.jsonl"
 
-    def _read_bucket(self, bucket: int) -> Iterator[tuple[int, str]]:
+    def _read_bucket(self, bucket: int) -> Iterable[tuple[int, str]]:
         """A bucket's keys: what was appended to its file, then what is still buffered (a
         dataset that fits in the buffer never touches the disk)."""
         path = self._bucket_path(bucket)
-        lines = path.read_bytes().splitlines() if path.exists() else []
-        for line in (*lines, *self._buffers.pop(bucket, ())):
-            yield int(line[:MAX_WIDTH], 16), json.loads(line[MAX_WIDTH:])
+        data = path.read_bytes() if path.exists() else b""
+        data += b"".join(self._buffers.pop(bucket, ()))
+        lines = [line for line in data.decode(errors=_UNDECODABLE).split("\n") if line]
+        cells = [int(line[:MAX_WIDTH], 16) for line in lines]
+        return zip(cells, _json_lines([line[MAX_WIDTH:] for line in lines]), strict=True)
 
     def shard_keys(self, ranges: Sequence[ShardRange]) -> Iterator[tuple[ShardRange, list[str]]]:
         """Each range (sorted by cell) with its sorted, de-duplicated keys, in range order.

@@ -3,6 +3,7 @@ cannot split a key, reruns keep their layout, and the planner never holds the wh
 
 import hashlib
 import json
+import os
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,3 +108,12 @@ def test_planner_memory_is_bounded_by_shards_not_by_the_dataset(tmp_path: Path) 
     assert sum(r.images for r in planned.refs) == count and len(planned.refs) == 256
     # Holding every key would cost ``all_keys``; the planner holds a buffer and a few shards.
     assert peak < all_keys / 2, (peak, all_keys)
+
+
+def test_keys_json_or_utf8_could_split_stay_whole_and_readable(tmp_path: Path) -> None:
+    source = make_input(tmp_path / "in", ["para\u2028graph.jpg", "cr\rlf.jpg"])
+    os.close(os.open(os.fsencode(source) + b"/not-utf8-\xff.jpg", os.O_CREAT | os.O_WRONLY))
+    run = prepare_run(str(source), str(tmp_path / "out"), shard_size=10, max_shards=10, prefix_width=0, threads=2)
+    keys = written_plan(tmp_path / "out", run.shards)["all"]
+    assert keys == sorted(["para\u2028graph.jpg", "cr\rlf.jpg", os.fsdecode(b"not-utf8-\xff.jpg")])
+    assert all(LocalStorage(source).read(key) in (b"x", b"") for key in keys)
