@@ -63,6 +63,7 @@ class InferFlow(ShardedFlow):
 
     VERB = "Predicted"
     SHARD_FILES = INFER_FILES
+    THROUGHPUT_FLOW = "infer"
 
     config = Config("config", default=config_file("infer.toml"), parser=tomllib.loads)
 

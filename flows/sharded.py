@@ -19,12 +19,13 @@ from threading import Event
 from cards import render
 from clean_errors import configuration_checked
 from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, step
-from parameter_types import POSITIVE, PREFIX_WIDTH
+from parameter_types import NON_NEGATIVE, POSITIVE, POSITIVE_REAL, PREFIX_WIDTH
 from spot_guard import spot_guard
 
 from steps.config_files import config_file
 from steps.cost.placement import choose_region
 from steps.cost.prices import load_prices
+from steps.cost.throughput import image_cost
 from steps.io.storage import Storage, open_storage
 from steps.io.validation import check_output
 from steps.progress import log
@@ -40,6 +41,9 @@ class ShardedFlow(FlowSpec):
 
     regions = Config("regions", default=config_file("regions.toml"), parser=tomllib.loads)
     prices = Config("prices", default=config_file("prices.toml"), parser=tomllib.loads)
+    # Per-image cost of each flow's shard step: what --task-minutes turns into images per shard.
+    throughput = Config("throughput", default=config_file("throughput.toml"), parser=tomllib.loads)
+    THROUGHPUT_FLOW = "preprocess"  # the throughput.toml section of this flow
 
     input_uri = Parameter("input", required=True, help="Directory or s3://bucket/prefix of images.")
     output_uri = Parameter("output", required=True, help="Directory or s3://bucket/prefix for results.")
@@ -48,9 +52,20 @@ class ShardedFlow(FlowSpec):
     )
     shard_size = Parameter(
         "shard-size",
-        type=POSITIVE,
+        type=NON_NEGATIVE,
         default=config_expr("config.shard_size"),
-        help="Target images per shard (auto width).",
+        help="Target images per shard (auto width); 0 = as many as one task does in --task-minutes.",
+    )
+    task_minutes = Parameter(
+        "task-minutes",
+        type=POSITIVE_REAL,
+        default=config_expr("config.task_minutes"),
+        help="Target minutes of work per shard task, at the per-image cost in config/throughput.toml.",
+    )
+    manifest = Parameter(
+        "manifest",
+        default="",
+        help="S3 Inventory manifest.json or key list (text/CSV/Parquet, local or s3://) naming the input keys.",
     )
     max_shards = Parameter(
         "max-shards",
@@ -85,6 +100,9 @@ class ShardedFlow(FlowSpec):
                     max_shards=self.max_shards,
                     prefix_width=self.prefix_width,
                     threads=self.threads,
+                    task_minutes=self.task_minutes,
+                    cost=image_cost(self.throughput, self.THROUGHPUT_FLOW, vcpus=self.config.resources.cpu),
+                    manifest=self.manifest,
                 )
                 retired = retire_superseded(output, plan.shards, self.SHARD_FILES, self.threads)
             except BaseException:

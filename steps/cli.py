@@ -4,6 +4,7 @@
     spot-batch verify OUTPUT --input INPUT
     spot-batch predictions OUTPUT [--labels INPUT]
     spot-batch regions rank --instance-types g4dn.xlarge,g5.xlarge --gpu-hours 2 [--data-region ...]
+    spot-batch plan INPUT OUTPUT [--flow preprocess|infer] [--manifest URI] [--json]
 
 ``python -m steps`` is the same command.
 """
@@ -74,6 +75,17 @@ def _regions_rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from steps.sharding.preview import PlanSettings, format_facts, plan_facts, preview
+
+    settings = PlanSettings(
+        args.flow, args.manifest, args.shard_size, args.task_minutes, args.max_shards, args.prefix_width, args.threads
+    )
+    facts = plan_facts(*preview(args.input, args.output, settings))
+    print(json.dumps(facts, indent=2) if args.json else format_facts(facts))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="spot-batch", description=__doc__.split("\n\n")[0])
     commands = root.add_subparsers(dest="command", required=True)
@@ -111,6 +123,21 @@ def parser() -> argparse.ArgumentParser:
     cmd.add_argument("--endpoint-url", default=None, help="EC2 endpoint for live prices (e.g. a local fake)")
     cmd.add_argument("--json", action="store_true", help="print the ranked rows as JSON (explanation on stderr)")
     cmd.set_defaults(handler=_regions_rank)
+
+    cmd = commands.add_parser(
+        "plan", help="print the shards a PreprocessFlow/InferFlow run would plan, writing nothing anywhere"
+    )
+    cmd.add_argument("input", help="the run's --input (directory or s3://bucket/prefix)")
+    cmd.add_argument("output", help="the run's --output: an earlier run's layout there is kept, as in start")
+    cmd.add_argument("--flow", choices=["preprocess", "infer"], default="preprocess", help="whose defaults and cost")
+    cmd.add_argument("--manifest", default="", help="S3 Inventory manifest.json or key list naming the input keys")
+    cmd.add_argument("--shard-size", type=int, default=None, help="images per shard; 0 = from --task-minutes")
+    cmd.add_argument("--task-minutes", type=float, default=None, help="target minutes of work per shard task")
+    cmd.add_argument("--max-shards", type=int, default=None, help="fan-out limit (match `run --max-num-splits`)")
+    cmd.add_argument("--prefix-width", type=int, default=0, help="hex prefix characters per shard; 0 = auto")
+    cmd.add_argument("--threads", type=int, default=None, help="listing threads (default: the flow's --threads)")
+    cmd.add_argument("--json", action="store_true", help="print the plan as JSON")
+    cmd.set_defaults(handler=_plan)
     return root
 
 

@@ -5,7 +5,7 @@ Output location of a sharded run::
     _lease.json                         the lease of the run writing here (holder, heartbeat, expiry);
                                         local outputs also keep _lease.json.lock, its flock guard
     _plan/layout.json                   the prefix width and range starts every later run keeps
-    _plan/<shard>.txt                   a shard's sorted key list (the fan-out carries only its name)
+    _plan/<shard>.jsonl                 a shard's sorted keys, one JSON string a line (the fan-out carries its name)
     _manifests/<shard>.parquet          a shard's completion marker, written last
     _ledger/<shard>/chunk-NNNNN.parquet  preprocessing: committed chunks (one row per input key)
     resized/<stem>.jpg, edges/<stem>.png preprocessing outputs
@@ -52,15 +52,18 @@ def key_stem(key: str) -> str:
     return directory + object_stem(key)
 
 
+PLAN_KEYS_SUFFIX = ".jsonl"  # one JSON string a line: no key, however odd, can split
+
+
 def plan_keys_key(shard_name: str) -> str:
-    return f"{PLAN_DIR}/{shard_name}.txt"
+    return f"{PLAN_DIR}/{shard_name}{PLAN_KEYS_SUFFIX}"
 
 
-def plan_shard_name(key: str) -> str | None:
-    """The shard whose key list ``key`` (under ``_plan/``) is; None for the layout file."""
-    if key == PLAN_LAYOUT_KEY or not key.startswith(PLAN_DIR + "/"):
-        return None
-    return object_stem(key)
+def planned_shard_name(plan_key: str) -> str | None:
+    """The shard a ``_plan/`` key list belongs to; None for other files there (the layout)."""
+    name = plan_key.rsplit("/", 1)[-1]
+    return name.removesuffix(PLAN_KEYS_SUFFIX) if name.endswith(PLAN_KEYS_SUFFIX) else None
+
 
 
 def manifest_key(shard_name: str) -> str:

@@ -24,7 +24,7 @@ from steps.layout import (
     RESIZED_DIR,
     edges_key,
     manifest_shard_name,
-    plan_shard_name,
+    planned_shard_name,
     resized_key,
 )
 from steps.sharding.inputs import list_inputs
@@ -56,7 +56,7 @@ def _keys_in(storage: Storage, directory: str) -> Counter[str]:
 
 
 def _shard_problems(target: Storage) -> list[str]:
-    planned = {plan_shard_name(o.key) for o in target.list(PLAN_DIR + "/")} - {None}
+    planned = {planned_shard_name(o.key) for o in target.list(PLAN_DIR + "/")} - {None}
     finished = {manifest_shard_name(o.key) for o in target.list(MANIFEST_DIR + "/")}
     return [f"shard {name}: no manifest (incomplete)" for name in sorted(planned - finished)] + [
         f"shard {name}: manifest of a shard the plan does not have (stale)" for name in sorted(finished - planned)

@@ -6,29 +6,31 @@ object appears whole or not at all).
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
 from steps.errors import ConfigError, RejectedInput
+from steps.io.listing import ObjectInfo, local_pages, s3_pages
 
 _TEMP_PREFIX = ".tmp-"
 
 
-@dataclass(frozen=True)
-class ObjectInfo:
-    key: str
-    size: int
-
-
 class Storage(Protocol):
-    """What every backend offers. ``uri`` is the root, e.g. ``/data/out`` or ``s3://b/out``."""
+    """What every backend offers. ``uri`` is the root, e.g. ``/data/out`` or ``s3://b/out``.
+
+    ``list`` returns every object sorted by key; ``pages`` yields them in batches in no particular
+    order, listed in parallel, for listings too large to hold (``steps.io.listing``).
+    """
 
     uri: str
 
     def list(self, prefix: str = "") -> list[ObjectInfo]: ...
+    def pages(self, prefix: str = "") -> Iterator[list[ObjectInfo]]: ...
     def read(self, key: str) -> bytes: ...
     def write(self, key: str, data: bytes) -> None: ...
     def exists(self, key: str) -> bool: ...
@@ -48,34 +50,48 @@ def open_storage(uri: str, threads: int = 16) -> Storage:
     """Storage rooted at ``uri`` (a local directory or ``s3://bucket[/prefix]``)."""
     if is_s3(uri):
         return S3Storage(uri, max_connections=threads)
-    return LocalStorage(uri)
+    return LocalStorage(uri, threads=min(threads, 8))
+
+
+class UnreadableEntry(OSError):
+    """A local directory entry that is no readable regular file; its message is the reason."""
 
 
 class LocalStorage:
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], threads: int = 4) -> None:
         self.root = Path(root).expanduser().absolute()
         self.uri = str(self.root)
+        self.threads = threads  # directories scanned at once
 
     def _path(self, key: str) -> Path:
         return self.root / key
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
-        start = self.root / prefix if prefix.endswith("/") else self.root / os.path.dirname(prefix)
-        if not start.is_dir():
-            return []
-        found = []
-        for dirpath, _, filenames in os.walk(start):
-            for name in filenames:
-                if name.startswith(_TEMP_PREFIX):
-                    continue
-                path = Path(dirpath) / name
-                key = path.relative_to(self.root).as_posix()
-                if key.startswith(prefix):
-                    found.append(ObjectInfo(key, path.stat().st_size))
-        return sorted(found, key=lambda o: o.key)
+        return sorted((o for page in self.pages(prefix) for o in page), key=lambda o: o.key)
+
+    def pages(self, prefix: str = "") -> Iterator[list[ObjectInfo]]:
+        return local_pages(self.root, prefix, lambda name: name.startswith(_TEMP_PREFIX), self.threads)
 
     def read(self, key: str) -> bytes:
-        return self._path(key).read_bytes()
+        """The object's bytes; an entry that is not a readable regular file raises ``OSError``
+        with the reason (``UnreadableEntry`` for loops, directories and special files), and a
+        FIFO is never waited on."""
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise UnreadableEntry("a symlink loop") from err
+            if err.errno == errno.ENOENT and self._path(key).is_symlink():
+                raise UnreadableEntry("a dangling symlink") from err
+            raise
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            if stat.S_ISDIR(mode):
+                raise UnreadableEntry("a directory (or a symlink to one)")
+            raise UnreadableEntry("not a regular file (a FIFO, socket or device)")
+        with os.fdopen(fd, "rb") as f:
+            return f.read()
 
     def write(self, key: str, data: bytes) -> None:
         path = self._path(key)
@@ -125,18 +141,17 @@ class S3Storage:
         self.uri = uri.rstrip("/")
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.threads = max_connections  # key ranges listed at once
         self._client = s3_client(max_connections)
 
     def _key(self, key: str) -> str:
         return self.prefix + key
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
-        paginator = self._client.get_paginator("list_objects_v2")
-        found = []
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
-            for obj in page.get("Contents", []):
-                found.append(ObjectInfo(obj["Key"][len(self.prefix) :], obj["Size"]))
-        return sorted(found, key=lambda o: o.key)
+        return sorted((o for page in self.pages(prefix) for o in page), key=lambda o: o.key)
+
+    def pages(self, prefix: str = "") -> Iterator[list[ObjectInfo]]:
+        return s3_pages(self._client, self.bucket, self.prefix, prefix, self.threads)
 
     def read(self, key: str) -> bytes:
         return self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
@@ -187,7 +202,7 @@ def read_input(storage: Storage, key: str) -> bytes:
 
     try:
         return storage.read(key)
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as err:
+    except (FileNotFoundError, PermissionError, IsADirectoryError, UnreadableEntry) as err:
         raise RejectedInput(f"unreadable object: {err.strerror or err}") from err
     except ClientError as err:
         code = err.response.get("Error", {}).get("Code", "")

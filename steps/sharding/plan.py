@@ -8,7 +8,10 @@ just being submitted, while 256 shards of ~1,300 images finish 250k images in mi
 planner therefore picks the smallest width whose shards hold no more than a target number of
 images, within the foreach fan-out limit.
 
-The plan is a pure function of the sorted key list: same input, same shards, same output names.
+The layout is chosen from key *counts* per prefix alone (``PrefixCounts``, 65,536 counters), so
+a 10^8-key plan needs no key in memory: ``steps.sharding.spill`` streams the keys into the
+chosen shards. The plan is a pure function of the set of keys: same input, same shards, same
+output names.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import bisect
 import hashlib
 import math
 import re
-from collections import defaultdict
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -28,15 +31,204 @@ _SHA256_NAME = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 MAX_WIDTH = 4  # 65,536 shards: beyond this, per-task overhead dominates any dataset.
+_CELLS = 16**MAX_WIDTH
+
+
+def shard_prefix(key: str, width: int) -> str:
+    """First ``width`` hex characters of a sha256-named key; other names hash their ``key_stem``.
+
+    Hashing keeps non-digest names (``IMG_0001.jpg``) planned deterministically and spread
+    evenly instead of dropped or piled into one shard; hashing the stem, not the whole key,
+    puts keys that would share an output name (``a.jpg``, ``a.png``) in the same shard, where
+    the collision is detected.
+    """
+    if width == 0:
+        return ""
+    stem = object_stem(key)
+    digest = (
+        stem.lower()
+        if _SHA256_NAME.match(stem)
+        else hashlib.sha256(key_stem(key).encode(errors="surrogateescape")).hexdigest()
+    )
+    return digest[:width]
+
+
+def cell_of(key: str) -> int:
+    """The key's prefix at ``MAX_WIDTH`` as a number: the finest unit a shard is built from."""
+    return int(shard_prefix(key, MAX_WIDTH), 16)
+
+
+class PrefixCounts:
+    """How many keys fall on each ``MAX_WIDTH`` prefix: 512 KB whatever the dataset size."""
+
+    def __init__(self) -> None:
+        self.cells = array("q", bytes(8 * _CELLS))
+        self.total = 0
+
+    def add(self, cell: int) -> None:
+        self.cells[cell] += 1
+        self.total += 1
+
+    def at_width(self, width: int) -> list[tuple[str, int]]:
+        """``(prefix, count)`` of each non-empty prefix at ``width``, sorted."""
+        if width == 0:
+            return [("", self.total)] if self.total else []
+        span = 16 ** (MAX_WIDTH - width)
+        groups = [(f"{p:0{width}x}", sum(self.cells[p * span : (p + 1) * span])) for p in range(16**width)]
+        return [(prefix, count) for prefix, count in groups if count]
+
+
+@dataclass(frozen=True)
+class ShardRange:
+    """One unit of fan-out: the keys whose ``MAX_WIDTH`` cell lies in ``first..last``.
+
+    ``name`` is the stable identifier used in output paths: ``all`` (width 0), a prefix (``3a``)
+    or a packed range of prefixes (``3a-41``).
+    """
+
+    name: str
+    first: int
+    last: int
+    images: int
+
+    def holds(self, cell: int) -> bool:
+        return self.first <= cell <= self.last
+
+
+@dataclass(frozen=True)
+class ShardLayout:
+    width: int
+    ranges: tuple[ShardRange, ...]
+    target_size: int
+    reason: str
+    # First prefix of each packed range, covering the whole keyspace; empty: one prefix per shard.
+    starts: tuple[str, ...] = ()
+
+    @property
+    def images(self) -> int:
+        return sum(r.images for r in self.ranges)
+
+
+def _cells(prefix: str, width: int) -> tuple[int, int]:
+    """First and last ``MAX_WIDTH`` cell of a prefix at ``width`` (width 0: every cell)."""
+    span = 16 ** (MAX_WIDTH - width)
+    first = int(prefix, 16) * span if width else 0
+    return first, first + span - 1
+
+
+def range_name(starts: Sequence[str], index: int, width: int) -> str:
+    """``"3a-41"``: the prefixes from ``starts[index]`` up to the next start."""
+    end = int(starts[index + 1], 16) - 1 if index + 1 < len(starts) else 16**width - 1
+    return f"{starts[index]}-{end:0{width}x}"
+
+
+def pack_starts(groups: Sequence[tuple[str, int]], max_shards: int, width: int) -> tuple[str, ...]:
+    """Cut the sorted ``(prefix, count)`` groups into at most ``max_shards`` contiguous ranges of
+    near-equal size: a range starts at the first group past each 1/max_shards quantile of the
+    keys. The first starts at ``00…``, so the ranges cover every prefix, including ones empty today."""
+    total = sum(count for _, count in groups)
+    starts = ["0" * width]
+    done = 0
+    quantile = 1
+    for prefix, count in groups:
+        if done >= quantile * total / max_shards and prefix > starts[-1]:
+            starts.append(prefix)
+            while done >= quantile * total / max_shards:
+                quantile += 1
+        done += count
+    return tuple(starts)
+
+
+def _prefix_ranges(groups: Sequence[tuple[str, int]], width: int) -> tuple[ShardRange, ...]:
+    return tuple(ShardRange(prefix or "all", *_cells(prefix, width), count) for prefix, count in groups)
+
+
+def _packed_ranges(counts: PrefixCounts, width: int, starts: Sequence[str]) -> tuple[ShardRange, ...]:
+    span = 16 ** (MAX_WIDTH - width)
+    firsts = [int(s, 16) * span for s in starts] + [_CELLS]
+    ranges = []
+    for i in range(len(starts)):
+        images = sum(counts.cells[firsts[i] : firsts[i + 1]])
+        if images:
+            ranges.append(ShardRange(range_name(starts, i, width), firsts[i], firsts[i + 1] - 1, images))
+    return tuple(ranges)
+
+
+def choose_width(count: int, target_size: int) -> int:
+    """Smallest width whose average shard holds at most ``target_size`` keys."""
+    if count <= target_size:
+        return 0
+    return min(MAX_WIDTH, math.ceil(math.log(count / target_size, 16)))
+
+
+def plan_layout(
+    counts: PrefixCounts, target_size: int, max_shards: int, width: int = 0, starts: Sequence[str] = ()
+) -> ShardLayout:
+    """Choose the shards for keys counted in ``counts``; ``width`` 0 chooses it from the count.
+
+    When the chosen width gives more prefixes than ``max_shards``, contiguous prefixes are packed
+    into as many ranges as the target needs, at most ``max_shards`` (and the reason says so): a
+    fan-out of 100 tasks, not a fall back to 16. ``starts`` reuses the ranges of an earlier plan,
+    so a rerun's shards line up with it. A forced width that gives more than ``max_shards`` shards
+    is an error.
+    """
+    if target_size < 1:
+        raise ConfigError("shard size", target_size, "at least 1 image per shard", "pass --shard-size 1500")
+    if max_shards < 1:
+        raise ConfigError("--max-shards", max_shards, "at least 1", "pass --max-shards 100")
+    if not 0 <= width <= MAX_WIDTH:
+        raise ConfigError(
+            "prefix width", width, f"0 (auto) to {MAX_WIDTH}", "pass --prefix-width 0 to choose it from the data"
+        )
+    if starts:
+        ranges = _packed_ranges(counts, width, starts)
+        return ShardLayout(
+            width, ranges, target_size, f"prefix ranges of the earlier run ({len(starts)})", tuple(starts)
+        )
+    if width:
+        groups = counts.at_width(width)
+        if len(groups) > max_shards:
+            raise ConfigError(
+                "prefix width",
+                width,
+                f"at most {max_shards} shards (it gives {len(groups)})",
+                f"pass --prefix-width 0, or raise both --max-shards {len(groups)} and Metaflow's "
+                f"`run --max-num-splits {len(groups)}`",
+            )
+        return ShardLayout(width, _prefix_ranges(groups, width), target_size, f"prefix width {width} set by the user")
+
+    wanted = choose_width(counts.total, target_size)
+    groups = counts.at_width(wanted)
+    if len(groups) <= max_shards:
+        return ShardLayout(
+            wanted,
+            _prefix_ranges(groups, wanted),
+            target_size,
+            f"prefix width {wanted} keeps shards at or under ~{target_size} images",
+        )
+    # As many ranges as the target needs (so shards do not shrink below it), at most max_shards.
+    packed = pack_starts(groups, min(max_shards, math.ceil(counts.total / target_size)), wanted)
+    ranges = _packed_ranges(counts, wanted, packed)
+    if len(packed) < max_shards:
+        reason = (
+            f"prefix width {wanted}, {len(groups)} prefixes packed into {len(ranges)} ranges of ~{target_size} images"
+        )
+    else:
+        reason = (
+            f"prefix width {wanted}, {len(groups)} prefixes packed into {len(ranges)} ranges to stay within "
+            f"--max-shards {max_shards}, so shards average {counts.total // len(ranges)} images "
+            f"(target {target_size}); "
+            "raise --max-shards and Metaflow's `run --max-num-splits` for smaller shards"
+        )
+    return ShardLayout(wanted, ranges, target_size, reason, packed)
+
+
+# In-memory plans: for small key lists (tests, benchmarks) that are fine to hold whole.
 
 
 @dataclass(frozen=True)
 class Shard:
-    """One unit of fan-out: the keys whose shard prefix is ``prefix``, or lies in the range
-    ``prefix`` names (``"3a-41"``) when prefixes are packed.
-
-    ``name`` is the stable identifier used in output paths; it is ``all`` for a width-0 plan.
-    """
+    """A shard with its sorted keys; ``name`` is ``all`` for a width-0 plan."""
 
     prefix: str
     keys: tuple[str, ...]
@@ -55,7 +247,6 @@ class ShardPlan:
     shards: tuple[Shard, ...]
     target_size: int
     reason: str
-    # First prefix of each packed range, covering the whole keyspace; empty: one prefix per shard.
     starts: tuple[str, ...] = ()
 
     @property
@@ -63,110 +254,21 @@ class ShardPlan:
         return sum(len(s) for s in self.shards)
 
 
-
-
-def shard_prefix(key: str, width: int) -> str:
-    """First ``width`` hex characters of a sha256-named key; other names hash their ``key_stem``.
-
-    Hashing keeps non-digest names (``IMG_0001.jpg``) planned deterministically and spread
-    evenly instead of dropped or piled into one shard; hashing the stem, not the whole key,
-    puts keys that would share an output name (``a.jpg``, ``a.png``) in the same shard, where
-    the collision is detected.
-    """
-    if width == 0:
-        return ""
-    stem = object_stem(key)
-    digest = stem.lower() if _SHA256_NAME.match(stem) else hashlib.sha256(key_stem(key).encode()).hexdigest()
-    return digest[:width]
-
-
-def group_by_prefix(keys: Iterable[str], width: int) -> tuple[Shard, ...]:
-    groups: dict[str, list[str]] = defaultdict(list)
-    for key in keys:
-        groups[shard_prefix(key, width)].append(key)
-    return tuple(Shard(p, tuple(sorted(ks))) for p, ks in sorted(groups.items()))
-
-
-def range_name(starts: Sequence[str], index: int, width: int) -> str:
-    """``"3a-41"``: the prefixes from ``starts[index]`` up to the next start."""
-    end = int(starts[index + 1], 16) - 1 if index + 1 < len(starts) else 16**width - 1
-    return f"{starts[index]}-{end:0{width}x}"
-
-
-def group_by_ranges(keys: Iterable[str], width: int, starts: Sequence[str]) -> tuple[Shard, ...]:
-    groups: dict[int, list[str]] = defaultdict(list)
-    for key in keys:
-        groups[bisect.bisect_right(starts, shard_prefix(key, width)) - 1].append(key)
-    return tuple(Shard(range_name(starts, i, width), tuple(sorted(ks))) for i, ks in sorted(groups.items()))
-
-
-def pack_starts(groups: Sequence[Shard], max_shards: int, width: int) -> tuple[str, ...]:
-    """Cut the sorted prefix groups into at most ``max_shards`` contiguous ranges of near-equal
-    size: a range starts at the first group past each 1/max_shards quantile of the keys. The
-    first starts at ``00…``, so the ranges cover every prefix, including ones empty today."""
-    total = sum(len(g) for g in groups)
-    starts = ["0" * width]
-    done = 0
-    quantile = 1
-    for group in groups:
-        if done >= quantile * total / max_shards and group.prefix > starts[-1]:
-            starts.append(group.prefix)
-            while done >= quantile * total / max_shards:
-                quantile += 1
-        done += len(group)
-    return tuple(starts)
-
-
-def choose_width(count: int, target_size: int) -> int:
-    """Smallest width whose average shard holds at most ``target_size`` keys."""
-    if count <= target_size:
-        return 0
-    return min(MAX_WIDTH, math.ceil(math.log(count / target_size, 16)))
-
-
 def plan_shards(
     keys: Iterable[str], target_size: int, max_shards: int, width: int = 0, starts: Sequence[str] = ()
 ) -> ShardPlan:
-    """Plan shards over ``keys``; ``width`` 0 chooses it from the key count.
-
-    When the target needs more prefixes than ``max_shards``, contiguous prefixes are packed into
-    ``max_shards`` ranges (and the reason says so): a fan-out of 100 tasks, not a fall back to
-    16. ``starts`` reuses the ranges of an earlier plan, so a rerun's shards line up with it. A
-    forced width that gives more than ``max_shards`` shards is an error.
-    """
-    if target_size < 1:
-        raise ConfigError("shard size", target_size, "at least 1 image per shard", "pass --shard-size 1500")
-    if not 0 <= width <= MAX_WIDTH:
-        raise ConfigError(
-            "prefix width", width, f"0 (auto) to {MAX_WIDTH}", "pass --prefix-width 0 to choose it from the data"
-        )
+    """``plan_layout`` over keys held in memory, with each shard's sorted keys."""
     unique = sorted(set(keys))
-    if starts:
-        shards = group_by_ranges(unique, width, starts)
-        return ShardPlan(width, shards, target_size, f"prefix ranges of the earlier run ({len(starts)})", tuple(starts))
-    if width:
-        shards = group_by_prefix(unique, width)
-        if len(shards) > max_shards:
-            raise ConfigError(
-                "prefix width",
-                width,
-                f"at most {max_shards} shards (it gives {len(shards)})",
-                f"pass --prefix-width 0, or raise both --max-shards {len(shards)} and Metaflow's "
-                f"`run --max-num-splits {len(shards)}`",
-            )
-        return ShardPlan(width, shards, target_size, f"prefix width {width} set by the user")
-
-    wanted = choose_width(len(unique), target_size)
-    groups = group_by_prefix(unique, wanted)
-    if len(groups) <= max_shards:
-        return ShardPlan(
-            wanted, groups, target_size, f"prefix width {wanted} keeps shards at or under ~{target_size} images"
-        )
-    packed = pack_starts(groups, max_shards, wanted)
-    shards = group_by_ranges(unique, wanted, packed)
-    reason = (
-        f"prefix width {wanted}, {len(groups)} prefixes packed into {len(shards)} ranges to stay within "
-        f"--max-shards {max_shards}, so shards average {len(unique) // len(shards)} images (target {target_size}); "
-        "raise --max-shards and Metaflow's `run --max-num-splits` for smaller shards"
+    counts = PrefixCounts()
+    cells = [cell_of(k) for k in unique]
+    for cell in cells:
+        counts.add(cell)
+    layout = plan_layout(counts, target_size, max_shards, width, starts)
+    firsts = [r.first for r in layout.ranges]
+    grouped: list[list[str]] = [[] for _ in layout.ranges]
+    for key, cell in zip(unique, cells, strict=True):
+        grouped[bisect.bisect_right(firsts, cell) - 1].append(key)
+    shards = tuple(
+        Shard("" if r.name == "all" else r.name, tuple(g)) for r, g in zip(layout.ranges, grouped, strict=True)
     )
-    return ShardPlan(wanted, shards, target_size, reason, packed)
+    return ShardPlan(layout.width, shards, target_size, layout.reason, layout.starts)

@@ -1,15 +1,16 @@
-"""A plan's shard key lists stored under the output, so the fan-out itself stays small at any scale.
-"""
+"""A plan's shard key lists stored under the output, so the fan-out itself stays small at any scale."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from steps.io.concurrency import map_bounded
 from steps.io.storage import Storage
 from steps.layout import PLAN_LAYOUT_KEY, plan_keys_key
-from steps.sharding.plan import Shard, ShardPlan
+from steps.sharding.plan import ShardLayout, ShardRange
+from steps.sharding.spill import decode_keys, encode_key
 
 
 @dataclass(frozen=True)
@@ -33,23 +34,27 @@ def stored_layout(storage: Storage) -> tuple[int, tuple[str, ...]] | None:
     return layout["width"], tuple(layout["starts"])
 
 
-def write_plan(storage: Storage, plan: ShardPlan, threads: int = 16) -> list[ShardRef]:
-    """Store each shard's key list under ``_plan/`` and return the refs to fan out over.
+def write_layout(storage: Storage, layout: ShardLayout) -> None:
+    """Store the layout (width, packed ranges): reruns into this output keep it, so their shards
+    line up with the manifests already there (see ``steps.sharding.planning.prepare_run``)."""
+    storage.write(PLAN_LAYOUT_KEY, json.dumps({"width": layout.width, "starts": list(layout.starts)}).encode())
 
-    The layout (width, packed ranges) is stored too: reruns into this output keep it, so their
-    shards line up with the manifests already there (see ``steps.sharding.planning.prepare_run``).
-    """
-    storage.write(PLAN_LAYOUT_KEY, json.dumps({"width": plan.width, "starts": list(plan.starts)}).encode())
 
-    def write(shard: Shard) -> ShardRef:
+def write_shard_keys(
+    storage: Storage, shards: Iterable[tuple[ShardRange, list[str]]], threads: int = 16
+) -> list[ShardRef]:
+    """Store each shard's sorted keys at ``_plan/<shard>.jsonl`` (one JSON string a line) and
+    return the refs to fan out over, sorted by name. At most ``threads`` shards are held at once."""
+
+    def write(item: tuple[ShardRange, list[str]]) -> ShardRef:
+        shard, keys = item
         key = plan_keys_key(shard.name)
-        storage.write(key, "\n".join(shard.keys).encode())
-        return ShardRef(shard.name, len(shard), key)
+        storage.write(key, b"".join(encode_key(k) for k in keys))
+        return ShardRef(shard.name, len(keys), key)
 
-    return sorted(map_bounded(write, plan.shards, threads), key=lambda ref: ref.name)
+    return sorted(map_bounded(write, shards, threads, in_flight=threads), key=lambda ref: ref.name)
 
 
 def read_shard_keys(storage: Storage, keys_key: str) -> list[str]:
     """A shard's key list, from ``ShardRef.keys_key``."""
-    text = storage.read(keys_key).decode()
-    return text.split("\n") if text else []
+    return decode_keys(storage.read(keys_key))

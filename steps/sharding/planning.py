@@ -1,18 +1,24 @@
-"""The plan of a sharded run: validate locations, list the input, choose shards, store their key lists.
-"""
+"""The plan of a sharded run: validate locations, list the input, choose shards, store their key lists."""
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from steps.cost.throughput import ImageCost
 from steps.errors import ConfigError
-from steps.io.storage import Storage, is_s3
+from steps.io.storage import ObjectInfo, Storage, is_s3, open_storage
 from steps.io.validation import check_input, check_output, check_positive
+from steps.layout import plan_keys_key
 from steps.progress import log
-from steps.sharding.inputs import list_input_objects
-from steps.sharding.plan import ShardPlan, plan_shards
-from steps.sharding.plan_store import ShardRef, stored_layout, write_plan
+from steps.sharding.inputs import input_pages
+from steps.sharding.inventory import manifest_pages
+from steps.sharding.plan import PrefixCounts, ShardLayout, cell_of, plan_layout
+from steps.sharding.plan_store import ShardRef, stored_layout, write_layout, write_shard_keys
+from steps.sharding.sizing import Sizing
+from steps.sharding.spill import KeySpill
 from steps.sharding.supersede import layout_misfit
 
 
@@ -25,6 +31,11 @@ class RunPlan:
     images: int
     input_bytes: int
     shards: list[ShardRef]
+    largest_task_minutes: float | None = None  # estimated, from the flow's per-image cost
+
+    @property
+    def largest_shard(self) -> int:
+        return max((s.images for s in self.shards), default=0)
 
     def describe(self) -> dict:
         """What people see as the ``shard_plan`` artifact."""
@@ -38,6 +49,7 @@ class RunPlan:
             "prefix_width": self.width,
             "smallest_shard": min(sizes, default=0),
             "largest_shard": max(sizes, default=0),
+            "largest_task_minutes": self.largest_task_minutes,
             "reason": self.reason,
         }
 
@@ -49,8 +61,10 @@ def _within(inner: str, outer: str) -> bool:
     return normal(inner).startswith(normal(outer))
 
 
-def plan_for_output(target: Storage, keys: list[str], shard_size: int, max_shards: int, prefix_width: int) -> ShardPlan:
-    """Plan shards; an output written before keeps its layout (prefix width and ranges) while it
+def layout_for_output(
+    target: Storage, counts: PrefixCounts, sizing: Sizing, max_shards: int, prefix_width: int
+) -> ShardLayout:
+    """Choose shards; an output written before keeps its layout (prefix width and ranges) while it
     still fits the settings, so a rerun's shards line up with the manifests already there.
 
     Otherwise the output is planned anew and ``start`` retires the earlier shards
@@ -60,19 +74,80 @@ def plan_for_output(target: Storage, keys: list[str], shard_size: int, max_shard
     if earlier is not None:
         width, starts = earlier
         misfit = layout_misfit(
-            width, starts, keys, shard_size=shard_size, max_shards=max_shards, prefix_width=prefix_width
+            width, starts, counts, shard_size=sizing.target_images(), max_shards=max_shards, prefix_width=prefix_width
         )
         if not misfit:
             log(f"keeping prefix width {width} of the earlier run into {target.uri}")
-            return plan_shards(keys, shard_size, max_shards, width, starts)
+            return plan_layout(counts, sizing.target_images(), max_shards, width, starts)
         log(f"planning {target.uri} anew, superseding its earlier shards: {misfit}")
-    return plan_shards(keys, shard_size, max_shards, prefix_width)
+    layout = plan_layout(counts, sizing.target_images(), max_shards, prefix_width)
+    sizing.check_fanout(layout, counts.total, max_shards)
+    return layout
+
+
+@dataclass(frozen=True)
+class StreamedPlan:
+    layout: ShardLayout
+    refs: list[ShardRef]
+    input_bytes: int
+
+
+def stream_plan(
+    pages: Iterable[list[ObjectInfo]],
+    target: Storage,
+    *,
+    sizing: Sizing,
+    max_shards: int,
+    prefix_width: int,
+    threads: int,
+    store: bool = True,
+    buffer_bytes: int = 8 << 20,
+) -> StreamedPlan:
+    """Plan the keys of ``pages`` without holding them: each key is counted and parked in a
+    local spill file as it arrives, and each shard's key list is written to ``target`` as soon as
+    it is complete, so memory is bounded by ``buffer_bytes`` plus a few of the largest shards.
+    ``store=False`` only counts: nothing is written anywhere, and the refs name key lists that
+    do not exist."""
+    with tempfile.TemporaryDirectory(prefix="spot-batch-plan-") as spill_directory:
+        spill = KeySpill(spill_directory, buffer_bytes)
+        counts, input_bytes = spill.counts, 0
+        for page in pages:
+            for obj in page:
+                if store:
+                    spill.add(obj.key, obj.size)
+                else:
+                    counts.add(cell_of(obj.key))
+                    input_bytes += obj.size
+        if not counts.total:
+            return StreamedPlan(plan_layout(counts, sizing.target_images(), max_shards), [], 0)
+        layout = layout_for_output(target, counts, sizing, max_shards, prefix_width)
+        if not store:
+            return StreamedPlan(
+                layout, [ShardRef(r.name, r.images, plan_keys_key(r.name)) for r in layout.ranges], input_bytes
+            )
+        write_layout(target, layout)
+        refs = write_shard_keys(target, spill.shard_keys(layout.ranges), threads)
+        return StreamedPlan(layout, refs, spill.input_bytes)
 
 
 def prepare_run(
-    input_uri: str, output_uri: str, *, shard_size: int, max_shards: int, prefix_width: int, threads: int
+    input_uri: str,
+    output_uri: str,
+    *,
+    shard_size: int,
+    max_shards: int,
+    prefix_width: int,
+    threads: int,
+    task_minutes: float = 10.0,
+    cost: ImageCost | None = None,
+    manifest: str = "",
+    store: bool = True,
 ) -> RunPlan:
-    """Validate locations, list the input, plan shards and store each shard's key list."""
+    """Validate locations, list the input in parallel, plan shards and store each shard's key
+    list (``stream_plan``). ``shard_size`` 0 sizes shards by ``task_minutes`` of ``cost``
+    (``steps.sharding.sizing``). A ``manifest`` (an S3 Inventory manifest.json or a key list, see
+    ``steps.sharding.inventory``) names the input keys instead of the listing. ``store=False``
+    (``spot-batch plan``) writes nothing, not even the write probe under the output."""
     check_positive("--threads", threads)
     if _within(output_uri, input_uri):
         raise ConfigError(
@@ -82,13 +157,24 @@ def prepare_run(
             "outputs under the input would be read back as inputs; choose a sibling path",
         )
     source = check_input(input_uri)
-    target = check_output(output_uri)
-    objects = list_input_objects(source)
-    keys = [o.key for o in objects]
-    if not keys:
+    target = check_output(output_uri) if store else open_storage(output_uri)
+    sizing = Sizing(shard_size, task_minutes, cost)
+    planned = stream_plan(
+        manifest_pages(manifest, source) if manifest else input_pages(source),
+        target,
+        sizing=sizing,
+        max_shards=max_shards,
+        prefix_width=prefix_width,
+        threads=threads,
+        store=store,
+    )
+    if not planned.refs:
+        what, where = ("--manifest", manifest) if manifest else ("--input", input_uri)
         raise ConfigError(
-            "--input", input_uri, "at least one object", "point --input at the folder/prefix that holds the images"
+            what, where, "at least one object", "point --input at the folder/prefix that holds the images"
         )
-    plan = plan_for_output(target, keys, shard_size, max_shards, prefix_width)
-    refs = write_plan(target, plan, threads)
-    return RunPlan(source.uri, target.uri, plan.width, plan.reason, plan.images, sum(o.size for o in objects), refs)
+    layout = planned.layout
+    images = sum(r.images for r in planned.refs)
+    reason = sizing.explain(layout)
+    minutes = sizing.largest_minutes(layout)
+    return RunPlan(source.uri, target.uri, layout.width, reason, images, planned.input_bytes, planned.refs, minutes)

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from steps.io.concurrency import map_bounded
 from steps.io.parquet import parquet_to_table
 from steps.io.storage import Storage
-from steps.layout import MANIFEST_DIR, PLAN_DIR, manifest_key, manifest_shard_name, plan_keys_key, plan_shard_name
+from steps.layout import MANIFEST_DIR, PLAN_DIR, manifest_key, manifest_shard_name, plan_keys_key, planned_shard_name
 from steps.progress import log
-from steps.sharding.plan import range_name, shard_prefix
+from steps.sharding.plan import PrefixCounts, range_name, shard_prefix
 from steps.sharding.plan_store import ShardRef, read_shard_keys, stored_layout
 
 
@@ -51,15 +51,15 @@ class Retired:
 
 
 def layout_misfit(
-    width: int, starts: Sequence[str], keys: Sequence[str], *, shard_size: int, max_shards: int, prefix_width: int
+    width: int, starts: Sequence[str], counts: PrefixCounts, *, shard_size: int, max_shards: int, prefix_width: int
 ) -> str:
     """Why an output's stored layout cannot be kept for this run; empty when it can."""
     if prefix_width not in (0, width):
         return f"--prefix-width {prefix_width} differs from its width {width}"
     if width == 0:
-        outgrown = len(keys) > shard_size
-        return f"its one shard would hold {len(keys)} images, over --shard-size {shard_size}" if outgrown else ""
-    shards = len(starts) if starts else len({shard_prefix(key, width) for key in keys})
+        outgrown = counts.total > shard_size
+        return f"its one shard would hold {counts.total} images, over {shard_size} per shard" if outgrown else ""
+    shards = len(starts) if starts else len(counts.at_width(width))
     return f"its {shards} shards exceed --max-shards {max_shards}" if shards > max_shards else ""
 
 
@@ -73,7 +73,7 @@ def shard_name_of(key: str, width: int, starts: Sequence[str]) -> str:
 
 def stored_shard_names(storage: Storage) -> set[str]:
     """Every shard an earlier run planned or completed in this output."""
-    planned = {plan_shard_name(o.key) for o in storage.list(PLAN_DIR + "/")}
+    planned = {planned_shard_name(o.key) for o in storage.list(PLAN_DIR + "/")}
     finished = {manifest_shard_name(o.key) for o in storage.list(MANIFEST_DIR + "/")}
     return (planned | finished) - {None}
 

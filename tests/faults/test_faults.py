@@ -229,7 +229,7 @@ def test_sigkilled_inference_is_retried_to_identical_predictions(
     out = tmp_path / "out"
     parts = out / "predictions" / "all"
     ready = {
-        "before any commit": lambda: count(out, "_plan/*.txt") == 1 and count(parts, "*.parquet") == 0,
+        "before any commit": lambda: count(out, "_plan/*.jsonl") == 1 and count(parts, "*.parquet") == 0,
         "between chunks": lambda: count(parts, "*.parquet") >= 2,
         "late, random": lambda: count(parts, "*.parquet") >= random.Random(str(tmp_path)).randint(5, 14),
     }[point]

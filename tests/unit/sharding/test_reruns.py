@@ -24,8 +24,10 @@ from PIL import Image
 from steps.errors import SpotInterruption
 from steps.inference.shard import INFER_FILES, infer_shard
 from steps.io.storage import LocalStorage
+from steps.layout import PLAN_KEYS_SUFFIX
 from steps.models.loading import LoadedModel, load_model
 from steps.preprocess.shard import PREPROCESS_FILES, preprocess_shard
+from steps.sharding.plan import PrefixCounts, cell_of
 from steps.sharding.plan_store import read_shard_keys
 from steps.sharding.planning import RunPlan, prepare_run
 from steps.sharding.supersede import ShardFiles, layout_misfit, retire_superseded
@@ -176,7 +178,7 @@ def test_removed_inputs_lose_their_files_and_a_whole_shard_gone_is_retired(tmp_p
     assert_verified(output, source)
     # Remove every key of the first shard of the current plan (half of a one-shard plan), and a.jpg
     # (a.png now owns its output name).
-    plans = sorted((output / "_plan").glob("*.txt"))
+    plans = sorted((output / "_plan").glob(f"*{PLAN_KEYS_SUFFIX}"))
     first = read_shard_keys(LocalStorage(output), f"_plan/{plans[0].name}")
     gone = (set(first if len(plans) > 1 else first[::2]) | {"holiday/a.jpg"}) - {"holiday/a.png"}
     set_inputs(source, [k for k in names if k not in gone])
@@ -200,9 +202,13 @@ def test_width_zero_output_that_outgrew_its_shard_is_planned_anew(tmp_path: Path
 
 
 def test_layout_is_kept_only_while_it_fits() -> None:
-    keys = [f"{i:02x}" + "0" * 62 + ".jpg" for i in range(0, 256, 8)]
+    keys = PrefixCounts()
+    for i in range(0, 256, 8):
+        keys.add(cell_of(f"{i:02x}" + "0" * 62 + ".jpg"))
     assert layout_misfit(0, (), keys, shard_size=100, max_shards=4, prefix_width=0) == ""
-    assert "over --shard-size 10" in layout_misfit(0, (), keys, shard_size=10, max_shards=4, prefix_width=0)
+    assert "would hold 32 images, over 10 per shard" in layout_misfit(
+        0, (), keys, shard_size=10, max_shards=4, prefix_width=0
+    )
     assert "differs from its width 1" in layout_misfit(1, (), keys, shard_size=10, max_shards=16, prefix_width=2)
     assert "exceed --max-shards 4" in layout_misfit(1, (), keys, shard_size=10, max_shards=4, prefix_width=0)
     assert layout_misfit(1, ("0", "8"), keys, shard_size=10, max_shards=4, prefix_width=0) == ""
