@@ -15,6 +15,7 @@ from dataclasses import asdict
 
 from cards import render
 from metaflow import Config, Parameter, card, config_expr, package_sources, resources, retry, step
+from notifying import notify_on_exit
 from sharded import ShardedFlow
 from spot_guard import spot_guard
 
@@ -56,6 +57,7 @@ def latest_model_uri() -> str:
 
 # config/ travels in the code package too, so remote tasks can read it like a local run.
 @package_sources("../config", suffixes=[".toml"])
+@notify_on_exit
 class InferFlow(ShardedFlow):
     """Batched inference on spot GPUs: one Parquet row per image, each chunk committed once."""
 

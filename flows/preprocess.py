@@ -9,6 +9,7 @@ from dataclasses import asdict
 
 from cards import render
 from metaflow import Config, Parameter, card, config_expr, package_sources, resources, retry, step
+from notifying import notify_on_exit
 from sharded import ShardedFlow
 from spot_guard import spot_guard
 
@@ -23,6 +24,7 @@ from steps.sharding.summary import RunSummary, shard_stats
 
 # config/ travels in the code package too, so remote tasks can read it like a local run.
 @package_sources("../config", suffixes=[".toml"])
+@notify_on_exit
 class PreprocessFlow(ShardedFlow):
     """Decode each image once; write a resized JPEG and a Sobel edge map; report rejects."""
 

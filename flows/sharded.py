@@ -50,6 +50,9 @@ class ShardedFlow(FlowSpec):
         default=config_expr("config.chunk_size"),
         help="Images per committed chunk (a spot loss costs at most one).",
     )
+    notify_url = Parameter(
+        "notify", default=config_expr("config.notify_url"), help="POST the run's outcome here when it ends."
+    )
 
     def check_settings(self) -> None:
         """Fail in ``start``, before any fan-out, on a bad value (one line: value, expected, fix)."""
@@ -107,4 +110,5 @@ class ShardedFlow(FlowSpec):
 
     @step
     def end(self):
-        log(RunSummary.from_artifact(self.summary).headline(self.VERB, self.output_uri))
+        self.headline = RunSummary.from_artifact(self.summary).headline(self.VERB, self.output_uri)
+        log(self.headline)

@@ -13,6 +13,7 @@ import tomllib
 
 from cards import render
 from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, package_sources, resources, retry, step
+from notifying import notify_on_exit
 from spot_guard import spot_guard
 
 from steps.config_files import config_file
@@ -25,6 +26,7 @@ from steps.training.run import train_run
 
 # config/ travels in the code package too, so remote tasks can read it like a local run.
 @package_sources("../config", suffixes=[".toml"])
+@notify_on_exit
 class TrainFlow(FlowSpec):
     """Train a classifier; checkpoints make a spot loss cost minutes of work, not the run."""
 
@@ -53,6 +55,9 @@ class TrainFlow(FlowSpec):
     )
     keep_last = Parameter("keep-last", type=int, default=config_expr("config.keep_last"), help="Checkpoints kept.")
     threads = Parameter("threads", type=int, default=config_expr("config.threads"), help="Image read/decode threads.")
+    notify_url = Parameter(
+        "notify", default=config_expr("config.notify_url"), help="POST the run's outcome here when it ends."
+    )
 
     @step
     def start(self):
@@ -80,7 +85,8 @@ class TrainFlow(FlowSpec):
     @step
     def end(self):
         render(build_report(self.summary, self.metrics, self.confusion, self.rejects))
-        log(headline(self.summary))
+        self.headline = headline(self.summary)
+        log(self.headline)
 
 
 if __name__ == "__main__":
