@@ -46,7 +46,7 @@ def outcome_of(run: Any) -> RunOutcome:
             pathspec,
             True,
             headline=str(data.headline) if "headline" in data else "",
-            summary=dict(data.summary) if "summary" in data else None,
+            summary=dict(data.summary) if "summary" in data and data.summary else None,
         )
     for step in run:
         for task in step:

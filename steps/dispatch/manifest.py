@@ -77,3 +77,19 @@ def _parse_row(number: int, fields: list[str], source: str) -> ManifestRow:
         parameters.append((name.strip().replace("-", "_"), value.strip()))
     output = locations[1] if len(locations) == 2 else ""
     return ManifestRow(number, locations[0], region, output, tuple(parameters))
+
+
+def load_manifest(uri: str) -> list[ManifestRow]:
+    """Read and parse a manifest file or ``s3://bucket/key`` object (small: one row per job)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from steps.io.storage import open_storage
+
+    directory, _, name = uri.rstrip("/").rpartition("/")
+    try:
+        text = open_storage(directory or ".").read(name).decode()
+    except (OSError, BotoCoreError, ClientError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            "--manifest", uri, "a readable text file or s3:// object", f"check the location ({error})"
+        ) from None
+    return parse_manifest(text, f"--manifest {uri}")
