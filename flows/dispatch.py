@@ -42,7 +42,7 @@ from steps.dispatch.manifest import ManifestRow, load_manifest, rows_from_inputs
 from steps.dispatch.results import FAILED, REUSED, SUCCEEDED, RowResult, build_report, merged_summary
 from steps.errors import ConfigError
 from steps.progress import log
-from steps.run_outcome import last_error_line, outcome_of
+from steps.run_outcome import NO_ERROR_OUTPUT, last_error_line, outcome_of
 
 TAG_PREFIX = "dispatch-row:"
 
@@ -152,7 +152,9 @@ class DispatchFlow(FlowSpec):
             if running.status == "successful":
                 return RowResult(**row, status=SUCCEEDED, run=running.run.pathspec, summary=running.run.data.summary)
             outcome = outcome_of(running.run)
-            error = f"step {outcome.failed_step}: {outcome.error}" if outcome.failed_step else outcome.error
+            # A task that died without a word (killed, aborted at exit): the child's own log tail.
+            reason = outcome.error if outcome.error != NO_ERROR_OUTPUT else last_error_line(running.stderr)
+            error = f"step {outcome.failed_step}: {reason}" if outcome.failed_step else reason
             return RowResult(**row, status=FAILED, run=running.run.pathspec, error=error)
 
     @card(type="blank", id="report")

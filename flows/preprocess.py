@@ -14,10 +14,12 @@ from sharded import ShardedFlow
 from spot_guard import spot_guard
 
 from steps.config_files import config_file
+from steps.errors import ConfigError
 from steps.io.storage import open_storage
 from steps.io.validation import check_positive
 from steps.preprocess.report import build_report
 from steps.preprocess.shard import preprocess_shard
+from steps.preprocess.webdataset import FORMATS, WebDatasetPacker, read_label_map
 from steps.sharding.plan_store import read_shard_keys
 from steps.sharding.summary import RunSummary, shard_stats
 
@@ -33,26 +35,40 @@ class PreprocessFlow(ShardedFlow):
     config = Config("config", default=config_file("preprocess.toml"), parser=tomllib.loads)
 
     size = Parameter("size", type=int, default=config_expr("config.size"), help="Longest side of resized images.")
+    output_format = Parameter(
+        "format",
+        default=config_expr("config.format"),
+        help="files: resized/ and edges/; webdataset: also tar shards of samples under webdataset/.",
+    )
 
     def check_settings(self) -> None:
         super().check_settings()
         check_positive("--size", self.size)
+        if self.output_format not in FORMATS:
+            raise ConfigError("--format", self.output_format, " or ".join(FORMATS), "pass --format webdataset or files")
 
     @resources(cpu=config.resources.cpu, memory=config.resources.memory)
     @retry(times=config.retry.times, minutes_between_retries=config.retry.minutes_between_retries)
     @step
     def process_shard(self):
         source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
+        keys = read_shard_keys(target, self.input["keys_key"])
+        pack = (
+            WebDatasetPacker(target, self.input["name"], keys, self.chunk_size, read_label_map(source), self.threads)
+            if self.output_format == "webdataset"
+            else None
+        )
         with spot_guard() as stop:
             outcome = preprocess_shard(
                 name=self.input["name"],
-                keys=read_shard_keys(target, self.input["keys_key"]),
+                keys=keys,
                 source=source,
                 target=target,
                 size=self.size,
                 threads=self.threads,
                 chunk_size=self.chunk_size,
                 stop=stop,
+                pack=pack,
             )
         self.shard_stats = asdict(shard_stats(outcome))  # plain data: readable in the UI
         self.next(self.join)

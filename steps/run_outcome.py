@@ -13,6 +13,7 @@ from typing import Any
 
 # Lines Metaflow itself appends to a failed task's stderr; the task's own reason comes before.
 RUNTIME_LINES = ("Task failed.",)
+NO_ERROR_OUTPUT = "(no error output)"
 
 
 @dataclass(frozen=True)
@@ -68,4 +69,4 @@ def task_error_line(task: Any) -> str:
 
 def last_error_line(stderr: str) -> str:
     lines = [line.strip() for line in stderr.splitlines() if line.strip() and line.strip() not in RUNTIME_LINES]
-    return lines[-1] if lines else "(no error output)"
+    return lines[-1] if lines else NO_ERROR_OUTPUT

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 
@@ -79,7 +79,10 @@ def preprocess_shard(
     threads: int,
     chunk_size: int = 256,
     stop: threading.Event | None = None,
+    pack: Callable[[pa.Table], object] | None = None,
 ) -> ShardOutcome:
+    """``pack`` (e.g. the WebDataset packer) sees each chunk's rows after its outputs are written
+    and before the chunk is committed."""
     taken = output_name_owners(keys)
 
     def process_chunk(chunk_keys: Sequence[str], progress: Progress) -> pa.Table:
@@ -88,7 +91,10 @@ def preprocess_shard(
             rows.append(row)
             progress.advance()
         rows.sort(key=lambda r: r["key"])
-        return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+        table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+        if pack is not None:
+            pack(table)
+        return table
 
     ledger = ChunkLedger(target, ledger_directory(name))
     return run_chunked(
