@@ -5,7 +5,8 @@ Each committed chunk of a shard also becomes ``webdataset/<shard>/chunk-NNNNN-PP
 
     <id>.jpg        the resized image
     <id>.edges.png  its edge map
-    <id>.json       {"key": input key, "label": labels.csv label or null, "width", "height", "input_bytes"}
+    <id>.json       {"key": input key, "label": labels.csv label or null,
+                     "width", "height" (the original's), "input_bytes"}
 
 in key order, where ``<id>`` is the shard and the key's position in it. A chunk's tars are written
 (each atomically, whole) before the chunk's ledger commit, so a committed chunk always has them
