@@ -12,8 +12,9 @@ takes ``--output``'s template ({bucket}, {region}, {staging}), and ``name=value`
 child flow's parameters (``epochs=90``), checked against its Parameters in start.
 
 Design: one ordinary child run per row, launched with Metaflow's ``Runner`` from a foreach task,
-in the row's region, writing to an output there. Moving data costs $0.02/GB across regions,
-usually more than the compute, so the work goes to the data. Separate runs rather than one flow
+in the row's region (``steps.cost.placement.data_region`` when the row names none), writing to
+an output there. Moving data costs $0.02/GB across regions, usually more than the compute, so
+the work goes to the data. Separate runs rather than one flow
 with per-region branches because (1) a Metaflow run has one compute layer setting: per-region Batch
 queues need ``--with batch:queue=Q`` per run (and ``AWS_DEFAULT_REGION`` for the Batch API),
 (2) each child stays an ordinary run: its own card, resumable and retryable on its own, and

@@ -1,6 +1,6 @@
 """Choose where a GPU job runs: price every region x instance type, including moving the data.
 
-    python -m steps.regions rank --instance-types g4dn.xlarge,g5.xlarge --data-region eu-west-1 \
+    spot-batch regions rank --instance-types g4dn.xlarge,g5.xlarge --data-region eu-west-1 \
         --data-gb 220 --gpu-hours 2 [--json]
 
 Price-only rankings (SkyPilot's, for one) treat traffic inside a cloud as free. It is not: moving

@@ -60,8 +60,6 @@ class RegionChoice:
     region: str
     instance_type: str
     batch_queue: str
-    staging_bucket: str
-    kubernetes_context: str | None
     gpu_hours: float
     data_gb: dict[str, float]
     ranking: Ranking
@@ -95,7 +93,7 @@ def choose_region(
     many images the run processes; GPU-hours = images x ``[estimate] seconds_per_image`` / 3600.
     ``regions_config``: parsed config/regions.toml (a dict or a Metaflow ``Config``); candidate
     instance types, parallel GPUs and checkpoint interval come from its ``[estimate]`` table.
-    ``prices``: a ``PriceBook`` from ``steps.prices.load_prices``.
+    ``prices``: a ``PriceBook`` from ``steps.cost.prices.load_prices``.
     """
     estimate = regions_config["estimate"]
     data_gb: dict[str, float] = {}
@@ -115,8 +113,6 @@ def choose_region(
         region=best.region,
         instance_type=best.instance_type,
         batch_queue=str(target["batch_queue"]),
-        staging_bucket=str(target["staging_bucket"]),
-        kubernetes_context=target.get("kubernetes_context"),
         gpu_hours=job.gpu_hours,
         data_gb=data_gb,
         ranking=ranking,
