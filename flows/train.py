@@ -37,6 +37,9 @@ class TrainFlow(FlowSpec):
     # Attribute names match steps.training.TrainConfig's fields (start passes them by name).
     input_uri = Parameter("input", required=True, help="Images + labels.csv (key,label): dir or s3://.")
     output_uri = Parameter("output", default=config_expr("config.output"), help="Directory or s3:// prefix for model.")
+    notify_url = Parameter(
+        "notify", default=config_expr("config.notify_url"), help="POST the run's outcome here when it ends."
+    )
     checkpoint_root = Parameter("checkpoint-root", default="", help="Default <output>/checkpoints.")
     resume_from = Parameter("resume-from", default="", help="ckpt-*.pt or run folder to continue.")
     architecture = Parameter("architecture", default=config_expr("config.architecture"), help="small_cnn, resnet18...")
@@ -55,9 +58,6 @@ class TrainFlow(FlowSpec):
     )
     keep_last = Parameter("keep-last", type=int, default=config_expr("config.keep_last"), help="Checkpoints kept.")
     threads = Parameter("threads", type=int, default=config_expr("config.threads"), help="Image read/decode threads.")
-    notify_url = Parameter(
-        "notify", default=config_expr("config.notify_url"), help="POST the run's outcome here when it ends."
-    )
 
     @step
     def start(self):
