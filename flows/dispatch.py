@@ -39,7 +39,7 @@ from notifying import notify_on_exit
 
 from steps.config_files import config_file
 from steps.cost.placement import batch_settings, data_region
-from steps.dispatch.manifest import ManifestRow, load_manifest, rows_from_inputs
+from steps.dispatch.manifest import ManifestRow, load_manifest, row_identity, rows_from_inputs
 from steps.dispatch.results import FAILED, REUSED, SUCCEEDED, RowResult, build_report, merged_summary
 from steps.errors import ConfigError
 from steps.progress import log
@@ -117,13 +117,15 @@ class DispatchFlow(FlowSpec):
                 f"--manifest line {row.line}", row.input, "an output column or --output", "add one of them"
             )
         env, decospecs = batch_settings(region, self.regions) if self.compute == "batch" else ({}, [])
+        output = row.output or regional_output(self.output, row.input, region, self.regions)
+        arguments = row_arguments(self.child_flow, row, parameters)
         return {
             "line": row.line,
             "region": region,
             "input": row.input,
-            "output": row.output or regional_output(self.output, row.input, region, self.regions),
-            "parameters": row_arguments(self.child_flow, row, parameters),
-            "tag": TAG_PREFIX + row.identity(self.child_flow),
+            "output": output,
+            "parameters": arguments,
+            "tag": TAG_PREFIX + row_identity(self.child_flow, region, row.input, output, arguments),
             "env": env,
             "with": decospecs,
         }

@@ -20,6 +20,7 @@ import io
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from steps.errors import ConfigError
 
@@ -34,11 +35,12 @@ class ManifestRow:
     output: str = ""  # "" = --output's template
     parameters: tuple[tuple[str, str], ...] = field(default=())  # (name, value) in manifest order
 
-    def identity(self, flow: str) -> str:
-        """A short stable digest of what this row asks for: the same row in a rerun has the same one."""
-        ask = {"flow": flow, "input": self.input, "region": self.region, "output": self.output}
-        ask["parameters"] = sorted(self.parameters)
-        return hashlib.sha256(json.dumps(ask, sort_keys=True).encode()).hexdigest()[:16]
+
+def row_identity(flow: str, region: str, input_uri: str, output: str, parameters: dict[str, Any]) -> str:
+    """A short stable digest of what a planned row asks for (output and region resolved, values
+    typed): the same row in a rerun has the same one; any change makes it a new row."""
+    ask = {"flow": flow, "region": region, "input": input_uri, "output": output, "parameters": parameters}
+    return hashlib.sha256(json.dumps(ask, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def parse_manifest(text: str, source: str = "--manifest") -> list[ManifestRow]:

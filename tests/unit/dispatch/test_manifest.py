@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from steps.dispatch.manifest import ManifestRow, load_manifest, parse_manifest, rows_from_inputs
+from steps.dispatch.manifest import ManifestRow, load_manifest, parse_manifest, row_identity, rows_from_inputs
 from steps.errors import ConfigError
 
 MANIFEST = """\
@@ -31,11 +31,20 @@ def test_rows_with_and_without_region_output_and_parameters() -> None:
 
 
 def test_identity_is_stable_and_changes_with_what_the_row_asks() -> None:
-    first, again = parse_manifest(MANIFEST)[0], parse_manifest(MANIFEST)[0]
-    assert first.identity("train") == again.identity("train")
-    assert first.identity("train") != first.identity("infer")
-    changed = parse_manifest(MANIFEST.replace("epochs=90,batch", "epochs=91,batch"))[0]
-    assert changed.identity("train") != first.identity("train")
+    first = row_identity("train", "us-east-1", "s3://a/x", "s3://a/y", {"epochs": 90, "seed": 1})
+    assert first == row_identity("train", "us-east-1", "s3://a/x", "s3://a/y", {"seed": 1, "epochs": 90})
+    assert (
+        len(
+            {
+                first,
+                row_identity("infer", "us-east-1", "s3://a/x", "s3://a/y", {"epochs": 90, "seed": 1}),
+                row_identity("train", "eu-west-1", "s3://a/x", "s3://a/y", {"epochs": 90, "seed": 1}),
+                row_identity("train", "us-east-1", "s3://a/x", "s3://a/z", {"epochs": 90, "seed": 1}),
+                row_identity("train", "us-east-1", "s3://a/x", "s3://a/y", {"epochs": 91, "seed": 1}),
+            }
+        )
+        == 5
+    )
 
 
 @pytest.mark.parametrize(
