@@ -8,7 +8,8 @@ import tomllib
 from dataclasses import asdict
 
 from cards import render
-from metaflow import Config, Parameter, card, config_expr, package_sources, resources, retry, step
+from live_card import REFRESH_S, SHARD_CARD, ShardCard
+from metaflow import Config, Parameter, card, config_expr, current, package_sources, resources, retry, step
 from notifying import notify_on_exit
 from sharded import ShardedFlow
 from spot_guard import spot_guard
@@ -54,6 +55,7 @@ class PreprocessFlow(ShardedFlow):
         if self.output_format not in FORMATS:
             raise ConfigError("--format", self.output_format, " or ".join(FORMATS), "pass --format webdataset or files")
 
+    @card(type="blank", id=SHARD_CARD, refresh_interval=REFRESH_S)
     @resources(gpu=config.resources.gpu, cpu=config.resources.cpu, memory=config.resources.memory)
     @retry(times=config.retry.times, minutes_between_retries=config.retry.minutes_between_retries)
     @step
@@ -65,7 +67,7 @@ class PreprocessFlow(ShardedFlow):
             if self.output_format == "webdataset"
             else None
         )
-        with spot_guard() as stop:
+        with spot_guard() as stop, ShardCard(self.input["name"], current.retry_count) as on_progress:
             outcome = preprocess_shard(
                 name=self.input["name"],
                 keys=keys,
@@ -76,6 +78,7 @@ class PreprocessFlow(ShardedFlow):
                 chunk_size=self.chunk_size,
                 device=tensor_device(self.compute_device),
                 stop=stop,
+                on_progress=on_progress,
                 pack=pack,
             )
         self.shard_stats = asdict(shard_stats(outcome))  # plain data: readable in the UI

@@ -12,11 +12,10 @@ from steps.imaging.codec import thumbnail_jpeg
 from steps.inference.predictions import Scores, score
 from steps.io.storage import Storage
 from steps.report import Chart, Images, Report, Table, bar_chart_png
-from steps.sharding.report import rejects_table, shard_table, throughput_chart, totals_table
+from steps.sharding.report import durations_table, rejects_table, shard_table, throughput_chart, totals_table
 from steps.sharding.summary import RunSummary, ShardStats
 
 SAMPLE_IMAGES = 6
-
 
 
 @dataclass(frozen=True)
@@ -71,5 +70,6 @@ def build_report(
             )
         )
     report.sections.append(shard_table(stats))
+    report.sections.append(durations_table(stats))
     report.sections.append(rejects_table(stats))
     return report
