@@ -1,41 +1,51 @@
-"""DispatchFlow: preprocess data spread over regional buckets where each part lives, then merge.
+"""DispatchFlow: run PreprocessFlow, TrainFlow or InferFlow once per manifest row, each next to its
+data, and merge what they did.
 
-    python flows/dispatch.py run --inputs s3://images-us/raw,s3://images-eu/raw \\
-        --output 's3://{bucket}/preprocessed'
-    python flows/dispatch.py run --inputs ... --output '{staging}/preprocessed' --compute batch
+    python flows/dispatch.py run --flow train --manifest jobs.csv
+    python flows/dispatch.py run --flow infer --manifest s3://b/jobs.csv --output 's3://{bucket}/predictions'
+    python flows/dispatch.py run --inputs s3://images-us/raw,s3://images-eu/raw --output 's3://{bucket}/out'
+    python flows/dispatch.py run --flow preprocess --manifest jobs.csv --compute batch
 
-Design: one ordinary PreprocessFlow run per input location, launched with Metaflow's ``Runner``
-from a foreach task, in the region that holds the input (``steps.cost.placement.data_region``), writing
-to an output in that region. Moving data costs $0.02/GB across regions, usually more than the
-compute, so the work goes to the data, not the other way round. Separate runs rather than one flow
+Manifest rows are ``region,input[,output][,name=value ...]`` (steps/dispatch/manifest.py); the
+region column is optional (the input's bucket decides, as for ``--inputs``), a missing output
+takes ``--output``'s template ({bucket}, {region}, {staging}), and ``name=value`` pairs are the
+child flow's parameters (``epochs=90``), checked against its Parameters in start.
+
+Design: one ordinary child run per row, launched with Metaflow's ``Runner`` from a foreach task,
+in the row's region (``steps.cost.placement.data_region`` when the row names none), writing to
+an output there. Moving data costs $0.02/GB across regions, usually more than the compute, so
+the work goes to the data. Separate runs rather than one flow
 with per-region branches because (1) a Metaflow run has one compute layer setting: per-region Batch
 queues need ``--with batch:queue=Q`` per run (and ``AWS_DEFAULT_REGION`` for the Batch API),
-(2) each regional run stays an ordinary PreprocessFlow run: its own card, resumable on its own,
-retryable without touching the other regions, and (3) the regional flow needs no code for this.
-Two inputs in one region give two runs there (PreprocessFlow takes one ``--input``).
+(2) each child stays an ordinary run: its own card, resumable and retryable on its own, and
+(3) the child flows need no code for this.
 
-The merged ``summary`` adds up the regional summaries; ``region_runs`` lists each run's region,
-input, output and pathspec, and the card shows both.
+A failing row does not stop the others: its status and the child run's own error line (from the
+failing task, via the Metaflow client) are recorded, the merged report is written, and the
+dispatch then ends failed, naming the rows. Each child run is tagged with its row's identity
+(flow, region, input, output, parameters); a rerun with the same manifest reuses the earlier
+successful run of each unchanged row ("done earlier") and runs only the rest.
 """
 
 import time
 import tomllib
 from collections.abc import Mapping
-from dataclasses import replace
-from pathlib import Path
+from dataclasses import asdict
 
 from cards import render
-from metaflow import Config, FlowSpec, Parameter, Runner, card, package_sources, step
+from dispatch_children import FLOWS, SHARDED, child_parameters, flow_file, row_arguments
+from metaflow import Config, FlowSpec, Parameter, Runner, card, config_expr, package_sources, step
+from notifying import notify_on_exit
 
 from steps.config_files import config_file
-from steps.cost.placement import batch_settings, data_region, input_sizes
+from steps.cost.placement import batch_settings, data_region
+from steps.dispatch.manifest import ManifestRow, load_manifest, row_identity, rows_from_inputs
+from steps.dispatch.results import FAILED, REUSED, SUCCEEDED, RowResult, build_report, merged_summary
 from steps.errors import ConfigError
 from steps.progress import log
-from steps.report import Report, Table
-from steps.sharding.summary import RunSummary
+from steps.run_outcome import NO_ERROR_OUTPUT, last_error_line, outcome_of
 
-ROOT = Path(__file__).resolve().parent.parent
-PREPROCESS = str(ROOT / "flows" / "preprocess.py")
+TAG_PREFIX = "dispatch-row:"
 
 
 def regional_output(template: str, uri: str, region: str, regions: Mapping) -> str:
@@ -45,112 +55,135 @@ def regional_output(template: str, uri: str, region: str, regions: Mapping) -> s
     return template.format(bucket=bucket, region=region, staging=staging.rstrip("/"))
 
 
+def earlier_success(flow_name: str, tag: str):
+    """The newest successful run of ``flow_name`` tagged ``tag`` in this namespace, if any."""
+    from metaflow import Flow
+    from metaflow.exception import MetaflowNotFound
+
+    try:
+        return next((run for run in Flow(flow_name).runs(tag) if run.successful), None)
+    except MetaflowNotFound:
+        return None
+
+
 # config/ travels in the code package too, so remote tasks can read it like a local run.
 @package_sources("../config", suffixes=[".toml"])
+@notify_on_exit
 class DispatchFlow(FlowSpec):
-    """Run PreprocessFlow once per regional input location, next to its data, and merge the reports."""
+    """Run a flow once per manifest row, next to each row's data, and merge the reports."""
 
+    config = Config("config", default=config_file("dispatch.toml"), parser=tomllib.loads)
     regions = Config("regions", default=config_file("regions.toml"), parser=tomllib.loads)
 
-    inputs = Parameter("inputs", required=True, help="Comma-separated input locations, e.g. s3://b-us/x,s3://b-eu/x.")
+    child_flow = Parameter("flow", default="preprocess", help=f"The flow each row runs: {', '.join(FLOWS)}.")
+    manifest = Parameter("manifest", default="", help="File or s3:// object: region,input[,output][,name=value ...].")
+    inputs = Parameter("inputs", default="", help="Instead of --manifest: comma-separated input locations.")
     output = Parameter(
-        "output",
-        required=True,
-        help="Output location per input; {bucket}, {region} and {staging} (regions.toml) are filled in.",
+        "output", default="", help="Output of rows without one; {bucket}, {region} and {staging} are filled in."
     )
     compute = Parameter("compute", default="local", help="local: run here; batch: each run on its region's queue.")
+    notify_url = Parameter(
+        "notify", default=config_expr("config.notify_url"), help="POST the dispatch's outcome here when it ends."
+    )
 
     @step
     def start(self):
         self.started_at = time.time()
-        uris = [u.strip() for u in self.inputs.split(",") if u.strip()]
         if self.compute not in ("local", "batch"):
             raise ConfigError("--compute", self.compute, "local or batch", "pass --compute local or --compute batch")
-        if not uris:
-            raise ConfigError("--inputs", self.inputs, "comma-separated input locations", "pass --inputs")
-        sizes = input_sizes(uris)
-        self.region_plan = []
-        for uri in uris:
-            region = data_region(uri, self.regions)
-            env, decospecs = batch_settings(region, self.regions) if self.compute == "batch" else ({}, [])
-            self.region_plan.append(
-                {
-                    "region": region,
-                    "input": uri,
-                    "output": regional_output(self.output, uri, region, self.regions),
-                    "gb": round(sizes[uri] / 1e9, 3),
-                    "env": env,
-                    "with": decospecs,
-                }
-            )
-        outputs = [p["output"] for p in self.region_plan]
+        if self.child_flow not in FLOWS:
+            raise ConfigError("--flow", self.child_flow, " or ".join(FLOWS), "pass one of them")
+        if bool(self.manifest) == bool(self.inputs):
+            raise ConfigError("--manifest", self.manifest, "exactly one of --manifest or --inputs", "pass one")
+        rows = load_manifest(self.manifest) if self.manifest else rows_from_inputs(self.inputs)
+        parameters = child_parameters(self.child_flow)
+        self.row_plan = [self.plan_row(row, parameters) for row in rows]
+        outputs = [p["output"] for p in self.row_plan]
         if len(set(outputs)) != len(outputs):
             raise ConfigError(
                 "--output",
                 self.output,
                 "a distinct output per input",
-                "use {bucket} or {region} in --output so runs do not overwrite each other",
+                "use {bucket} or {region} in --output (or an output column) so runs do not overwrite each other",
             )
-        for p in self.region_plan:
-            log(f"{p['region']}: {p['input']} ({p['gb']} GB) -> {p['output']}")
-        self.next(self.run_region, foreach="region_plan")
+        for p in self.row_plan:
+            log(f"line {p['line']}: {self.child_flow} in {p['region']}: {p['input']} -> {p['output']}")
+        self.next(self.run_row, foreach="row_plan")
+
+    def plan_row(self, row: ManifestRow, parameters: dict) -> dict:
+        region = row.region or data_region(row.input, self.regions)
+        if not (row.output or self.output):
+            raise ConfigError(
+                f"--manifest line {row.line}", row.input, "an output column or --output", "add one of them"
+            )
+        env, decospecs = batch_settings(region, self.regions) if self.compute == "batch" else ({}, [])
+        output = row.output or regional_output(self.output, row.input, region, self.regions)
+        arguments = row_arguments(self.child_flow, row, parameters)
+        return {
+            "line": row.line,
+            "region": region,
+            "input": row.input,
+            "output": output,
+            "parameters": arguments,
+            "tag": TAG_PREFIX + row_identity(self.child_flow, region, row.input, output, arguments),
+            "env": env,
+            "with": decospecs,
+        }
 
     @step
-    def run_region(self):
+    def run_row(self):
         plan = self.input
-        with Runner(PREPROCESS, show_output=False, env=plan["env"], decospecs=plan["with"]) as runner:
-            running = runner.run(input=plan["input"], output=plan["output"])
-            if running.status != "successful":
-                raise RuntimeError(
-                    f"PreprocessFlow for {plan['region']} ({plan['input']}) ended {running.status}; "
-                    f"its log: {running.stderr.strip().splitlines()[-1:]}"
-                )
-            self.region_run = {**plan, "run": running.run.pathspec, "summary": running.run.data.summary}
-        log(f"{plan['region']}: {running.run.pathspec} preprocessed {self.region_run['summary']['images']} images")
+        row = {k: plan[k] for k in ("line", "region", "input", "output", "parameters")}
+        earlier = earlier_success(FLOWS[self.child_flow], plan["tag"])
+        if earlier is not None:
+            result = RowResult(**row, status=REUSED, run=earlier.pathspec, summary=dict(earlier.data.summary))
+        else:
+            result = self.run_child(plan, row)
+        log(f"line {result.line}: {result.status} {result.run} {result.error}".rstrip())
+        self.row_result = asdict(result)
         self.next(self.join)
+
+    def run_child(self, plan: dict, row: dict) -> RowResult:
+        """One ordinary child run; its failure becomes this row's result, never this task's."""
+        with Runner(flow_file(self.child_flow), show_output=False, env=plan["env"], decospecs=plan["with"]) as runner:
+            try:
+                running = runner.run(
+                    input=plan["input"], output=plan["output"], tags=[plan["tag"]], **plan["parameters"]
+                )
+            except RuntimeError as error:  # the child exited before it had a run to read
+                return RowResult(**row, status=FAILED, error=last_error_line(str(error)))
+            if running.status == "successful":
+                return RowResult(**row, status=SUCCEEDED, run=running.run.pathspec, summary=running.run.data.summary)
+            outcome = outcome_of(running.run)
+            # A task that died without a word (killed, aborted at exit): the child's own log tail.
+            reason = outcome.error if outcome.error != NO_ERROR_OUTPUT else last_error_line(running.stderr)
+            error = f"step {outcome.failed_step}: {reason}" if outcome.failed_step else reason
+            return RowResult(**row, status=FAILED, run=running.run.pathspec, error=error)
 
     @card(type="blank", id="report")
     @step
     def join(self, inputs):
         self.merge_artifacts(inputs, include=["started_at"])
-        self.region_runs = sorted((i.region_run for i in inputs), key=lambda r: (r["region"], r["input"]))
-        summaries = [RunSummary.from_artifact(r["summary"]) for r in self.region_runs]
-        # Regional runs ran side by side: throughput is over the dispatch's whole wall time.
-        merged = replace(sum(summaries, RunSummary()), seconds=time.time() - self.started_at)
-        self.summary = merged.to_artifact()
-        render(
-            Report(
-                "Multi-region preprocessing",
-                merged.headline("Preprocessed", "one output per region"),
-                [
-                    Table(
-                        "Regional runs",
-                        ["region", "input", "GB", "output", "images", "ok", "rejected", "seconds", "run"],
-                        [
-                            [
-                                r["region"],
-                                r["input"],
-                                r["gb"],
-                                r["output"],
-                                s.images,
-                                s.processed,
-                                s.rejected,
-                                round(s.seconds, 1),
-                                r["run"],
-                            ]
-                            for r, s in zip(self.region_runs, summaries, strict=True)
-                        ],
-                    ),
-                ],
-            )
-        )
+        results = sorted((RowResult(**i.row_result) for i in inputs), key=lambda r: r.line)
+        self.rows = [asdict(r) for r in results]
+        merged = merged_summary(results, time.time() - self.started_at) if self.child_flow in SHARDED else None
+        self.summary = merged.to_artifact() if merged else None
+        report = build_report(FLOWS[self.child_flow], results, merged)
+        self.headline = report.headline
+        render(report)
         self.next(self.end)
 
     @step
     def end(self):
-        outputs = ", ".join(r["output"] for r in self.region_runs)
-        log(RunSummary.from_artifact(self.summary).headline("Preprocessed", outputs))
-        log(f"per-region runs: {', '.join(r['run'] for r in self.region_runs)}")
+        log(self.headline)
+        failed = [RowResult(**r) for r in self.rows if r["status"] == FAILED]
+        for row in failed:
+            log(f"{row.describe()} failed: {row.error}")
+        if failed:
+            raise RuntimeError(
+                f"{len(failed)} of {len(self.rows)} rows failed ({', '.join(r.describe() for r in failed)}); "
+                "the others are done: rerun the same command to redo only the failed rows"
+            )
 
 
 if __name__ == "__main__":

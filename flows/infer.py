@@ -16,6 +16,7 @@ from dataclasses import asdict
 from cards import render
 from live_card import REFRESH_S, SHARD_CARD, ShardCard
 from metaflow import Config, Parameter, card, config_expr, current, package_sources, resources, retry, step
+from notifying import notify_on_exit
 from parameter_types import POSITIVE
 from sharded import ShardedFlow
 
@@ -58,6 +59,7 @@ def latest_model_uri() -> str:
 
 # config/ travels in the code package too, so remote tasks can read it like a local run.
 @package_sources("../config", suffixes=[".toml"])
+@notify_on_exit
 class InferFlow(ShardedFlow):
     """Batched inference on spot GPUs: one Parquet row per image, each chunk committed once."""
 

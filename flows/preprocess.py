@@ -10,20 +10,24 @@ from dataclasses import asdict
 from cards import render
 from live_card import REFRESH_S, SHARD_CARD, ShardCard
 from metaflow import Config, Parameter, card, config_expr, current, package_sources, resources, retry, step
+from notifying import notify_on_exit
 from parameter_types import POSITIVE
 from sharded import ShardedFlow
 
 from steps.config_files import config_file
+from steps.errors import ConfigError
 from steps.io.storage import open_storage
 from steps.io.validation import check_names
 from steps.preprocess.report import build_report
 from steps.preprocess.shard import PREPROCESS_DEVICES, PREPROCESS_FILES, preprocess_shard, tensor_device
+from steps.preprocess.webdataset import FORMATS, WebDatasetPacker, read_label_map
 from steps.sharding.plan_store import read_shard_keys
 from steps.sharding.summary import RunSummary, shard_stats
 
 
 # config/ travels in the code package too, so remote tasks can read it like a local run.
 @package_sources("../config", suffixes=[".toml"])
+@notify_on_exit
 class PreprocessFlow(ShardedFlow):
     """Decode each image once; write a resized JPEG and a Sobel edge map; report rejects."""
 
@@ -33,6 +37,11 @@ class PreprocessFlow(ShardedFlow):
     config = Config("config", default=config_file("preprocess.toml"), parser=tomllib.loads)
 
     size = Parameter("size", type=POSITIVE, default=config_expr("config.size"), help="Longest side of resized images.")
+    output_format = Parameter(
+        "format",
+        default=config_expr("config.format"),
+        help="files: resized/ and edges/; webdataset: also tar shards of samples under webdataset/.",
+    )
     compute_device = Parameter(
         "device",
         default=config_expr("config.device"),
@@ -43,6 +52,8 @@ class PreprocessFlow(ShardedFlow):
     def check_settings(self) -> None:
         super().check_settings()
         check_names("--device", [self.compute_device], PREPROCESS_DEVICES, "cpu or cuda", "--device")
+        if self.output_format not in FORMATS:
+            raise ConfigError("--format", self.output_format, " or ".join(FORMATS), "pass --format webdataset or files")
 
     @card(type="blank", id=SHARD_CARD, refresh_interval=REFRESH_S)
     @resources(gpu=config.resources.gpu, cpu=config.resources.cpu, memory=config.resources.memory)
@@ -51,9 +62,14 @@ class PreprocessFlow(ShardedFlow):
     def process_shard(self):
         source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
         with self.writing_output(target) as stop, ShardCard(self.input["name"], current.retry_count) as on_progress:
+            keys = read_shard_keys(target, self.input["keys_key"])
+            pack = None
+            if self.output_format == "webdataset":
+                labels = read_label_map(source)
+                pack = WebDatasetPacker(target, self.input["name"], keys, self.chunk_size, labels, self.threads)
             outcome = preprocess_shard(
                 name=self.input["name"],
-                keys=read_shard_keys(target, self.input["keys_key"]),
+                keys=keys,
                 source=source,
                 target=target,
                 size=self.size,
@@ -62,6 +78,7 @@ class PreprocessFlow(ShardedFlow):
                 device=tensor_device(self.compute_device),
                 stop=stop,
                 on_progress=on_progress,
+                pack=pack,
             )
         self.shard_stats = asdict(shard_stats(outcome))  # plain data: readable in the UI
         self.next(self.join)

@@ -80,6 +80,9 @@ class ShardedFlow(FlowSpec):
         default=config_expr("config.chunk_size"),
         help="Images per committed chunk (a spot loss costs at most one).",
     )
+    notify_url = Parameter(
+        "notify", default=config_expr("config.notify_url"), help="POST the run's outcome here when it ends."
+    )
 
     def check_settings(self) -> None:
         """Fail in ``start``, before any fan-out, on what the Parameter types cannot check (one
@@ -159,4 +162,5 @@ class ShardedFlow(FlowSpec):
     @step
     def end(self):
         release(open_storage(self.output_uri), self.lease)
-        log(RunSummary.from_artifact(self.summary).headline(self.VERB, self.output_uri))
+        self.headline = RunSummary.from_artifact(self.summary).headline(self.VERB, self.output_uri)
+        log(self.headline)

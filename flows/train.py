@@ -18,6 +18,7 @@ from cards import render
 from clean_errors import configuration_checked
 from live_card import REFRESH_S
 from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, package_sources, resources, retry, step
+from notifying import notify_on_exit
 from parameter_types import FRACTION, NON_NEGATIVE, NON_NEGATIVE_REAL, POSITIVE, POSITIVE_REAL
 from spot_guard import spot_guard
 from train_card import TRAIN_CARD, TrainCard
@@ -33,6 +34,7 @@ from steps.training.run import train_run
 
 # config/ travels in the code package too, so remote tasks can read it like a local run.
 @package_sources("../config", suffixes=[".toml"])
+@notify_on_exit
 class TrainFlow(FlowSpec):
     """Train a classifier; checkpoints make a spot loss cost minutes of work, not the run."""
 
@@ -41,6 +43,9 @@ class TrainFlow(FlowSpec):
     # Attribute names match steps.training.TrainConfig's fields (start passes them by name).
     input_uri = Parameter("input", required=True, help="Images + labels.csv (key,label): dir or s3://.")
     output_uri = Parameter("output", default=config_expr("config.output"), help="Directory or s3:// prefix for model.")
+    notify_url = Parameter(
+        "notify", default=config_expr("config.notify_url"), help="POST the run's outcome here when it ends."
+    )
     checkpoint_root = Parameter("checkpoint-root", default="", help="Default <output>/checkpoints.")
     resume_from = Parameter("resume-from", default="", help="ckpt-*.pt or run folder to continue.")
     architecture = Parameter("architecture", default=config_expr("config.architecture"), help="small_cnn, resnet18...")
@@ -112,7 +117,8 @@ class TrainFlow(FlowSpec):
     @step
     def end(self):
         render(build_report(self.summary, self.metrics, self.confusion, self.rejects))
-        log(headline(self.summary))
+        self.headline = headline(self.summary)
+        log(self.headline)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Output location of a sharded run::
     _ledger/<shard>/chunk-NNNNN.parquet  preprocessing: committed chunks (one row per input key)
     resized/<stem>.jpg, edges/<stem>.png preprocessing outputs
     predictions/<shard>/part-NNNNN.parquet inference: committed parts, one row per input key
+    webdataset/<shard>/chunk-NNNNN-PPP.tar  preprocessing --format webdataset: a chunk's samples
 
 TrainFlow's output: ``models/<run id>/model.pt`` and ``checkpoints/<run id>/``. An input root may
 hold ``labels.csv`` (``key,label``), which is metadata, never an input key.
@@ -33,6 +34,7 @@ LEDGER_DIR = "_ledger"
 RESIZED_DIR = "resized"
 EDGES_DIR = "edges"
 PREDICTIONS_DIR = "predictions"
+WEBDATASET_DIR = "webdataset"
 PART_STEM = "part"
 MODELS_DIR = "models"
 CHECKPOINTS_DIR = "checkpoints"
@@ -84,6 +86,20 @@ def resized_key(key: str) -> str:
 
 def edges_key(key: str) -> str:
     return f"{EDGES_DIR}/{key_stem(key)}.png"
+
+
+def webdataset_directory(shard_name: str) -> str:
+    return f"{WEBDATASET_DIR}/{shard_name}"
+
+
+def webdataset_tar_key(shard_name: str, chunk: int, part: int) -> str:
+    return f"{webdataset_directory(shard_name)}/chunk-{chunk:05d}-{part:03d}.tar"
+
+
+def webdataset_sample_id(shard_name: str, position: int) -> str:
+    """A sample's ``__key__`` in the tars: WebDataset cuts member names at the first dot, so the
+    id is the shard (dots replaced) and the key's position in the shard's sorted key list."""
+    return f"{shard_name.replace('.', '_')}-{position:09d}"
 
 
 def shard_directory(shard_name: str) -> str:

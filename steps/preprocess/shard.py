@@ -9,7 +9,7 @@ Output layout under the output root:
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -89,9 +89,12 @@ def preprocess_shard(
     device: torch.device | None = None,
     stop: threading.Event | None = None,
     on_progress: ProgressCallback | None = None,
+    pack: Callable[[pa.Table], object] | None = None,
 ) -> ShardOutcome:
     """Preprocess every key; ``device`` None is the Pillow path on CPU threads, a device the
-    tensor path on it (``steps.preprocess.device``: CUDA, or CPU tensors where there is none)."""
+    tensor path on it (``steps.preprocess.device``: CUDA, or CPU tensors where there is none).
+    ``pack`` (e.g. the WebDataset packer) sees each chunk's rows after its outputs are written
+    and before the chunk is committed."""
     taken = output_name_owners(keys)
     if device is not None:
         # Imported here: the Pillow path (and every PreprocessFlow task) stays free of torch.
@@ -110,7 +113,10 @@ def preprocess_shard(
             rows.append(row)
             progress.advance()
         rows.sort(key=lambda r: r["key"])
-        return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+        table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+        if pack is not None:
+            pack(table)
+        return table
 
     ledger = ChunkLedger(target, ledger_directory(name))
     state = shard_state(target, ledger, name, keys, chunk_size)

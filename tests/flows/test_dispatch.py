@@ -1,5 +1,6 @@
 """Multi-region dispatch, end to end: two "regions" are two buckets on the loopback S3 server,
-one created with an eu-west-1 location constraint, so the bucket-location lookup is real too."""
+one created with an eu-west-1 location constraint, so the bucket-location lookup is real too.
+Manifests dispatch TrainFlow and InferFlow; a failing row is recorded, then redone alone."""
 
 from __future__ import annotations
 
@@ -50,17 +51,17 @@ def test_dispatch_runs_one_preprocess_per_region_and_merges(
     per_bucket = IMAGES_PER_BUCKET + EXTRA_FILES
     assert data.summary["images"] == 2 * per_bucket
     assert data.summary["rejected"] == 2 * BAD_FILES
-    assert [(r["region"], r["input"], r["output"]) for r in data.region_runs] == [
-        ("eu-west-1", "s3://images-eu/raw", "s3://images-eu/preprocessed"),
-        ("us-east-1", "s3://images-us/raw", "s3://images-us/preprocessed"),
+    assert [(r["region"], r["input"], r["output"], r["status"]) for r in data.rows] == [
+        ("us-east-1", "s3://images-us/raw", "s3://images-us/preprocessed", "succeeded"),
+        ("eu-west-1", "s3://images-eu/raw", "s3://images-eu/preprocessed", "succeeded"),
     ]
-    for region_run in data.region_runs:
+    for region_run in data.rows:
         assert region_run["summary"]["images"] == per_bucket
         assert region_run["run"].startswith("PreprocessFlow/")
         # Each region's results stay in that region's bucket.
         written = open_storage(region_run["output"]).list()
         assert any(o.key.endswith(".jpg") for o in written)
-    assert "Preprocessed 32 images" in run.output
+    assert "Dispatched 2 PreprocessFlow rows: 2 ran, 0 done earlier, 0 failed; 32 images" in run.output
 
 
 def test_dispatch_rejects_an_output_that_collides(
@@ -77,3 +78,83 @@ def test_dispatch_rejects_an_output_that_collides(
     )
     assert not run.ok
     assert "expected a distinct output per input" in run.output
+
+
+TRAIN_SETTINGS = "epochs=1,batch_size=8,image_size=32,seed=3"
+
+
+@pytest.fixture(scope="module")
+def labelled_buckets(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two labelled sample sets, uploaded to train-us (us-east-1) and train-eu (eu-west-1), the
+    eu one at first without its labels.csv, so training there fails until it is uploaded."""
+    client = s3_server.client()
+    client.create_bucket(Bucket="train-us")
+    client.create_bucket(Bucket="train-eu", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    sets = {}
+    for bucket, seed in (("train-us", 5), ("train-eu", 6)):
+        sets[bucket] = tmp_path_factory.mktemp(bucket)
+        generate(sets[bucket], count=IMAGES_PER_BUCKET + 2, seed=seed)
+        upload_dir(s3_server, sets[bucket], f"s3://{bucket}/raw")
+    client.delete_object(Bucket="train-eu", Key="raw/labels.csv")
+    return sets
+
+
+def test_dispatch_trains_per_row_a_failing_row_is_reported_and_a_rerun_redoes_only_it(
+    s3_server: S3Server, labelled_buckets: dict[str, Path], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "train.csv"
+    manifest.write_text(
+        "# region,input,output,parameters\n"
+        f"us-east-1,s3://train-us/raw,s3://train-us/trained,{TRAIN_SETTINGS}\n"
+        f"eu-west-1,s3://train-eu/raw,s3://train-eu/trained,{TRAIN_SETTINGS}\n"
+    )
+    args = ("--flow", "train", "--manifest", str(manifest))
+    first = run_flow("dispatch", tmp_path, *args, env=s3_server.env)
+    assert not first.ok, "a dispatch with a failed row ends failed"
+    rows = first.client_run()["join"].task.data.rows
+    assert [(r["line"], r["region"], r["status"]) for r in rows] == [
+        (2, "us-east-1", "succeeded"),
+        (3, "eu-west-1", "failed"),
+    ]
+    trained, failed = rows
+    assert trained["parameters"] == {"epochs": 1, "batch_size": 8, "image_size": 32, "seed": 3}
+    assert trained["run"].startswith("TrainFlow/") and trained["summary"]["epochs"] == 1
+    assert trained["summary"]["model_uri"].startswith("s3://train-us/trained/models/")
+    # The child run's own reason, from its failing task, not Metaflow's "Step start failed".
+    assert failed["run"].startswith("TrainFlow/") and failed["error"].startswith("step start: ")
+    assert "labels.csv" in failed["error"] and "\n" not in failed["error"]
+    assert "1 of 2 rows failed (line 3 (eu-west-1 s3://train-eu/raw))" in first.output
+
+    s3_server.client().upload_file(str(labelled_buckets["train-eu"] / "labels.csv"), "train-eu", "raw/labels.csv")
+    rerun = run_flow("dispatch", tmp_path, *args, env=s3_server.env)
+    assert rerun.ok, rerun.output[-3000:]
+    again = rerun.client_run().data.rows
+    assert [(r["status"], r["run"] == trained["run"]) for r in again] == [("done earlier", True), ("succeeded", False)]
+    labelled = {b: len((d / "labels.csv").read_text().splitlines()) - 1 for b, d in labelled_buckets.items()}
+    assert again[1]["summary"]["images"] == labelled["train-eu"]
+    assert "2 TrainFlow rows: 1 ran, 1 done earlier, 0 failed" in rerun.output
+
+    # InferFlow per bucket with the us model; no region column: each bucket's location decides.
+    infer_manifest = tmp_path / "infer.csv"
+    infer_manifest.write_text(
+        "".join(f"s3://{b}/raw,s3://{b}/predicted,model={trained['summary']['model_uri']}\n" for b in labelled_buckets)
+    )
+    infer = run_flow("dispatch", tmp_path, "--flow", "infer", "--manifest", str(infer_manifest), env=s3_server.env)
+    assert infer.ok, infer.output[-3000:]
+    data = infer.client_run().data
+    assert [(r["region"], r["status"]) for r in data.rows] == [("us-east-1", "succeeded"), ("eu-west-1", "succeeded")]
+    per_bucket = IMAGES_PER_BUCKET + 2 + EXTRA_FILES
+    assert data.summary["images"] == 2 * per_bucket == sum(r["summary"]["images"] for r in data.rows)
+    assert data.summary["labelled"] == sum(labelled.values())
+    assert all(r["run"].startswith("InferFlow/") for r in data.rows)
+
+
+def test_dispatch_checks_row_parameters_against_the_child_flow(
+    s3_server: S3Server, labelled_buckets: dict[str, Path], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "bad.csv"
+    manifest.write_text("us-east-1,s3://train-us/raw,s3://train-us/x,epochs=many\n")
+    run = run_flow("dispatch", tmp_path, "--flow", "train", "--manifest", str(manifest), env=s3_server.env)
+    assert not run.ok
+    assert "--manifest line 1 epochs 'many': expected a value of type int; fix the value of epochs" in run.output
+    assert "TrainFlow/" not in run.output  # nothing ran
