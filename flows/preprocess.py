@@ -17,7 +17,7 @@ from steps.io.storage import open_storage
 from steps.io.validation import check_positive
 from steps.preprocess.report import build_report
 from steps.preprocess.shard import preprocess_shard
-from steps.sharding.plan_store import read_shard_keys
+from steps.sharding.attempts import attempt_seconds
 from steps.sharding.summary import RunSummary, shard_stats
 
 
@@ -41,10 +41,11 @@ class PreprocessFlow(ShardedFlow):
     @step
     def process_shard(self):
         source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
+        attempt = self.begin_attempt(target)
         with spot_guard() as stop:
             outcome = preprocess_shard(
-                name=self.input["name"],
-                keys=read_shard_keys(target, self.input["keys_key"]),
+                name=self.input,
+                keys=self.shard_keys(target),
                 source=source,
                 target=target,
                 size=self.size,
@@ -52,7 +53,7 @@ class PreprocessFlow(ShardedFlow):
                 chunk_size=self.chunk_size,
                 stop=stop,
             )
-        self.shard_stats = asdict(shard_stats(outcome))  # plain data: readable in the UI
+        self.shard_stats = asdict(shard_stats(outcome, attempt_seconds(target, attempt)))  # plain data: UI-readable
         self.next(self.join)
 
     @card(type="blank", id="report")

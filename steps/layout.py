@@ -5,6 +5,7 @@ Output location of a sharded run::
     _plan/layout.json                   the prefix width and range starts every later run keeps
     _plan/<shard>.txt                   a shard's sorted key list (the fan-out carries only its name)
     _manifests/<shard>.parquet          a shard's completion marker, written last
+    _attempts/<run>/<shard>/<n>.json    when attempt n of a shard task started (billing counts killed ones)
     _ledger/<shard>/chunk-NNNNN.parquet  preprocessing: committed chunks (one row per input key)
     resized/<stem>.jpg, edges/<stem>.png preprocessing outputs
     predictions/<shard>/part-NNNNN.parquet inference: committed parts, one row per input key
@@ -24,6 +25,7 @@ PLAN_DIR = "_plan"
 PLAN_LAYOUT_KEY = f"{PLAN_DIR}/layout.json"
 MANIFEST_DIR = "_manifests"
 PROBE_DIR = "_probe"  # write-permission probes in ``start``, deleted at once
+ATTEMPTS_DIR = "_attempts"  # one start record per task attempt: what killed attempts billed
 
 # Output location: per-flow outputs
 LEDGER_DIR = "_ledger"
@@ -55,6 +57,10 @@ def plan_keys_key(shard_name: str) -> str:
 
 def manifest_key(shard_name: str) -> str:
     return f"{MANIFEST_DIR}/{shard_name}.parquet"
+
+
+def attempt_key(run_id: str, shard_name: str, attempt: int) -> str:
+    return f"{ATTEMPTS_DIR}/{run_id}/{shard_name}/{attempt}.json"
 
 
 def ledger_directory(shard_name: str) -> str:
