@@ -93,7 +93,8 @@ def iso_time(epoch_seconds: float) -> str:
 
 
 def human(value: object) -> str:
-    """A table cell: floats rounded to 4 significant digits (no 16-digit noise), never blank."""
+    """A table cell: floats to 4 significant digits without trailing zeros (no 16-digit noise),
+    never blank."""
     if value is None or value == "":
         return "–"
     if isinstance(value, bool) or not isinstance(value, float):
@@ -101,4 +102,5 @@ def human(value: object) -> str:
     if value == 0 or not math.isfinite(value):
         return f"{value:g}"
     digits = max(0, 3 - math.floor(math.log10(abs(value))))
-    return f"{value:,.{digits}f}"
+    text = f"{value:,.{digits}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text

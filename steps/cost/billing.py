@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from steps.report import usd
+from steps.report import human
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class BillingRate:
         sharing = f", {self.tasks_per_instance} tasks an instance" if self.tasks_per_instance > 1 else ""
         return (
             f"{self.resources} a task on spot {self.instance_type} in {self.region}{sharing} "
-            f"@ {usd(self.usd_per_task_hour)}/h per task"
+            f"@ ${self.usd_per_task_hour:.4g}/h per task"
         )
 
     def to_artifact(self) -> dict:
@@ -72,7 +72,7 @@ def bill(rate: BillingRate, work: Work, *, on_cloud: bool) -> Bill:
         return Bill(
             hours,
             hours * rate.usd_per_task_hour,
-            f"{rate.describe()} × {hours:.3g} task-hours billed ({_attempts(work)})",
+            f"{rate.describe()} × {human(hours)} task-hours billed ({_attempts(work)})",
         )
     # Retried attempts redo work; their laptop time relative to the final attempts' says how much.
     rework = work.billed_seconds / work.final_seconds if work.final_seconds > 0 else 1.0
@@ -86,6 +86,6 @@ def bill(rate: BillingRate, work: Work, *, on_cloud: bool) -> Bill:
         hours,
         hours * rate.usd_per_task_hour,
         f"local run, priced as the same work on {rate.describe()}: {work.images} images × "
-        f"{rate.seconds_per_image * 1000:.3g} ms/image ({rate.rate_source}){scaled} = {hours:.3g} task-hours "
+        f"{rate.seconds_per_image * 1000:.3g} ms/image ({rate.rate_source}){scaled} = {human(hours)} task-hours "
         f"({_attempts(work)}); laptop seconds are not billed",
     )

@@ -46,6 +46,6 @@ def attempt_seconds(storage: Storage, clock: AttemptClock, finished_at: float | 
         if storage.exists(key):
             starts.append(float(json.loads(storage.read(key))["started_at"]))
     starts = sorted(s for s in starts if s < clock.started_at)
-    ends = [*starts[1:], clock.started_at]
+    ends = [*starts[1:], clock.started_at][: len(starts)]
     current = (finished_at if finished_at is not None else time.time()) - clock.started_at
     return (*(end - start for start, end in zip(starts, ends, strict=True)), current)
