@@ -102,7 +102,7 @@ def camera_jpegs(
 ) -> list[bytes]:
     """``count`` camera-size JPEGs (``min_mp``-``max_mp`` megapixels, 4:3, either orientation).
 
-    Made from the sample-data source photos (``steps.sample_data.SOURCES``) upscaled with bicubic
+    Made from the sample-data source photos (``steps.demo.sample_data.SOURCES``) upscaled with bicubic
     filtering, plus uniform per-pixel noise of +-``grain`` levels like a sensor's: a plain upscale (``grain``
     0) compresses several times better than a camera image, and its entropy decoding, which no
     reduced-size decode can skip, is correspondingly cheaper.

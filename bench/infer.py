@@ -5,10 +5,10 @@
 The model is torchvision's ResNet-50 with random weights (nothing is downloaded; the cost of a
 forward pass does not depend on the weights). Three ways through the same model and device:
 
-* model only: ``steps.inference.Predictor`` (normalize, forward, top-5) on random uint8 batches,
+* model only: ``steps.inference.pipeline.Predictor`` (normalize, forward, top-5) on random uint8 batches,
   i.e. the ceiling an input pipeline can reach;
-* ours: ``steps.inference.infer_shard``, InferFlow's pipeline, reading the sample JPEGs
-  (``steps.sample_data``, 224-640 px photos) from ``LocalStorage`` with threaded reads, threaded
+* ours: ``steps.inference.shard.infer_shard``, InferFlow's pipeline, reading the sample JPEGs
+  (``steps.demo.sample_data``, 224-640 px photos) from ``LocalStorage`` with threaded reads, threaded
   decode (reduced-size JPEG decode, resize, center crop), uint8 batches prefetched while the model
   runs, Parquet output;
 * naive: ``torch.utils.data.DataLoader`` over a PIL dataset with torchvision's

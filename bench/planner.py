@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/planner.py [--images 330000] [--concurrency 35] [--submit-rate 50]
 
-N sha256-named keys are planned with the real ``steps.shards.plan_shards`` at each forced width
+N sha256-named keys are planned with the real ``steps.sharding.plan.plan_shards`` at each forced width
 (so shard sizes are the real, slightly uneven ones). Each shard is one task: it is submitted at
 ``--submit-rate`` jobs/s (AWS Batch SubmitJob ≈ 50 TPS per account), waits for one of
 ``--concurrency`` slots, pays ``--start-s`` of start-up (instance/container/Python start, ~60 s

@@ -3,9 +3,9 @@
     .venv/bin/python bench/preprocess.py [--images 48] [--size 256] [--repeats 3]
 
 Both sides read the same JPEG files from a local directory and write a resized JPEG and an edge
-PNG per image. Ours is ``steps.imaging.preprocess_image`` (decode once at reduced DCT scale,
+PNG per image. Ours is ``steps.preprocess.image.preprocess_image`` (decode once at reduced DCT scale,
 resize, Sobel edges), timed alone on in-memory bytes and through the real
-``steps.preprocess.preprocess_shard`` (threaded I/O, atomic writes, Parquet ledger) on
+``steps.preprocess.shard.preprocess_shard`` (threaded I/O, atomic writes, Parquet ledger) on
 ``LocalStorage`` with 1 thread and with one thread per core; the same work in one process per
 core shows what the machine's cores allow right now (GIL-free). Each figure is the best of
 ``--repeats`` runs, taken in turns, measured in this run.

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/storage.py [--objects 200] [--threads 16] [--latency-ms 20]
 
-Ours is ``steps.storage.map_bounded`` over ``S3Storage.read`` (what PreprocessFlow and
+Ours is ``steps.io.concurrency.map_bounded`` over ``S3Storage.read`` (what PreprocessFlow and
 InferFlow do per shard); the baseline is one boto3 client calling ``get_object`` in a loop. Both
 read the same objects (random bytes, 100 KB-1 MB) from a moto S3 server in its own process on
 127.0.0.1, first as it is (moto answers at once; both sides are then bound by this machine's

@@ -5,7 +5,7 @@
     python flows/dispatch.py run --inputs ... --output '{staging}/preprocessed' --compute batch
 
 Design: one ordinary PreprocessFlow run per input location, launched with Metaflow's ``Runner``
-from a foreach task, in the region that holds the input (``steps.regions.data_region``), writing
+from a foreach task, in the region that holds the input (``steps.cost.placement.data_region``), writing
 to an output in that region. Moving data costs $0.02/GB across regions, usually more than the
 compute, so the work goes to the data, not the other way round. Separate runs rather than one flow
 with per-region branches because (1) a Metaflow run has one compute layer setting: per-region Batch

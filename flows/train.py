@@ -4,7 +4,7 @@
     python flows/train.py run --with batch --input s3://b/images --output s3://b/train
 
 The input holds images plus ``labels.csv`` (``key,label``, keys relative to the input root), as
-``python -m steps.sample_data DIR`` writes. The model bundle lands at
+``spot-batch sample-data DIR`` writes. The model bundle lands at
 ``<output>/models/<run id>/model.pt`` (artifact ``model_uri``), checkpoints at
 ``<checkpoint root>/<run id>/``; a retried task resumes from the newest complete one.
 """

@@ -1,6 +1,6 @@
 """Check an output location for completeness and duplicates.
 
-    python -m steps.verify OUTPUT --input INPUT
+    spot-batch verify OUTPUT --input INPUT
 
 Every input key must be accounted for exactly once across the shard manifests (``ok`` or
 ``rejected``); every ``ok`` row must have its output files (preprocessing) or exactly one row in

@@ -75,8 +75,6 @@ class RegionChoice:
     region: str
     instance_type: str
     batch_queue: str
-    staging_bucket: str
-    kubernetes_context: str | None
     resources: StepResources
     data_gb: dict[str, float]
     ranking: Ranking
@@ -177,7 +175,7 @@ def choose_region(
     ``@resources``). ``throughput``: parsed config/throughput.toml, whose ``flow`` section gives a
     task's calibrated cost per image on each instance type (a type without one is no candidate).
     ``regions_config``: parsed config/regions.toml (a dict or a Metaflow ``Config``): candidate
-    regions, allowed CPU architectures and the checkpoint interval. ``prices``: a ``PriceBook``.
+    regions, allowed CPU architectures and the checkpoint interval. ``prices``: a ``PriceBook`` from ``steps.cost.prices.load_prices``.
     """
     estimate = regions_config["estimate"]
     costs = candidate_costs(
@@ -202,8 +200,6 @@ def choose_region(
         region=best.region,
         instance_type=best.instance_type,
         batch_queue=str(target[queue_key(resources)]),
-        staging_bucket=str(target["staging_bucket"]),
-        kubernetes_context=target.get("kubernetes_context"),
         resources=resources,
         data_gb=data_gb,
         ranking=ranking,

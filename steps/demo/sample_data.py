@@ -1,6 +1,6 @@
 """Bundled sample data: realistic photographs named by their sha256, plus deliberately bad files.
 
-    python -m steps.sample_data DIR --count 240
+    spot-batch sample-data DIR --count 240
 
 Images are derived from the real photographs that scikit-image ships (astronaut, cat, coffee,
 rocket, motorcycle, ...) with random crops, scales, flips, colour jitter and EXIF orientation

@@ -1,4 +1,4 @@
-"""Decode an image once, resize it to fit a box, and derive an edge map.
+"""Decode an image once (at reduced size where the format allows), resize it to fit a box, encode it.
 
 Decoding dominates the cost of preprocessing camera-size JPEGs. When the output is much smaller
 than the input, ``Image.draft`` asks libjpeg to decode at 1/2, 1/4 or 1/8 scale (DCT scaling),

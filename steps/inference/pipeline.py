@@ -1,4 +1,4 @@
-"""Batched inference over one shard, written as exactly-once Parquet chunks.
+"""The inference data path: reads, decoding and batching overlapped with the model.
 
 The pipeline keeps the accelerator busy by overlapping every stage:
 

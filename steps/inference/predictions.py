@@ -5,8 +5,8 @@ Layout under the output root (one row per input key, none dropped, none twice):
                                              top_k_labels, top_k_scores
     _manifests/<shard>.parquet               the shard's completion marker, written last
 
-    python -m steps.predictions OUTPUT [--labels INPUT_DIR_OR_S3]
-    # or, in Python:  from steps.predictions import load_predictions; df = load_predictions(OUTPUT)
+    spot-batch predictions OUTPUT [--labels INPUT_DIR_OR_S3]
+    # or, in Python:  from steps.inference.predictions import load_predictions; df = load_predictions(OUTPUT)
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ def check_input(uri: str) -> Storage:
             "--input",
             uri,
             "an existing directory of images",
-            "check the path, or create sample data with `python -m steps.sample_data DIR`",
+            "check the path, or create sample data with `spot-batch sample-data DIR`",
         )
     storage = open_storage(uri)
     if isinstance(storage, S3Storage):

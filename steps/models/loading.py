@@ -1,4 +1,22 @@
-"""x"""
+"""Load the model InferFlow runs, from any of the forms ``--model`` accepts, offline.
+
+* a ModelBundle written by TrainFlow (``steps.models.bundle``), local path or ``s3://`` URI;
+* a TorchScript file (``torch.jit.save``), local or ``s3://``. Optional metadata, in order of
+  precedence: a sidecar ``<file>.classes.txt`` (one class name per line), then an extra file
+  ``spot_batch.json`` saved inside the archive, e.g.
+  ``torch.jit.save(m, f, _extra_files={"spot_batch.json": json.dumps({"classes": [...],
+  "input_size": 64, "mean": [...], "std": [...], "crop_fraction": 0.875})})`` (every field
+  optional). Without class
+  names the labels are the output indices ``"0"``, ``"1"``, ...; without an input size, 224
+  and ImageNet normalization;
+* ``torchvision:<arch>:<weights file>``: a torchvision architecture with a local state_dict
+  (e.g. ``resnet18-f37072fd.pth`` copied from a machine that has internet). Labels are the
+  ImageNet category names torchvision ships for 1000-way weights, or the sidecar
+  ``<weights file>.classes.txt`` (which also sets the number of outputs).
+
+``latest`` (the newest TrainFlow run) is resolved by the flow, which may use the Metaflow
+client; this package never imports Metaflow. Anything wrong raises ``ConfigError`` in one line.
+"""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ def write_plan(storage: Storage, plan: ShardPlan, threads: int = 16) -> list[Sha
     """Store each shard's key list under ``_plan/`` and return the refs to fan out over.
 
     The layout (width, packed ranges) is stored too: reruns into this output keep it, so their
-    shards line up with the manifests already there (see ``steps.planning.prepare_run``).
+    shards line up with the manifests already there (see ``steps.sharding.planning.prepare_run``).
     """
     storage.write(PLAN_LAYOUT_KEY, json.dumps({"width": plan.width, "starts": list(plan.starts)}).encode())
 

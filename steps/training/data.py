@@ -1,4 +1,7 @@
 """The labelled input: labels.csv, and every labelled image decoded into memory.
+
+Input: a directory or ``s3://`` prefix of images with ``labels.csv`` (header ``key,label``; each key
+relative to the input root) at its root, which is what ``spot-batch sample-data DIR`` writes.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def read_labels(storage: Storage) -> LabelSet:
             "labels file",
             where,
             f"a {LABELS_FILE} with header key,label at the --input root",
-            "add one, or make sample data with `python -m steps.sample_data DIR`",
+            "add one, or make sample data with `spot-batch sample-data DIR`",
         )
     reader = csv.DictReader(io.StringIO(storage.read(LABELS_FILE).decode("utf-8-sig")))
     if not reader.fieldnames or not {"key", "label"} <= set(reader.fieldnames):

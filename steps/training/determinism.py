@@ -1,7 +1,4 @@
-"""Train an image classifier on a labelled set, resumable from checkpoints bit-identically.
-
-Input: a directory or ``s3://`` prefix of images with ``labels.csv`` (header ``key,label``; each key
-relative to the input root) at its root, which is what ``python -m steps.sample_data DIR`` writes.
+"""Determinism: what makes a resumed training run bit-identical to an uninterrupted one.
 
 Why a resumed run ends with exactly the weights of an uninterrupted one (on CPU):
 - the train/validation split is a pure function of the seed, and an epoch's data order a pure

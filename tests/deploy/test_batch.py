@@ -51,11 +51,13 @@ class LocalBatch:
         """SIGKILL the first attempt of ``step`` when it PUTs a key matching ``on_put``."""
         (self.state / "kill.json").write_text(json.dumps({"step": step, "on_put": on_put}))
 
-    def jobs(self, step: str) -> list[dict[str, Any]]:
-        """Finished jobs of ``step``, in submission order (the job name ends with the retry count)."""
+    def jobs(self, flow: str, step: str) -> list[dict[str, Any]]:
+        """Finished jobs of ``flow``'s ``step``, in submission order (Metaflow names a job
+        ``<user>-<Flow>-<run>-<step>-<task>-<retry count>``)."""
         lines = (self.state / "jobs.jsonl").read_text().splitlines()
         found = [json.loads(line) for line in lines]
-        return sorted((j for j in found if f"-{step}-" in j["jobName"]), key=lambda j: j["jobName"])
+        mine = (j for j in found if f"-{flow}-" in j["jobName"] and f"-{step}-" in j["jobName"])
+        return sorted(mine, key=lambda j: j["jobName"])
 
 
 @pytest.fixture(scope="module")
@@ -104,15 +106,23 @@ def batch_env(local_batch: LocalBatch, tmp_path: Path) -> dict[str, str]:
 @dataclass(frozen=True)
 class Case:
     flow: str
+    flow_class: str
     step: str  # the foreach step whose first shard task is killed
     commit: str  # the S3 key of its second committed chunk: the kill lands mid-shard
     args: tuple[str, ...]
 
 
 CASES = [
-    Case("preprocess", "process_shard", r"_ledger/.+/chunk-00001\.parquet$", ("--threads", "2", "--chunk-size", "1")),
+    Case(
+        "preprocess",
+        "PreprocessFlow",
+        "process_shard",
+        r"_ledger/.+/chunk-00001\.parquet$",
+        ("--threads", "2", "--chunk-size", "1"),
+    ),
     Case(
         "infer",
+        "InferFlow",
         "process_shard",
         r"predictions/.+/part-00001\.parquet$",
         ("--chunk-size", "2", "--batch-size", "2", "--workers", "1", "--threads", "1"),
@@ -163,7 +173,7 @@ def test_flow_runs_on_batch_and_survives_a_killed_task(
     )
     assert run.ok, run.output[-5000:]
 
-    shard_jobs = local_batch.jobs(case.step)
+    shard_jobs = local_batch.jobs(case.flow_class, case.step)
     (killed,) = [j for j in shard_jobs if j["statusReason"]]
     assert killed["exitCode"] == 137 and killed["statusReason"].startswith("Host EC2")
     retry = killed["jobName"][:-2] + "-1"  # Metaflow's retry is a new Batch job, retry count in its name
