@@ -92,15 +92,16 @@ class ShardedFlow(FlowSpec):
     @step
     def select_region(self):
         """Rank regions x instance types that fit the shard step's resources; record the choice."""
+        resources = StepResources.from_config(self.config["resources"])
         choice = choose_region(
             {self.input_uri: self.shard_plan["input_bytes"]},
             self.shard_plan["images"],
-            resources=StepResources.from_config(self.config["resources"]),
+            resources=resources,
             tasks=len(self.shard_names),
             flow=self.THROUGHPUT_FLOW,
             throughput=self.throughput,
             regions_config=self.regions,
-            prices=load_prices(self.prices),
+            prices=load_prices(self.prices, keep=lambda q: resources.tasks_per_instance(q.shape) > 0),
         )
         self.region_table = choice.region_table
         self.region, self.instance_type, self.batch_queue = choice.region, choice.instance_type, choice.batch_queue

@@ -56,13 +56,20 @@ def _predictions(args: argparse.Namespace) -> int:
 
 def _regions_rank(args: argparse.Namespace) -> int:
     from steps.cost.model import Job, StepResources, format_ranking, rank
-    from steps.cost.prices import load_prices, read_snapshot
+    from steps.cost.prices import load_prices, parse_snapshot, read_snapshot
 
     if len(args.data_region) != len(args.data_gb):
         raise ConfigError(
             "--data-gb", args.data_gb, f"one value per --data-region {args.data_region}", "pass them in the same order"
         )
-    book = load_prices(read_snapshot(), live=not args.snapshot_only, endpoint_url=args.endpoint_url)
+    wanted = set(args.instance_types)
+    known = wanted <= set(parse_snapshot(read_snapshot()).instance_types)  # else rank names the closest
+    book = load_prices(
+        read_snapshot(),
+        live=not args.snapshot_only,
+        endpoint_url=args.endpoint_url,
+        keep=(lambda q: q.instance_type in wanted) if known else None,
+    )
     data_gb = dict(zip(args.data_region, args.data_gb, strict=True))
     job = Job(
         data_gb,

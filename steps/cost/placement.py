@@ -175,7 +175,8 @@ def choose_region(
     ``@resources``). ``throughput``: parsed config/throughput.toml, whose ``flow`` section gives a
     task's calibrated cost per image on each instance type (a type without one is no candidate).
     ``regions_config``: parsed config/regions.toml (a dict or a Metaflow ``Config``): candidate
-    regions, allowed CPU architectures and the checkpoint interval. ``prices``: a ``PriceBook`` from ``steps.cost.prices.load_prices``.
+    regions, allowed CPU architectures and the checkpoint interval. ``prices``: a ``PriceBook``
+    from ``steps.cost.prices.load_prices``.
     """
     estimate = regions_config["estimate"]
     costs = candidate_costs(

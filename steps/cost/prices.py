@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import statistics
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -175,11 +175,22 @@ def with_live_spot(book: PriceBook, endpoint_url: str | None = None) -> PriceBoo
     return replace(book, quotes=quotes, live_at=datetime.now(UTC))
 
 
-def load_prices(snapshot: Mapping, *, live: bool = True, endpoint_url: str | None = None) -> PriceBook:
-    """Live spot prices when ``live`` and AWS credentials exist and every region answers; else the snapshot."""
+def load_prices(
+    snapshot: Mapping,
+    *,
+    live: bool = True,
+    endpoint_url: str | None = None,
+    keep: Callable[[PriceQuote], bool] | None = None,
+) -> PriceBook:
+    """Live spot prices when ``live`` and AWS credentials exist and every region answers; else the snapshot.
+
+    ``keep`` limits the book (and the live lookup) to the quotes a step can use, e.g. CPU types.
+    """
     from botocore.exceptions import BotoCoreError, ClientError
 
     book = parse_snapshot(snapshot)
+    if keep is not None:
+        book = replace(book, quotes=tuple(q for q in book.quotes if keep(q)))
     if not live:
         return replace(book, fallback_reason="live prices not requested")
     if aws_session().get_credentials() is None:

@@ -11,7 +11,7 @@ from steps.sharding.summary import RunSummary, ShardStats
 
 
 def stats(
-    name: str, images: int, rejected: int, seconds: float, skipped: bool = False, attempts: tuple[float, ...] = ()
+    name: str, images: int, rejected: int, seconds: float, skipped: bool = False, *, attempts: tuple[float, ...] = ()
 ) -> ShardStats:
     return ShardStats(
         name, images, images - rejected, rejected, skipped, seconds, chunks=2, reused_chunks=1, attempt_seconds=attempts
