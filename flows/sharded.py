@@ -20,6 +20,7 @@ from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, st
 
 from steps.config_files import config_file
 from steps.cost.billing import BillingRate
+from steps.cost.capacity import live_capacity
 from steps.cost.model import StepResources
 from steps.cost.placement import choose_region
 from steps.cost.prices import load_prices
@@ -93,6 +94,7 @@ class ShardedFlow(FlowSpec):
     def select_region(self):
         """Rank regions x instance types that fit the shard step's resources; record the choice."""
         resources = StepResources.from_config(self.config["resources"])
+        prices = load_prices(self.prices, keep=lambda q: resources.tasks_per_instance(q.shape) > 0)
         choice = choose_region(
             {self.input_uri: self.shard_plan["input_bytes"]},
             self.shard_plan["images"],
@@ -101,7 +103,8 @@ class ShardedFlow(FlowSpec):
             flow=self.THROUGHPUT_FLOW,
             throughput=self.throughput,
             regions_config=self.regions,
-            prices=load_prices(self.prices, keep=lambda q: resources.tasks_per_instance(q.shape) > 0),
+            prices=prices,
+            capacity=live_capacity(prices, prices.instance_types, len(self.shard_names)),
         )
         self.region_table = choice.region_table
         self.region, self.instance_type, self.batch_queue = choice.region, choice.instance_type, choice.batch_queue

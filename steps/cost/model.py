@@ -33,12 +33,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 
+from steps.cost.capacity import Capacity, shifted_band
 from steps.cost.prices import InstanceShape, PriceBook, PriceQuote
 from steps.errors import ConfigError
 from steps.io.validation import check_names
 from steps.report import Table, fixed, usd
 
 GB = 1e9
+
+NO_CAPACITY = Capacity()
 
 MIB_PER_GIB = 1024
 
@@ -134,15 +137,18 @@ class RegionQuote:
         return asdict(self)
 
 
-def quote(price: PriceQuote, job: Job, book: PriceBook) -> RegionQuote:
-    """The expected cost of ``job`` on ``price``'s instance type in its region (model: module docstring)."""
+def quote(price: PriceQuote, job: Job, book: PriceBook, capacity: Capacity = NO_CAPACITY) -> RegionQuote:
+    """The expected cost of ``job`` on ``price``'s instance type in its region (model: module docstring);
+    scarce capacity or a volatile price there prices it one band riskier (steps/cost/capacity.py)."""
     side_by_side = min(job.resources.tasks_per_instance(price.shape), job.tasks)
     task_hours = job.task_hours[price.instance_type]
     instance_hours = task_hours / side_by_side
     compute = instance_hours * price.spot
     moved_gb = sum(gb for region, gb in job.data_gb.items() if region != price.region)
     egress = moved_gb * book.cross_region_per_gb
-    probability = book.band_rates[price.band]
+    steps, why = capacity.shift(price.region, price.instance_type)
+    band = shifted_band(price.band, steps, list(book.band_rates))
+    probability = book.band_rates[band]
     task_length = task_hours / job.tasks
     lost_fraction = min(1.0, job.checkpoint_minutes / 60 / task_length) if task_length > 0 else 0.0
     rework = compute * probability * lost_fraction
@@ -159,7 +165,7 @@ def quote(price: PriceQuote, job: Job, book: PriceBook) -> RegionQuote:
         compute_cost=compute,
         moved_gb=moved_gb,
         egress_cost=egress,
-        risk=price.band,
+        risk=f"{price.band} → {band} ({why})" if why else price.band,
         interruption_probability=probability,
         rework_cost=rework,
         total_cost=total,
@@ -276,7 +282,13 @@ def explain(best: RegionQuote, other: RegionQuote | None, home: str | None) -> s
     )
 
 
-def rank(book: PriceBook, job: Job, regions: Sequence[str] | None = None, today: date | None = None) -> Ranking:
+def rank(
+    book: PriceBook,
+    job: Job,
+    regions: Sequence[str] | None = None,
+    today: date | None = None,
+    capacity: Capacity = NO_CAPACITY,
+) -> Ranking:
     """Every offered (region, instance type) pair of ``job.task_hours`` priced for ``job``, best
     first, with the reason.
 
@@ -308,7 +320,7 @@ def rank(book: PriceBook, job: Job, regions: Sequence[str] | None = None, today:
                 "choose an instance type of the step's kind (GPU types for GPU steps, CPU types otherwise), "
                 "or fix --cpu / --gpu / --memory",
             )
-    quotes = sorted((quote(p, job, book) for p in offered), key=_rank_key)
+    quotes = sorted((quote(p, job, book, capacity) for p in offered), key=_rank_key)
     if not quotes:
         raise ConfigError(
             "instance types",
@@ -319,7 +331,7 @@ def rank(book: PriceBook, job: Job, regions: Sequence[str] | None = None, today:
     return Ranking(
         tuple(quotes),
         explain(quotes[0], rival(quotes, job.home), job.home),
-        book.describe(today or datetime.now(UTC).date()),
+        f"{book.describe(today or datetime.now(UTC).date())}; {capacity.note}",
     )
 
 

@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from steps.cost.billing import BillingRate
-from steps.cost.model import GB, Job, Ranking, RegionQuote, StepResources, rank
+from steps.cost.capacity import Capacity
+from steps.cost.model import GB, NO_CAPACITY, Job, Ranking, RegionQuote, StepResources, rank
 from steps.cost.prices import PriceBook
 from steps.cost.throughput import ImageCost, image_cost
 from steps.errors import ConfigError
@@ -167,6 +168,7 @@ def choose_region(
     throughput: Mapping,
     regions_config: Mapping,
     prices: PriceBook,
+    capacity: Capacity = NO_CAPACITY,
 ) -> RegionChoice:
     """Pick the region and instance type for a run's foreach step, among the regions in ``regions_config``.
 
@@ -176,7 +178,8 @@ def choose_region(
     task's calibrated cost per image on each instance type (a type without one is no candidate).
     ``regions_config``: parsed config/regions.toml (a dict or a Metaflow ``Config``): candidate
     regions, allowed CPU architectures and the checkpoint interval. ``prices``: a ``PriceBook``
-    from ``steps.cost.prices.load_prices``.
+    from ``steps.cost.prices.load_prices``. ``capacity``: placement scores and price volatility
+    (``steps.cost.capacity.live_capacity``), which make scarce or volatile pairs riskier.
     """
     estimate = regions_config["estimate"]
     costs = candidate_costs(
@@ -194,7 +197,7 @@ def choose_region(
         float(estimate["checkpoint_minutes"]),
         images,
     )
-    ranking = rank(prices, job, list(regions_config["regions"]))
+    ranking = rank(prices, job, list(regions_config["regions"]), capacity=capacity)
     best = ranking.best
     target = regions_config["regions"][best.region]
     return RegionChoice(
