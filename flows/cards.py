@@ -16,7 +16,7 @@ def render(report: Report) -> None:
         card.append(Markdown(f"## {section.title}"))
         if isinstance(section, ReportTable):
             if section.rows:
-                # human(): rounded floats, "–" for unset values, never a blank cell
+                # human(): rounded floats, a dash for unset values, never a blank cell
                 card.append(Table(data=[[human(v) for v in row] for row in section.rows], headers=section.header))
             else:
                 card.append(Markdown("_none_"))
