@@ -20,11 +20,12 @@ from spot_guard import spot_guard
 
 from steps.config_files import config_file
 from steps.errors import ConfigError
+from steps.inference.pipeline import DECODE_CHOICES
 from steps.inference.predictions import Scores, load_labels
 from steps.inference.report import Sample, build_report, shard_scores
 from steps.inference.shard import infer_shard
 from steps.io.storage import open_storage
-from steps.io.validation import check_positive
+from steps.io.validation import check_names, check_positive
 from steps.models.loading import MODEL_FORMS, class_names_for, load_model
 from steps.progress import log
 from steps.sharding.attempts import attempt_seconds
@@ -81,12 +82,18 @@ class InferFlow(ShardedFlow):
         default=config_expr("config.prefetch_batches"),
         help="Ready batches queued ahead of the model.",
     )
+    decode = Parameter(
+        "decode",
+        default=config_expr("config.decode"),
+        help="cpu: Pillow on CPU threads; gpu: batched decode_jpeg on the model's device; auto: gpu with CUDA.",
+    )
 
     def check_settings(self) -> None:
         """Also loads the model once, so a bad ``--model`` fails here, before any fan-out."""
         super().check_settings()
         for name in ("--batch-size", "--top-k", "--workers", "--prefetch"):
             check_positive(name, getattr(self, name[2:].replace("-", "_")))
+        check_names("--decode", [self.decode], DECODE_CHOICES, "a decoder: cpu, gpu or auto", "--decode")
         self.model_uri = latest_model_uri() if self.model_spec == LATEST else self.model_spec
         loaded = load_model(self.model_uri)
         loaded.class_names = class_names_for(loaded)
@@ -112,6 +119,7 @@ class InferFlow(ShardedFlow):
                 threads=self.threads,
                 workers=self.workers,
                 prefetch_batches=self.prefetch,
+                decode=self.decode,
                 stop=stop,
             )
         stats = shard_stats(result.outcome, attempt_seconds(target, attempt))

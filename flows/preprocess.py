@@ -14,9 +14,9 @@ from spot_guard import spot_guard
 
 from steps.config_files import config_file
 from steps.io.storage import open_storage
-from steps.io.validation import check_positive
+from steps.io.validation import check_names, check_positive
 from steps.preprocess.report import build_report
-from steps.preprocess.shard import preprocess_shard
+from steps.preprocess.shard import PREPROCESS_DEVICES, preprocess_shard, tensor_device
 from steps.sharding.attempts import attempt_seconds
 from steps.sharding.summary import RunSummary, shard_stats
 
@@ -31,12 +31,19 @@ class PreprocessFlow(ShardedFlow):
     config = Config("config", default=config_file("preprocess.toml"), parser=tomllib.loads)
 
     size = Parameter("size", type=int, default=config_expr("config.size"), help="Longest side of resized images.")
+    compute_device = Parameter(
+        "device",
+        default=config_expr("config.device"),
+        help="cpu: Pillow on CPU threads; cuda: decode, resize, edges and JPEG encode on the GPU (give the "
+        "task one: resources.gpu in the config, or `--with batch:gpu=1`).",
+    )
 
     def check_settings(self) -> None:
         super().check_settings()
         check_positive("--size", self.size)
+        check_names("--device", [self.compute_device], PREPROCESS_DEVICES, "cpu or cuda", "--device")
 
-    @resources(cpu=config.resources.cpu, memory=config.resources.memory)
+    @resources(gpu=config.resources.gpu, cpu=config.resources.cpu, memory=config.resources.memory)
     @retry(times=config.retry.times, minutes_between_retries=config.retry.minutes_between_retries)
     @step
     def process_shard(self):
@@ -51,6 +58,7 @@ class PreprocessFlow(ShardedFlow):
                 size=self.size,
                 threads=self.threads,
                 chunk_size=self.chunk_size,
+                device=tensor_device(self.compute_device),
                 stop=stop,
             )
         self.shard_stats = asdict(shard_stats(outcome, attempt_seconds(target, attempt)))  # plain data: UI-readable

@@ -2,11 +2,14 @@
 
     python flows/train.py run --input DIR_OR_S3 [--output DIR_OR_S3] [--epochs 8]
     python flows/train.py run --with batch --input s3://b/images --output s3://b/train
+    python flows/train.py run --input DIR --processes 2      # two data-parallel ranks (gloo on CPU)
 
 The input holds images plus ``labels.csv`` (``key,label``, keys relative to the input root), as
 ``spot-batch sample-data DIR`` writes. The model bundle lands at
 ``<output>/models/<run id>/model.pt`` (artifact ``model_uri``), checkpoints at
 ``<checkpoint root>/<run id>/``; a retried task resumes from the newest complete one.
+With several GPUs (``[resources] gpu`` in config/train.toml) the train step runs one
+data-parallel rank per GPU (``--processes`` overrides; see steps/training/distributed.py).
 """
 
 import tomllib
@@ -53,6 +56,12 @@ class TrainFlow(FlowSpec):
     )
     keep_last = Parameter("keep-last", type=int, default=config_expr("config.keep_last"), help="Checkpoints kept.")
     threads = Parameter("threads", type=int, default=config_expr("config.threads"), help="Image read/decode threads.")
+    processes = Parameter(
+        "processes",
+        type=int,
+        default=config_expr("config.processes"),
+        help="Data-parallel ranks (0 = one per visible GPU, else 1); --batch-size is split across them.",
+    )
 
     @step
     def start(self):
@@ -61,7 +70,12 @@ class TrainFlow(FlowSpec):
         log(f"{self.dataset['images']} labelled images, {self.dataset['classes']} classes: {self.dataset['per_class']}")
         self.next(self.train)
 
-    @resources(gpu=1, cpu=config.resources.cpu, memory=config.resources.memory)
+    @resources(
+        gpu=config.resources.gpu,
+        cpu=config.resources.cpu,
+        memory=config.resources.memory,
+        shared_memory=config.resources.shared_memory,
+    )
     @retry(times=config.retry.times, minutes_between_retries=config.retry.minutes_between_retries)
     @step
     def train(self):

@@ -10,6 +10,9 @@ While the model runs batch *n*, the producer thread reads and decodes batch *n+1
 keeps going across chunk boundaries while a finished chunk is committed. Batches cross to the
 device as uint8 NHWC (a quarter of the bytes of float32) and are normalized there, where it is
 nearly free; the NHWC layout is exactly channels-last once viewed as NCHW.
+
+This is ``--decode cpu``; ``--decode gpu`` (``steps.inference.device_decode``) decodes on the
+device instead and falls back to this module's Pillow path, ``prepare_item``, per image.
 """
 
 from __future__ import annotations
@@ -23,26 +26,19 @@ import torch
 from PIL import Image
 
 from steps.errors import RejectedInput
-from steps.imaging.codec import decode
+from steps.imaging.codec import center_crop, decode
 from steps.io.concurrency import map_bounded
 from steps.io.storage import Storage, read_input
 from steps.models.loading import LoadedModel
 
 
 def prepare_image(data: bytes, size: int, crop_fraction: float) -> np.ndarray:
-    """Decode (at reduced JPEG scale when possible), resize, center-crop: ``size x size x 3`` uint8.
-
-    The shorter side is resized to ``size / crop_fraction`` and the centre ``size`` square is
-    kept: 0.875 is the ImageNet evaluation transform (256 → 224), 1.0 TrainFlow's (the whole
-    centred square, as ``ImageOps.fit``).
-    """
-    side = round(size / crop_fraction)
-    image = decode(data, max_side=side).image.convert("RGB")
-    scale = side / min(image.size)
-    width, height = max(side, round(image.width * scale)), max(side, round(image.height * scale))
-    image = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    left, top = (width - size) // 2, (height - size) // 2
-    return np.asarray(image.crop((left, top, left + size, top + size)))
+    """Decode (at reduced JPEG scale when possible), resize, center-crop: ``size x size x 3`` uint8
+    (see ``steps.imaging.codec.center_crop``)."""
+    image = decode(data, max_side=round(size / crop_fraction)).image.convert("RGB")
+    box = center_crop(image.width, image.height, size, crop_fraction)
+    image = image.resize((box.width, box.height), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.asarray(image.crop((box.left, box.top, box.left + size, box.top + size)))
 
 
 @dataclass(frozen=True)
@@ -55,7 +51,15 @@ class Prepared:
 @dataclass(frozen=True)
 class Batch:
     keys: list[str]
-    pixels: torch.Tensor  # uint8, N x H x W x 3
+    pixels: torch.Tensor  # uint8, N x H x W x 3; on the CPU, or on the model's device (--decode gpu)
+    ready: torch.cuda.Event | None = None  # recorded on the side stream that made ``pixels`` on CUDA
+
+    def wait(self) -> None:
+        """Order the current CUDA stream after the work that made ``pixels`` (no-op elsewhere)."""
+        if self.ready is not None:
+            stream = torch.cuda.current_stream(self.pixels.device)
+            stream.wait_event(self.ready)
+            self.pixels.record_stream(stream)  # the allocator must not reuse it while this stream reads it
 
 
 @dataclass(frozen=True)
@@ -65,27 +69,29 @@ class ChunkEnd:
     keys: Sequence[str]
 
 
+def read_item(source: Storage, key: str) -> tuple[str, bytes | RejectedInput]:
+    try:
+        return key, read_input(source, key)
+    except RejectedInput as err:
+        return key, err
+
+
+def prepare_item(key: str, data: bytes | RejectedInput, model: LoadedModel) -> Prepared:
+    """The Pillow path for one image: its pixels, or the reason it is rejected."""
+    try:
+        if isinstance(data, RejectedInput):
+            raise data
+        return Prepared(key, prepare_image(data, model.input_size, model.crop_fraction))
+    except RejectedInput as err:
+        return Prepared(key, None, str(err))
+
+
 def prepared_items(
     source: Storage, keys: Sequence[str], model: LoadedModel, threads: int, workers: int
 ) -> Iterator[Prepared]:
     """Read on ``threads`` I/O threads, decode on ``workers`` threads; completion order."""
-
-    def read(key: str) -> tuple[str, bytes | RejectedInput]:
-        try:
-            return key, read_input(source, key)
-        except RejectedInput as err:
-            return key, err
-
-    def prepare(item: tuple[str, bytes | RejectedInput]) -> Prepared:
-        key, data = item
-        try:
-            if isinstance(data, RejectedInput):
-                raise data
-            return Prepared(key, prepare_image(data, model.input_size, model.crop_fraction))
-        except RejectedInput as err:
-            return Prepared(key, None, str(err))
-
-    return map_bounded(prepare, map_bounded(read, keys, threads), workers)
+    reads = map_bounded(lambda key: read_item(source, key), keys, threads)
+    return map_bounded(lambda item: prepare_item(*item, model), reads, workers)
 
 
 def batched(items: Iterable[Prepared], batch_size: int, pin_memory: bool) -> Iterator[Batch | Prepared]:
@@ -112,8 +118,22 @@ def batched(items: Iterable[Prepared], batch_size: int, pin_memory: bool) -> Ite
         yield collate()
 
 
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+DECODE_CHOICES = ("cpu", "gpu", "auto")
+
+
+def visible_devices() -> list[torch.device]:
+    """Every GPU this task may use (``@resources(gpu=N)`` makes N visible), else the CPU."""
+    if torch.cuda.is_available():
+        return [torch.device("cuda", index) for index in range(torch.cuda.device_count())]
+    return [torch.device("cpu")]
+
+
+def decodes_on_device(decode: str, device: torch.device) -> bool:
+    """``--decode``: ``cpu`` decodes with Pillow on CPU threads; ``gpu`` with torchvision on the
+    model's device (CPU tensors where there is no GPU: the same code); ``auto`` is ``gpu`` on CUDA."""
+    if decode not in DECODE_CHOICES:
+        raise ValueError(f"decode must be one of {DECODE_CHOICES}, not {decode!r}")
+    return decode == "gpu" or (decode == "auto" and device.type == "cuda")
 
 
 class Predictor:
@@ -127,6 +147,8 @@ class Predictor:
         self.mean = torch.tensor(model.mean, device=device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(model.std, device=device).view(1, 3, 1, 1) * 255
         self.top_k = top_k
+        # bf16 keeps fp32's range (no overflow in logits) where the GPU has it (Ampere and later).
+        self.amp_dtype = torch.bfloat16 if self.cuda and torch.cuda.is_bf16_supported() else torch.float16
         self.seconds = 0.0  # time in transfer + model + top-k, i.e. what the accelerator is busy with
         if self.cuda:
             torch.backends.cudnn.benchmark = True
@@ -137,7 +159,7 @@ class Predictor:
         # NHWC viewed as NCHW is channels-last; .float() keeps that layout.
         x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
         x = (x - self.mean) / self.std
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.cuda):
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.cuda):
             logits = self.module(x)
         probabilities = logits.float().softmax(dim=1)
         scores, indices = probabilities.topk(min(self.top_k, probabilities.shape[1]), dim=1)

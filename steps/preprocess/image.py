@@ -20,5 +20,5 @@ class Preprocessed:
 def preprocess_image(data: bytes, size: int) -> Preprocessed:
     """Decode once; return the resized JPEG and the Sobel edge PNG of the resized image."""
     decoded = decode(data, max_side=size)
-    resized = resize_to_fit(decoded.image, size)
+    resized = resize_to_fit(decoded.image, size, (decoded.width, decoded.height))
     return Preprocessed(encode(resized, "JPEG"), encode(sobel_edges(resized), "PNG"), decoded.width, decoded.height)

@@ -9,18 +9,20 @@ Output layout under the output root:
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from steps.errors import RejectedInput
 from steps.io.concurrency import map_bounded
-from steps.io.storage import Storage, read_input
-from steps.layout import edges_key, key_stem, ledger_directory, resized_key
-from steps.preprocess.image import preprocess_image
-from steps.progress import Progress
+from steps.io.storage import Storage
+from steps.layout import key_stem, ledger_directory
+from steps.preprocess.rows import preprocess_one
+from steps.progress import Progress, log
 from steps.sharding.ledger import ChunkLedger, ShardOutcome, run_chunked
+
+if TYPE_CHECKING:
+    import torch
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -33,6 +35,22 @@ MANIFEST_SCHEMA = pa.schema(
         ("milliseconds", pa.float32()),
     ]
 )
+
+
+PREPROCESS_DEVICES = ("cpu", "cuda")
+
+
+def tensor_device(choice: str) -> torch.device | None:
+    """``--device``: ``cpu`` is None (the Pillow path on CPU threads); ``cuda`` the task's first
+    GPU, or, where none is visible, the same tensor code on CPU tensors (said in the log)."""
+    if choice == "cpu":
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    log("--device cuda: no CUDA device is visible to this task; the tensor path runs on CPU tensors")
+    return torch.device("cpu")
 
 
 def output_name_owners(keys: Sequence[str]) -> dict[str, str]:
@@ -50,25 +68,6 @@ def output_name_owners(keys: Sequence[str]) -> dict[str, str]:
     return taken
 
 
-def preprocess_one(source: Storage, target: Storage, key: str, size: int, taken_by: str | None = None) -> dict:
-    started = time.perf_counter()
-    row = {"key": key, "status": "ok", "reason": "", "input_bytes": 0, "width": 0, "height": 0}
-    try:
-        if taken_by:
-            raise RejectedInput(f"output name {resized_key(key)} is taken by {taken_by}; rename one of the two")
-        data = read_input(source, key)
-        row["input_bytes"] = len(data)
-        result = preprocess_image(data, size)
-    except RejectedInput as err:
-        row.update(status="rejected", reason=str(err))
-    else:
-        target.write(resized_key(key), result.resized_jpeg)
-        target.write(edges_key(key), result.edges_png)
-        row.update(width=result.width, height=result.height)
-    row["milliseconds"] = (time.perf_counter() - started) * 1000
-    return row
-
-
 def preprocess_shard(
     *,
     name: str,
@@ -78,13 +77,26 @@ def preprocess_shard(
     size: int,
     threads: int,
     chunk_size: int = 256,
+    device: torch.device | None = None,
     stop: threading.Event | None = None,
 ) -> ShardOutcome:
+    """Preprocess every key; ``device`` None is the Pillow path on CPU threads, a device the
+    tensor path on it (``steps.preprocess.device``: CUDA, or CPU tensors where there is none)."""
     taken = output_name_owners(keys)
+    if device is not None:
+        # Imported here: the Pillow path (and every PreprocessFlow task) stays free of torch.
+        from steps.preprocess.device import device_rows
+
+    def chunk_rows(chunk_keys: Sequence[str]) -> Iterator[dict]:
+        if device is not None:
+            return device_rows(
+                source, target, chunk_keys, taken=taken, size=size, threads=threads, device=device
+            )
+        return map_bounded(lambda k: preprocess_one(source, target, k, size, taken.get(k)), chunk_keys, threads)
 
     def process_chunk(chunk_keys: Sequence[str], progress: Progress) -> pa.Table:
         rows = []
-        for row in map_bounded(lambda k: preprocess_one(source, target, k, size, taken.get(k)), chunk_keys, threads):
+        for row in chunk_rows(chunk_keys):
             rows.append(row)
             progress.advance()
         rows.sort(key=lambda r: r["key"])

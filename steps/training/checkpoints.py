@@ -47,6 +47,12 @@ class Checkpoint:
     state: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class SavedCheckpoint:
+    uri: str
+    bytes: int
+
+
 def state_to_bytes(state: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     torch.save({"format": CHECKPOINT_FORMAT, **state}, buffer)
@@ -90,7 +96,7 @@ class CheckpointStore:
                 found.append(int(match.group(1)))
         return sorted(found)
 
-    def save(self, step: int, state: dict[str, Any]) -> str:
+    def save(self, step: int, state: dict[str, Any]) -> SavedCheckpoint:
         """Write the data file, then its commit marker; prune to the newest ``keep_last``."""
         name = checkpoint_name(step)
         data = state_to_bytes(state)
@@ -107,7 +113,7 @@ class CheckpointStore:
         }
         self.storage.write(self._key(name + ".json"), json.dumps(marker).encode())
         self._prune(step)
-        return f"{self.uri}/{name}.pt"
+        return SavedCheckpoint(f"{self.uri}/{name}.pt", len(data))
 
     def _prune(self, newest: int) -> None:
         committed = self._steps("json")

@@ -1,5 +1,4 @@
-"""TrainFlow's settings: one frozen value, validated before any training.
-"""
+"""TrainFlow's settings: one frozen value, validated before any training."""
 
 from __future__ import annotations
 
@@ -33,6 +32,7 @@ class TrainConfig:
     checkpoint_every: float = 600.0
     keep_last: int = 3
     threads: int = 8
+    processes: int = 0  # data-parallel ranks; 0 = one per visible GPU, else 1
 
     def check(self) -> None:
         for name, value in (
@@ -55,10 +55,24 @@ class TrainConfig:
             raise ConfigError(
                 "--checkpoint-every", self.checkpoint_every, "seconds >= 0 (0 = every batch)", "pass e.g. 600"
             )
+        if self.processes < 0:
+            raise ConfigError("--processes", self.processes, "0 (one per GPU) or a number of ranks", "pass e.g. 2")
+        check_images_per_rank(self.processes, self.batch_size)
         if self.initial_weights and not is_s3(self.initial_weights) and not os.path.isfile(self.initial_weights):
             raise ConfigError(
                 "--initial-weights", self.initial_weights, "an existing weights file (local or s3://)", "check the path"
             )
+
+
+def check_images_per_rank(world_size: int, batch_size: int) -> None:
+    """Each rank trains on its share of the global batch; BatchNorm needs at least 2 images."""
+    if world_size > 1 and batch_size < 2 * world_size:
+        raise ConfigError(
+            "--batch-size",
+            batch_size,
+            f"at least 2 images per rank for {world_size} ranks (the batch is split across them)",
+            f"pass --batch-size {2 * world_size} or more",
+        )
 
 
 # The flow's parameter attributes carry these names, so the flow passes them through by name.

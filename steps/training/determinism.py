@@ -2,9 +2,13 @@
 
 Why a resumed run ends with exactly the weights of an uninterrupted one (on CPU):
 - the train/validation split is a pure function of the seed, and an epoch's data order a pure
-  function of (seed, epoch), so a checkpoint needs only the position (epoch, batch index);
+  function of (seed, epoch), so a checkpoint needs only the position (epoch, batch index); with
+  several ranks each takes a fixed slice of every global batch, so what a rank reads is a pure
+  function of (seed, epoch, world size, rank), a DistributedSampler that needs no state;
 - augmentation draws from a generator seeded from (seed, epoch, sample index), so it replays
-  identically from any batch; the global RNG states are saved anyway, for layers like dropout;
+  identically from any batch; the global RNG states (every rank's) are saved anyway, for layers
+  like dropout;
+- with several ranks, gradients are summed in one fixed flat layout (``trainer.Trainer._reduce``);
 - deterministic algorithms, and images decoded by threads into memory up front: no DataLoader
   worker processes whose RNG and prefetch state would also have to be restored;
 - the running loss sum of the epoch in progress is saved, so the epoch's metrics match too.
@@ -51,6 +55,12 @@ def split_indices(targets: torch.Tensor, val_fraction: float, seed: int) -> tupl
 
 def epoch_order(seed: int, epoch: int, count: int) -> torch.Tensor:
     return torch.randperm(count, generator=torch.Generator().manual_seed(derive_seed(seed, "order", epoch)))
+
+
+def rank_batch(order: torch.Tensor, batch: int, batch_size: int, world_size: int, rank: int) -> torch.Tensor:
+    """Rank ``rank``'s part of global batch ``batch`` of an epoch's ``order``: a contiguous slice,
+    sizes differing by at most one. With one rank it is the whole batch."""
+    return order[batch * batch_size : (batch + 1) * batch_size].tensor_split(world_size)[rank]
 
 
 def augment(batch: torch.Tensor, seed: int, epoch: int, sample_ids: list[int]) -> torch.Tensor:

@@ -1,9 +1,10 @@
 """The whole training step: load the data, train (resuming if a checkpoint exists), save the bundle.
+
+One rank trains in this process; several run as data-parallel processes (``distributed``).
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,9 @@ from steps.progress import log
 from steps.training.checkpoints import CheckpointStore
 from steps.training.config import TrainConfig
 from steps.training.data import load_dataset
-from steps.training.trainer import fit
+from steps.training.distributed import fit_on_ranks, world_size_for
+from steps.training.events import TrainingCallback, fan_out, log_event
+from steps.training.loop import StopSignal, fit
 
 
 @dataclass
@@ -26,15 +29,30 @@ class TrainOutcome:
     summary: dict[str, Any]
 
 
-def train_run(cfg: TrainConfig, run_id: str, attempt: int, stop: threading.Event | None = None) -> TrainOutcome:
-    """Load the data, train (resuming if a checkpoint exists), save the model bundle."""
+def train_run(
+    cfg: TrainConfig,
+    run_id: str,
+    attempt: int,
+    stop: StopSignal | None = None,
+    on_event: TrainingCallback | None = None,
+) -> TrainOutcome:
+    """Load the data, train (resuming if a checkpoint exists), save the model bundle.
+
+    ``on_event`` receives the training events (steps.training.events) in this process, after
+    they are logged, whatever the number of ranks.
+    """
     data = load_dataset(cfg.input_uri, cfg.image_size, cfg.threads)
     if data.rejects:
         first = data.rejects[0]
         log(f"{len(data.rejects)} unreadable images skipped, e.g. {first['key']}: {first['reason']}")
+    world_size = world_size_for(cfg.processes, cfg.batch_size)
     store = CheckpointStore(open_storage(cfg.checkpoint_root), run_id, cfg.keep_last)
     log(f"training {cfg.architecture} on {len(data.keys)} images ({len(data.class_names)} classes) to {store.uri}")
-    result = fit(cfg, data, store, stop=stop)
+    events = fan_out(log_event, on_event)
+    if world_size == 1:
+        result = fit(cfg, data, store, stop=stop, on_event=events)
+    else:
+        result = fit_on_ranks(cfg, data, run_id, world_size, stop=stop, on_event=events)
     output = open_storage(cfg.output_uri)
     accuracy = result.history["val_accuracy"][-1]
     ModelBundle(
@@ -60,6 +78,7 @@ def train_run(cfg: TrainConfig, run_id: str, attempt: int, stop: threading.Event
         "val_accuracy": round(accuracy, 4),
         "chance_accuracy": round(1 / len(data.class_names), 4),
         "device": result.device,
+        "world_size": result.world_size,
         "seconds": round(result.seconds, 2),
         "attempt": attempt,
         "resumed_from": result.resumed_from,

@@ -1,38 +1,44 @@
-"""The training loop: checkpoints on a timer, resumes from the newest intact one.
+"""One training run's state and its steps, for one rank of a data-parallel group (or the only one).
+
+With several ranks each takes its share of every global batch; after the backward pass one
+all-reduce sums the gradients (each rank's loss is weighted by its share of the batch, so the
+sum is the gradient of the global batch's mean loss), averages the BatchNorm statistics and sums
+the loss. All ranks then hold identical weights and buffers after every step. The reduction is
+one flat buffer in parameter order, the same layout on every attempt, so a resumed run reduces
+exactly as an uninterrupted one (DistributedDataParallel regroups its buckets after the first
+step of each process, which would make a retry's first step reduce differently).
 """
 
 from __future__ import annotations
 
 import io
 import random
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from steps.errors import ConfigError, SpotInterruption
+from steps.errors import ConfigError
 from steps.io.storage import open_storage
 from steps.models.architectures import build_architecture
 from steps.progress import log
-from steps.training.checkpoints import Checkpoint, CheckpointStore, load_resume_from
+from steps.training.checkpoints import Checkpoint
+from steps.training.collective import Group, Solo
 from steps.training.config import TrainConfig
 from steps.training.data import Dataset, normalize
 from steps.training.determinism import (
     augment,
-    epoch_order,
+    derive_seed,
     make_deterministic,
+    rank_batch,
     restore_rng_state,
     rng_state,
     split_indices,
 )
 
 
-def load_initial_weights(model: nn.Module, path: str) -> None:
+def load_initial_weights(model: nn.Module, path: str) -> int:
     """Load a state dict or TrainFlow bundle; tensors whose shape differs (a new head) stay random."""
     # Read through storage: on Batch/Kubernetes a laptop path does not exist, an s3:// URI does.
     parent, _, name = path.rpartition("/")
@@ -52,25 +58,13 @@ def load_initial_weights(model: nn.Module, path: str) -> None:
             "--initial-weights", path, "weights for this architecture", "pass weights of the same --architecture"
         )
     model.load_state_dict(usable, strict=False)
-    log(f"initial weights: {len(usable)}/{len(own)} tensors from {path}")
+    return len(usable)
 
 
-@dataclass
-class FitResult:
-    state_dict: dict[str, torch.Tensor]
-    history: dict[str, list[float]]
-    confusion: list[list[int]]
-    device: str
-    resumed_from: str
-    last_checkpoint: str
-    checkpoints_written: int
-    seconds: float
-
-
-def evaluate(
+def confusion_matrix(
     model: nn.Module, images: torch.Tensor, targets: torch.Tensor, classes: int, batch_size: int
-) -> tuple[float, list[list[int]]]:
-    """Accuracy and confusion matrix (rows true, columns predicted) on held-out images."""
+) -> torch.Tensor:
+    """Counts of (true, predicted) on held-out images: rows true, columns predicted."""
     device = next(model.parameters()).device
     model.eval()
     confusion = torch.zeros(classes, classes, dtype=torch.int64)
@@ -80,27 +74,41 @@ def evaluate(
             for true, pred in zip(targets[start : start + batch_size].tolist(), predicted.tolist(), strict=True):
                 confusion[true, pred] += 1
     model.train()
-    return confusion.trace().item() / max(1, len(targets)), confusion.tolist()
+    return confusion
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class Trainer:
-    """One training run's state: model, optimizer, schedule, RNGs and the data-order position.
+    """One rank's training state: model, optimizer, schedule, RNGs and the data-order position.
 
-    The position is (epoch, batch): the next batch to train. Everything a checkpoint holds is
-    here, so ``state()``/``restore()`` round-trip exactly.
+    The position is (epoch, batch): the next global batch to train. Everything a checkpoint holds
+    is here, so ``state()``/``restore()`` round-trip exactly; both are collective (every rank
+    calls them: the checkpoint holds each rank's RNG state).
     """
 
-    def __init__(self, cfg: TrainConfig, data: Dataset) -> None:
+    def __init__(
+        self, cfg: TrainConfig, data: Dataset, group: Group | None = None, device: torch.device | None = None
+    ) -> None:
         self.cfg = cfg
         self.data = data
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.group = group or Solo()
+        self.device = device or default_device()
         make_deterministic(self.device)
+        # The same seed on every rank: identical initial weights without a broadcast.
         torch.manual_seed(cfg.seed)
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed % 2**32)
         model = build_architecture(cfg.architecture, len(data.class_names))
         if cfg.initial_weights:
-            load_initial_weights(model, cfg.initial_weights)
+            loaded = load_initial_weights(model, cfg.initial_weights)
+            if self.group.is_writer:
+                log(f"initial weights: {loaded}/{len(model.state_dict())} tensors from {cfg.initial_weights}")
+        # Then a stream per rank, so layers like dropout draw differently on each rank.
+        rank_seed = derive_seed(cfg.seed, "rank", self.group.rank)
+        torch.manual_seed(rank_seed)
+        random.seed(rank_seed)
+        np.random.seed(rank_seed % 2**32)
         self.model = model.to(self.device)
         self.train_ids, self.val_ids = split_indices(data.targets, cfg.val_fraction, cfg.seed)
         # Full batches only: BatchNorm cannot train on a batch of one.
@@ -126,7 +134,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": rng_state(),
+            "rng": self.group.gather(rng_state()),  # one per rank, in rank order
         }
 
     def restore(self, checkpoint: Checkpoint) -> None:
@@ -144,7 +152,11 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        restore_rng_state(state["rng"])
+        if len(state["rng"]) == self.group.world_size:
+            restore_rng_state(state["rng"][self.group.rank])
+        elif self.group.is_writer:
+            # The position and weights carry over; only the per-rank random streams cannot.
+            log(f"checkpoint from {len(state['rng'])} ranks, now {self.group.world_size}: fresh random streams")
         self.epoch, self.batch, self.step, self.loss_sum = (
             state["epoch"],
             state["batch"],
@@ -153,90 +165,56 @@ class Trainer:
         )
         self.history = {name: list(values) for name, values in state["history"].items()}
 
-    def train_batch(self, order: torch.Tensor) -> None:
+    def train_batch(self, order: torch.Tensor) -> float:
+        """Train this rank's share of the next global batch; return the global batch's mean loss."""
         cfg = self.cfg
-        ids = order[self.batch * cfg.batch_size : (self.batch + 1) * cfg.batch_size]
+        ids = rank_batch(order, self.batch, cfg.batch_size, self.group.world_size, self.group.rank)
         inputs = normalize(augment(self.data.images[ids], cfg.seed, self.epoch, ids.tolist()).to(self.device))
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-            loss = self.loss_fn(self.model(inputs), self.data.targets[ids].to(self.device))
+            share = len(ids) / cfg.batch_size
+            loss = self.loss_fn(self.model(inputs), self.data.targets[ids].to(self.device)) * share
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        step_loss = self._reduce(loss.detach())
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        self.loss_sum += loss.item()
+        self.loss_sum += step_loss
         self.batch, self.step = self.batch + 1, self.step + 1
+        return step_loss
+
+    def _reduce(self, loss: torch.Tensor) -> float:
+        """Sum gradients and loss, average float buffers (BatchNorm statistics) across ranks."""
+        if self.group.world_size == 1:
+            return loss.item()
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        buffers = [b for b in self.model.buffers() if b.is_floating_point()]
+        flat = torch.cat([t.reshape(-1).float() for t in (*grads, *buffers, loss.reshape(1))])
+        self.group.sum_(flat)
+        offset = 0
+        for tensor, scale in [(g, 1.0) for g in grads] + [(b, 1.0 / self.group.world_size) for b in buffers]:
+            tensor.copy_(flat[offset : offset + tensor.numel()].view_as(tensor) * scale)
+            offset += tensor.numel()
+        return flat[-1].item()
 
     def evaluate(self) -> tuple[float, list[list[int]]]:
-        return evaluate(
+        """Accuracy and confusion on the validation images; each rank counts its share, summed."""
+        mine = self.val_ids.tensor_split(self.group.world_size)[self.group.rank]
+        confusion = confusion_matrix(
             self.model,
-            self.data.images[self.val_ids],
-            self.data.targets[self.val_ids],
+            self.data.images[mine],
+            self.data.targets[mine],
             len(self.data.class_names),
             self.cfg.batch_size,
         )
+        self.group.sum_(confusion)
+        return confusion.trace().item() / max(1, len(self.val_ids)), confusion.tolist()
 
-    def end_epoch(self) -> None:
+    def end_epoch(self) -> tuple[float, float]:
+        """Record the finished epoch's train loss and validation accuracy; move to the next."""
         accuracy, _ = self.evaluate()
         train_loss = self.loss_sum / self.per_epoch
         self.history["train_loss"].append(train_loss)
         self.history["val_accuracy"].append(accuracy)
-        log(f"epoch {self.epoch + 1}/{self.cfg.epochs}: train_loss {train_loss:.4f}, val_accuracy {accuracy:.3f}")
         self.epoch, self.batch, self.loss_sum = self.epoch + 1, 0, 0.0
-
-
-def fit(
-    cfg: TrainConfig,
-    data: Dataset,
-    store: CheckpointStore,
-    *,
-    stop: threading.Event | None = None,
-    after_batch: Callable[[int], None] | None = None,
-) -> FitResult:
-    """Train, checkpointing every ``cfg.checkpoint_every`` seconds and at each epoch end.
-
-    Resumes from the newest complete checkpoint in ``store`` (a retry of this run), else from
-    ``cfg.resume_from``. When ``stop`` is set (a spot interruption notice) it checkpoints at once
-    and raises SpotInterruption, so the task exits non-zero and @retry resumes it.
-    """
-    started = time.monotonic()
-    trainer = Trainer(cfg, data)
-    checkpoint = store.latest()
-    if checkpoint is None and cfg.resume_from:
-        checkpoint = load_resume_from(cfg.resume_from)
-    if checkpoint is not None:
-        trainer.restore(checkpoint)
-        log(f"resuming from {checkpoint.uri}: epoch {trainer.epoch + 1}, batch {trainer.batch}/{trainer.per_epoch}")
-    written: list[str] = []
-    last_save = time.monotonic()
-    batches_this_attempt = 0
-    while trainer.epoch < cfg.epochs:
-        order = trainer.train_ids[epoch_order(cfg.seed, trainer.epoch, len(trainer.train_ids))]
-        while trainer.batch < trainer.per_epoch:
-            trainer.train_batch(order)
-            batches_this_attempt += 1
-            if stop is not None and stop.is_set():
-                written.append(store.save(trainer.step, trainer.state()))
-                raise SpotInterruption(
-                    f"spot interruption notice: wrote checkpoint {written[-1]}; the retry resumes there"
-                )
-            if time.monotonic() - last_save >= cfg.checkpoint_every:
-                written.append(store.save(trainer.step, trainer.state()))
-                last_save = time.monotonic()
-            if after_batch is not None:
-                after_batch(batches_this_attempt)
-        trainer.end_epoch()
-        written.append(store.save(trainer.step, trainer.state()))
-        last_save = time.monotonic()
-    _, confusion = trainer.evaluate()
-    last = written[-1] if written else (checkpoint.uri if checkpoint else "")
-    return FitResult(
-        state_dict={name: value.detach().cpu() for name, value in trainer.model.state_dict().items()},
-        history=trainer.history,
-        confusion=confusion,
-        device=trainer.device.type,
-        resumed_from=checkpoint.uri if checkpoint else "",
-        last_checkpoint=last,
-        checkpoints_written=len(written),
-        seconds=time.monotonic() - started,
-    )
+        return train_loss, accuracy

@@ -144,6 +144,8 @@ def test_torchscript_model_input_and_output_on_s3(s3_server: S3Server, sample_di
         "--model",
         f"{bucket}/models/scripted.pt",
         *FAST,
+        "--decode",
+        "gpu",  # the device pipeline, here on CPU tensors
         env=s3_server.env,
     )
     assert result.ok, result.output[-3000:]

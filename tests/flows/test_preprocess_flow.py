@@ -102,9 +102,12 @@ def test_s3_input_and_output_with_s3_datastore(sample_dir: Path, tmp_path: Path,
         f"{bucket}/out",
         "--shard-size",
         "1000",
+        "--device",
+        "cuda",  # the tensor path; on this CPU-only machine on CPU tensors, and the log says so
         env=env,
     )
     assert result.ok, result.output
+    assert "the tensor path runs on CPU tensors" in result.output
     good, bad = good_and_bad(sample_dir)
     client = s3_server.client()
     listed = [o["Key"] for o in client.list_objects_v2(Bucket="preprocess-s3", Prefix="out/resized/")["Contents"]]
@@ -121,6 +124,7 @@ def test_s3_input_and_output_with_s3_datastore(sample_dir: Path, tmp_path: Path,
     [
         (("--input", "/no/such/dir"), "--input '/no/such/dir': expected an existing directory of images"),
         (("--size", "0"), "--size 0: expected a positive integer"),
+        (("--device", "tpu"), "--device 'tpu': expected cpu or cuda"),
         (("--input", "s3://missing-bucket/x"), "bucket 'missing-bucket': expected an existing S3 bucket"),
         (("--prefix-width", "2", "--max-shards", "4"), "prefix width 2: expected at most 4 shards"),
     ],

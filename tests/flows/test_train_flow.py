@@ -1,4 +1,5 @@
-"""Real TrainFlow runs on sample data: it learns, and a SIGKILLed run resumes bit-identically."""
+"""Real TrainFlow runs on sample data: it learns, and a SIGKILLed run resumes bit-identically, with
+one process and with two data-parallel gloo ranks."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from steps.io.storage import open_storage
 from steps.models.bundle import ModelBundle
 from steps.training.checkpoints import CheckpointStore
-from tests.support.flows import FlowRun, card_text, run_flow, run_flow_killing
+from tests.support.flows import FlowRun, card_text, first_attempt_rank_pids, run_flow, run_flow_killing
 
 # 51 labelled images, 41 for training in batches of 16: 2 batches per epoch, 12 in all.
 SETTINGS = ("--epochs", "6", "--batch-size", "16", "--image-size", "64", "--seed", "7")
@@ -55,6 +56,9 @@ def test_train_flow_learns_and_reports(straight: tuple[FlowRun, dict]) -> None:
     store = CheckpointStore(open_storage(str(run.workdir / "out" / "checkpoints")), run.client_run().id)
     assert store.committed_steps() == [8, 10, 12]
     assert "Trained small_cnn on 51 images" in run.output and "val accuracy" in run.output
+    # A log line per checkpoint written: one per epoch end (steps 2, 4, ... 12).
+    written = [line for line in run.output.splitlines() if "checkpoint written (epoch end): " in line]
+    assert len(written) == 6 and "/checkpoints/" in written[-1] and "ckpt-0000000012.pt, step 12" in written[-1]
 
     card = card_text("train", run.workdir, run.client_run()["end"].task.pathspec.split("/", 1)[1])
     assert "Confusion" in card and "astronaut" in card and "data:image/png;base64" in card
@@ -112,3 +116,44 @@ def test_missing_labels_fail_in_start_with_one_line(sample_dir: Path, tmp_path: 
     assert not run.ok
     assert f"labels file '{images}/labels.csv': expected a labels.csv with header key,label" in run.output
     assert "Task is starting" in run.output and "train/" not in run.output  # failed in start
+
+
+# Two ranks, each half of every batch of 8: 41 training images make 5 steps per epoch, 20 in all.
+TWO_RANKS = ("--processes", "2", "--epochs", "4", "--batch-size", "8", "--image-size", "24", "--seed", "3")
+
+
+def test_two_gloo_ranks_learn_and_survive_a_sigkilled_rank_bit_identically(sample_dir: Path, tmp_path: Path) -> None:
+    output = str(tmp_path / "straight-out")
+    straight = run_flow("train", tmp_path / "straight", "--input", str(sample_dir), "--output", output, *TWO_RANKS)
+    reference = artifacts(straight)
+    assert reference["summary"]["world_size"] == 2 and reference["summary"]["attempt"] == 0
+    assert reference["metrics"]["val_accuracy"][-1] > reference["summary"]["chance_accuracy"], reference["metrics"]
+    assert "2 data-parallel ranks on cpu, 8 images per global batch" in straight.output
+
+    checkpoints = tmp_path / "killed-out" / "checkpoints"
+
+    # One rank (not the task) is SIGKILLed once 3 checkpoints are committed: the task must notice,
+    # fail, and @retry's attempt 1 must resume from rank 0's checkpoint to the same weights.
+    run, killed = run_flow_killing(
+        "train",
+        tmp_path / "killed",
+        "--input",
+        str(sample_dir),
+        "--output",
+        str(tmp_path / "killed-out"),
+        *TWO_RANKS,
+        "--checkpoint-every",
+        "0",
+        step="train",
+        ready=lambda: len(list(checkpoints.glob("*/ckpt-*.json"))) >= 3,
+        victims=first_attempt_rank_pids,
+    )
+    assert killed, "training finished before the kill"
+    found = artifacts(run)
+    assert found["summary"]["attempt"] == 1 and found["summary"]["world_size"] == 2, run.output[-3000:]
+    assert "of 2 was killed (SIGKILL); the retry resumes" in run.output
+    assert "resuming from " in run.output and "(retry)" in run.output
+    assert found["metrics"] == reference["metrics"]
+    resumed, expected = bundle(found["model_uri"]).state_dict, bundle(reference["model_uri"]).state_dict
+    assert resumed.keys() == expected.keys()
+    assert all(torch.equal(resumed[name], expected[name]) for name in expected)

@@ -133,11 +133,40 @@ def first_attempt_task_pids(step: str) -> list[int]:
     return pids
 
 
+def spawned_children(parent: int) -> list[int]:
+    """PIDs of the multiprocessing-spawned children of ``parent`` (e.g. training ranks), oldest first."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # Field 4 of stat is the parent PID; the command (field 2) may hold spaces, so split after it.
+            ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and b"--multiprocessing-fork" in cmdline:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def first_attempt_rank_pids(step: str) -> list[int]:
+    """The last-spawned training rank of each first-attempt ``step`` task."""
+    return [children[-1] for task in first_attempt_task_pids(step) if (children := spawned_children(task))]
+
+
 def run_flow_killing(
-    flow: str, workdir: Path, *args: str, step: str, ready: Callable[[], bool], env: dict[str, str] | None = None
+    flow: str,
+    workdir: Path,
+    *args: str,
+    step: str,
+    ready: Callable[[], bool],
+    env: dict[str, str] | None = None,
+    victims: Callable[[str], list[int]] = first_attempt_task_pids,
 ) -> tuple[FlowRun, bool]:
-    """Run a flow, SIGKILL its first-attempt ``step`` task once ``ready()`` (a spot loss seen
-    from outside: no hook in the code under test), and let ``@retry`` finish it.
+    """Run a flow, SIGKILL its first-attempt ``step`` task (or the processes ``victims(step)``
+    names) once ``ready()`` (a spot loss seen from outside: no hook in the code under test), and
+    let ``@retry`` finish it.
 
     Returns the run and whether the kill happened before the task finished on its own.
     """
@@ -157,7 +186,7 @@ def run_flow_killing(
     deadline = time.monotonic() + 120
     while process.poll() is None and not killed and time.monotonic() < deadline:
         if ready():
-            for pid in first_attempt_task_pids(step):
+            for pid in victims(step):
                 os.kill(pid, signal.SIGKILL)
                 killed = True
         time.sleep(0.002)

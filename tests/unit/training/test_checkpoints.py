@@ -13,9 +13,11 @@ from steps.errors import ConfigError, SpotInterruption
 from steps.io.storage import LocalStorage, open_storage
 from steps.models.architectures import SmallCNN
 from steps.training.checkpoints import CheckpointStore, checkpoint_name, load_resume_from
-from steps.training.config import TrainConfig
 from steps.training.data import Dataset, check_dataset, load_dataset
-from steps.training.trainer import Trainer, fit
+from steps.training.events import BatchDone, CheckpointWritten, Resumed, TrainingEvent
+from steps.training.loop import fit
+from steps.training.trainer import Trainer
+from tests.unit.training.conftest import tiny_config
 
 
 def small_state(value: float) -> dict:
@@ -63,25 +65,6 @@ def test_checkpoints_on_s3(s3_server) -> None:
     assert load_resume_from(f"{root}/checkpoints/run-3/{checkpoint_name(2)}.pt").step == 2
 
 
-@pytest.fixture(scope="module")
-def tiny_data(sample_dir: Path) -> Dataset:
-    return load_dataset(str(sample_dir), image_size=32, threads=2)
-
-
-def tiny_config(sample_dir: Path, tmp_path: Path, **changes: object) -> TrainConfig:
-    config = TrainConfig(
-        input_uri=str(sample_dir),
-        output_uri=str(tmp_path / "out"),
-        checkpoint_root=str(tmp_path / "ckpt"),
-        epochs=2,
-        batch_size=8,
-        image_size=32,
-        checkpoint_every=3600,
-        threads=2,
-    )
-    return replace(config, **changes)
-
-
 def test_spot_stop_then_resume_is_bit_identical(sample_dir: Path, tmp_path: Path, tiny_data: Dataset) -> None:
     cfg = tiny_config(sample_dir, tmp_path)
     root = open_storage(cfg.checkpoint_root)
@@ -90,11 +73,24 @@ def test_spot_stop_then_resume_is_bit_identical(sample_dir: Path, tmp_path: Path
     # A spot notice after the 6th batch (mid second epoch): checkpoint now, then raise.
     stop = threading.Event()
     store = CheckpointStore(root, "interrupted")
+    events: list[TrainingEvent] = []
+
+    def notice_after_five(event: TrainingEvent) -> None:
+        events.append(event)
+        if isinstance(event, BatchDone) and event.step == 5:
+            stop.set()
+
     with pytest.raises(SpotInterruption, match="checkpoint"):
-        fit(cfg, tiny_data, store, stop=stop, after_batch=lambda n: stop.set() if n == 5 else None)
+        fit(cfg, tiny_data, store, stop=stop, on_event=notice_after_five)
     assert store.latest().state["epoch"] == 1 and store.latest().state["batch"] > 0  # mid-epoch
-    resumed = fit(cfg, tiny_data, store)  # the retry
+    written = [e for e in events if isinstance(e, CheckpointWritten)]
+    assert [(e.step, e.reason) for e in written] == [(4, "epoch end"), (6, "spot notice")]
+    assert written[-1].uri.endswith(f"{checkpoint_name(6)}.pt") and written[-1].bytes > 0
+
+    events.clear()
+    resumed = fit(cfg, tiny_data, store, on_event=events.append)  # the retry
     assert resumed.resumed_from.endswith(f"{checkpoint_name(6)}.pt")
+    assert events[0] == Resumed(resumed.resumed_from, 6, 1, 2, 4, "retry")
 
     # --resume-from: a new run continuing from the interrupted run's checkpoint.
     continued = fit(

@@ -1,0 +1,291 @@
+"""The device check: model-only, end-to-end and preprocessing throughput on one GPU, as one table.
+
+    bench/gpu_check.sh            # on a GPU machine, <= 8 minutes
+    bench/gpu_check.sh --smoke    # tiny sizes, runs anywhere (CPU here), proves the script works
+
+Imports only torch, torchvision, numpy, Pillow, pyarrow, pandas and project modules that need
+nothing else (no metaflow, boto3 or scikit-image: the device image has none of them). The test
+images are synthetic (smooth colour fields, shapes and sensor-like noise), made here.
+
+Rows (images/s; each ratio against the row it names):
+* model only: ResNet-50 (random weights; ResNet-18 with --smoke), channels-last, bf16 and fp16
+  autocast eager, a CUDA graph of the eager bf16 forward, ``torch.compile(mode="reduce-overhead")``;
+  each falls back to a "failed: ..." line. ``Predictor`` (the pipeline's model stage: uint8 in, normalise, top-5 out)
+  is the reference for end to end;
+* end to end: ``infer_shard`` from JPEG bytes in page cache (ImageNet-size photos) to Parquet,
+  ``--decode cpu`` (Pillow on every core) and ``--decode gpu`` (batched nvJPEG);
+* preprocessing of camera-size JPEGs: ``preprocess_shard`` on the GPU vs its CPU path on every core.
+Before timing, a correctness line compares the tensor decode on CUDA with the same code on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+import time
+import types
+from collections.abc import Callable
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+
+from steps.imaging.jpeg_header import read_jpeg_header
+from steps.imaging.tensor_decode import RGB, decode_jpegs
+from steps.inference.pipeline import Predictor
+from steps.inference.shard import infer_shard
+from steps.io.storage import LocalStorage
+from steps.models.loading import DEFAULT_INPUT_SIZE, LoadedModel
+from steps.preprocess.shard import preprocess_shard
+
+if "botocore" not in sys.modules:
+    try:
+        import botocore.exceptions  # noqa: F401 - read_input imports it at call time
+    except ImportError:
+        # The device image has no botocore; read_input only uses ClientError to classify S3
+        # errors, which LocalStorage never raises. A stand-in class keeps the project code as is.
+        exceptions = types.ModuleType("botocore.exceptions")
+        exceptions.ClientError = type("ClientError", (Exception,), {})
+        sys.modules["botocore"] = types.ModuleType("botocore")
+        sys.modules["botocore.exceptions"] = exceptions
+
+
+def synthetic_photo(rng: np.random.Generator, width: int, height: int, grain: int = 6) -> Image.Image:
+    """Smooth colour gradients, a few rectangles and per-pixel noise: compresses like a photo."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    a, b, c = rng.uniform(0.002, 0.02, 3)
+    pixels = np.stack(
+        [127 + 100 * np.sin(a * x + b * y), 127 + 100 * np.cos(b * x - c * y), 127 + 100 * np.sin(c * (x + y))], -1
+    )
+    for _ in range(6):
+        left, top = rng.integers(0, width - 2), rng.integers(0, height - 2)
+        pixels[top : top + height // 5, left : left + width // 5] = rng.uniform(0, 255, 3)
+    pixels += rng.integers(-grain, grain + 1, pixels.shape)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def jpeg_bytes(image: Image.Image, quality: int = 90, **save: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality, **save)
+    return buffer.getvalue()
+
+
+def write_set(directory: Path, unique: list[bytes], count: int) -> list[str]:
+    """``count`` files cycling through ``unique`` (decoding cost does not depend on repeats)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    keys = [f"{index:06d}.jpg" for index in range(count)]
+    for index, key in enumerate(keys):
+        (directory / key).write_bytes(unique[index % len(unique)])
+    return keys
+
+
+def images_per_second(rate: float) -> str:
+    return f"{rate:,.0f}" if rate >= 100 else f"{rate:.1f}"
+
+
+def timed_rate(run: Callable[[], None], images_per_call: int, seconds: float, sync: Callable[[], None]) -> float:
+    """images/s of ``run`` after warm-up, over about ``seconds``."""
+    for _ in range(3):
+        run()
+    sync()
+    started = time.perf_counter()
+    run()
+    sync()
+    calls = max(1, int(seconds / max(time.perf_counter() - started, 1e-6)))
+    started = time.perf_counter()
+    for _ in range(calls):
+        run()
+    sync()
+    return calls * images_per_call / (time.perf_counter() - started)
+
+
+def attempt(label: str, measure: Callable[[], float], rows: list[tuple[str, str, str]], ref: str) -> float | None:
+    try:
+        rate = measure()
+    except Exception as err:  # noqa: BLE001 - a failed variant is a table row, not the end of the check
+        rows.append((label, f"failed: {type(err).__name__}: {str(err).splitlines()[0][:90]}", ""))
+        return None
+    rows.append((label, images_per_second(rate), ref))
+    return rate
+
+
+def classifier(architecture: str) -> Callable[[], LoadedModel]:
+    """Fresh CPU copies of a random-weight torchvision model (Predictor moves its module in place)."""
+
+    def build() -> LoadedModel:
+        module = getattr(torchvision.models, architecture)(weights=None).eval()
+        return LoadedModel(module, f"{architecture} (random init)", "torchvision", architecture,
+                           [str(i) for i in range(1000)], DEFAULT_INPUT_SIZE)
+
+    return build
+
+
+def model_only(args: argparse.Namespace, device: torch.device, rows: list, sync: Callable[[], None]) -> float:
+    """The model rows; returns Predictor's rate (the end-to-end reference)."""
+    predictor = Predictor(args.model(), device, top_k=5)  # channels-last on CUDA
+    cuda = device.type == "cuda"
+    size, batch = DEFAULT_INPUT_SIZE, args.batch_size
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    pixels = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, device=device)
+
+    def eager(dtype: torch.dtype) -> Callable[[], None]:
+        def run() -> None:
+            with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=cuda):
+                predictor.module(x)
+        return run
+
+    def rate_of(run: Callable[[], None]) -> Callable[[], float]:
+        return lambda: timed_rate(run, batch, args.seconds, sync)
+
+    eager_bf16 = attempt("model only: eager bf16, channels-last", rate_of(eager(torch.bfloat16)), rows, "")
+    attempt("model only: eager fp16, channels-last", rate_of(eager(torch.float16)), rows, "")
+
+    def cuda_graph() -> float:
+        if not cuda:
+            raise RuntimeError("no CUDA device")
+        run = eager(torch.bfloat16)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                run()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            run()
+        return rate_of(graph.replay)()
+
+    graphed = attempt("model only: CUDA graph of eager bf16", cuda_graph, rows, "")
+
+    def compiled() -> float:
+        if args.smoke:
+            raise RuntimeError("skipped in --smoke (minutes of compilation)")
+        fast = torch.compile(predictor.module, mode="reduce-overhead")
+
+        def run() -> None:
+            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                fast(x)
+        return rate_of(run)()
+
+    best = attempt("model only: torch.compile reduce-overhead bf16", compiled, rows, "")
+    ceiling = max(r for r in (eager_bf16, graphed, best, 0.0) if r is not None)
+    rate = rate_of(lambda: predictor(pixels))()
+    ratio = f"{rate / ceiling:.2f} of the best model-only row" if ceiling else ""
+    rows.append(("model only: Predictor (uint8 in, normalise, top-5 out)", images_per_second(rate), ratio))
+    return rate
+
+
+def end_to_end(args: argparse.Namespace, device: torch.device, scratch: Path, rows: list, reference: float) -> None:
+    rng = np.random.default_rng(0)
+    unique = [jpeg_bytes(synthetic_photo(rng, 500, 375)) for _ in range(args.unique)]
+    keys = write_set(scratch / "photos", unique, args.images)
+    source = LocalStorage(scratch / "photos")
+    cores = len(os.sched_getaffinity(0))
+
+    def rate(decode: str, subset: list[str], target: str) -> float:
+        started = time.perf_counter()
+        with redirect_stdout(io.StringIO()):
+            infer_shard(name="bench", keys=subset, source=source, target=LocalStorage(scratch / target),
+                        model=args.model(), batch_size=args.batch_size, chunk_size=4096, top_k=5, threads=16,
+                        workers=cores, decode=decode, devices=[device])
+        return len(subset) / (time.perf_counter() - started)
+
+    for decode, how in (("cpu", f"Pillow, {cores} threads"), ("gpu", f"decode_jpeg on {device.type}")):
+        rate(decode, keys[: 2 * args.batch_size], f"warm-{decode}")  # cudnn autotuning, nvJPEG start-up
+        measured = rate(decode, keys, f"out-{decode}")
+        rows.append((f"end to end: --decode {decode} ({how})", images_per_second(measured),
+                     f"{measured / reference:.2f} of Predictor model-only"))
+
+
+def preprocessing(args: argparse.Namespace, device: torch.device, scratch: Path, rows: list) -> None:
+    rng = np.random.default_rng(1)
+    width, height = args.camera
+    unique = [jpeg_bytes(synthetic_photo(rng, width, height, grain=6), quality=92) for _ in range(args.camera_unique)]
+    keys = write_set(scratch / "camera", unique, args.camera_images)
+    source = LocalStorage(scratch / "camera")
+    cores = len(os.sched_getaffinity(0))
+    rates = {}
+    for label, on in (("cpu", None), ("gpu", device)):
+        with redirect_stdout(io.StringIO()):
+            preprocess_shard(name="warm", keys=keys[:8], source=source, target=LocalStorage(scratch / f"pw-{label}"),
+                             size=256, threads=max(cores, 16) if on is not None else cores, device=on)
+            started = time.perf_counter()
+            preprocess_shard(name="bench", keys=keys, source=source, target=LocalStorage(scratch / f"pre-{label}"),
+                             size=256, threads=max(cores, 16) if on is not None else cores, device=on)
+        rates[label] = len(keys) / (time.perf_counter() - started)
+    rows.append((f"preprocessing {width}x{height} JPEGs: CPU path, {cores} threads", images_per_second(rates["cpu"]),
+                 ""))
+    rows.append((f"preprocessing {width}x{height} JPEGs: tensor path on {device.type}", images_per_second(rates["gpu"]),
+                 f"{rates['gpu'] / rates['cpu']:.1f}x the CPU path (target >= 10x)"))
+
+
+def decode_agreement(device: torch.device) -> str:
+    """The tensor decode on ``device`` vs the same code on CPU: pixels, orientation and refusals."""
+    rng = np.random.default_rng(2)
+    photo = synthetic_photo(rng, 320, 240)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    good = jpeg_bytes(photo)
+    files = [good, jpeg_bytes(photo, progressive=True), jpeg_bytes(photo.convert("L")),
+             jpeg_bytes(photo, exif=exif.tobytes()), good[:600] + bytes(range(256)) * 16 + good[4696:]]
+    headers = [read_jpeg_header(data) for data in files]
+    on_device = decode_jpegs(files, headers, device, RGB)
+    on_cpu = decode_jpegs(files, headers, torch.device("cpu"), RGB)
+    diffs, same_refusals = [], True
+    for ours, theirs in zip(on_device, on_cpu, strict=True):
+        same_refusals &= (ours is None) == (theirs is None)
+        if ours is not None and theirs is not None:
+            if ours.shape != theirs.shape:
+                return f"decode check: shapes differ {tuple(ours.shape)} vs {tuple(theirs.shape)}"
+            diffs.append((ours.cpu().int() - theirs.int()).abs().float())
+    worst = max(float(d.max()) for d in diffs)
+    mean = float(torch.stack([d.mean() for d in diffs]).mean())
+    refused = sum(x is None for x in on_device)
+    return (f"decode check ({device} vs cpu, baseline/progressive/gray/EXIF-6/corrupt): mean |diff| {mean:.2f}, "
+            f"max {worst:.0f}; refused {refused}/{len(files)}, same as CPU: {same_refusals}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, CPU if no GPU: proves the script runs")
+    args = parser.parse_args(argv)
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    if not cuda and not args.smoke:
+        parser.error("no CUDA device visible; run with --smoke for a CPU dry run")
+    full = dict(batch_size=256, seconds=3.0, images=12_288, unique=256, camera=(3264, 2448), camera_unique=16,
+                camera_images=512)
+    smoke = dict(batch_size=4, seconds=0.2, images=16, unique=8, camera=(640, 480), camera_unique=2, camera_images=8)
+    for name, value in (smoke if args.smoke else full).items():
+        setattr(args, name, value)
+    args.model = classifier("resnet18" if args.smoke else "resnet50")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    started = time.perf_counter()
+    name = torch.cuda.get_device_name() if cuda else "CPU"
+    print(f"== bench/gpu_check.py{' --smoke' if args.smoke else ''}: {name}, torch {torch.__version__}, "
+          f"torchvision {torchvision.__version__}, {len(os.sched_getaffinity(0))} usable cores, "
+          f"bf16 {'yes' if cuda and torch.cuda.is_bf16_supported() else 'no'}")
+    print(decode_agreement(device))
+    rows: list[tuple[str, str, str]] = []
+    reference = model_only(args, device, rows, sync)
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:  # on disk; the page cache keeps it in memory
+        end_to_end(args, device, Path(tmp), rows, reference)
+        preprocessing(args, device, Path(tmp), rows)
+    widths = [max(len(r[i]) for r in [("measurement", "images/s", "ratio"), *rows]) for i in range(3)]
+    for row in [("measurement", "images/s", "ratio"), tuple("-" * w for w in widths), *rows]:
+        print("| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |")
+    e2e = [r for r in rows if r[0].startswith("end to end: --decode gpu")]
+    print(f"ratio: {e2e[0][2] if e2e else 'n/a'} (targets: >= 10,000 img/s and >= 0.80 on one H100/H200)")
+    print(f"took {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Resize uint8 image tensors on their device, with the geometry of the Pillow path.
+
+Antialiased resampling (``antialias=True``) is what makes a tensor resize match Pillow's
+filters when shrinking; without it a 4000 px photo shrunk to 256 px aliases badly. On CUDA
+torchvision resizes uint8 through a float copy and rounds back; on CPU it has a native uint8
+kernel. Both take (C, H, W) or (N, C, H, W).
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision.transforms.v2.functional as F
+from torchvision.transforms import InterpolationMode
+
+from steps.imaging.codec import center_crop, fit_within
+
+
+def resize_and_center_crop(image: torch.Tensor, size: int, crop_fraction: float) -> torch.Tensor:
+    """(C, H, W) uint8 → (C, size, size) uint8: bilinear, as ``steps.inference.pipeline.prepare_image``."""
+    box = center_crop(image.shape[-1], image.shape[-2], size, crop_fraction)
+    resized = F.resize(image, [box.height, box.width], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    return resized[..., box.top : box.top + size, box.left : box.left + size]
+
+
+def resize_to_fit(image: torch.Tensor, box: int) -> torch.Tensor:
+    """Fit within ``box`` x ``box``, never upscaling. Bicubic: the nearest antialiased tensor
+    filter to the Pillow path's LANCZOS (``steps.imaging.codec.resize_to_fit``)."""
+    width, height = fit_within(image.shape[-1], image.shape[-2], box)
+    if (width, height) == (image.shape[-1], image.shape[-2]):
+        return image
+    return F.resize(image, [height, width], interpolation=InterpolationMode.BICUBIC, antialias=True)
