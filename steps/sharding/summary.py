@@ -59,12 +59,15 @@ def shard_stats(outcome: ShardOutcome, attempt_seconds: tuple[float, ...] = ()) 
         else:
             rejects.append((key, reason))
     step = max(1, len(ok_keys) // SAMPLES_PER_SHARD)
+    # A retried attempt that finds the shard complete was preceded by an attempt of this run that
+    # completed it and was killed before it could report: that work is this run's, not an earlier run's.
+    skipped = outcome.skipped and len(attempt_seconds) <= 1
     return ShardStats(
         name=outcome.name,
         images=manifest.num_rows,
         processed=len(ok_keys),
         rejected=len(rejects),
-        skipped=outcome.skipped,
+        skipped=skipped,
         seconds=outcome.seconds,
         chunks=outcome.chunks,
         reused_chunks=outcome.skipped_chunks,

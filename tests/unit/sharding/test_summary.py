@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pyarrow as pa
 import pytest
 
 from steps.cost.billing import BillingRate
-from steps.sharding.summary import RunSummary, ShardStats
+from steps.sharding.ledger import ShardOutcome
+from steps.sharding.summary import RunSummary, ShardStats, shard_stats
 
 
 def stats(
@@ -106,3 +108,11 @@ def test_headline_names_the_verb_counts_accuracy_and_skips() -> None:
     assert "14 ok, 1 rejected, accuracy 33.3% on 9 labelled images, 2 shards" in line
     assert "1 of 2 shards were already complete and skipped" in line and line.endswith("Output: /out")
     assert "accuracy" not in RunSummary.of_shard(stats("0", 4, 0, 1.0)).headline("Preprocessed", "/o")
+
+
+def test_a_shard_completed_by_a_killed_attempt_is_this_runs_work() -> None:
+    manifest = pa.table({"key": ["a", "b"], "status": ["ok", "ok"], "reason": ["", ""]})
+    complete = ShardOutcome("0", manifest, 0, 0, 0.0, skipped=True)
+    assert shard_stats(complete, (0.1,)).skipped  # one attempt: complete before this run
+    retried = shard_stats(complete, (30.0, 0.1))  # the killed attempt wrote the manifest
+    assert not retried.skipped and retried.worked_images == 2
