@@ -21,9 +21,9 @@ from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, st
 from steps.config_files import config_file
 from steps.cost.billing import BillingRate
 from steps.cost.capacity import live_capacity
-from steps.cost.model import StepResources
 from steps.cost.placement import choose_region
 from steps.cost.prices import load_prices
+from steps.cost.resources import StepResources
 from steps.io.storage import Storage
 from steps.io.validation import check_positive
 from steps.layout import plan_keys_key

@@ -55,8 +55,9 @@ def _predictions(args: argparse.Namespace) -> int:
 
 
 def _regions_rank(args: argparse.Namespace) -> int:
-    from steps.cost.model import Job, StepResources, format_ranking, rank
+    from steps.cost.model import Job, format_ranking, rank
     from steps.cost.prices import load_prices, parse_snapshot, read_snapshot
+    from steps.cost.resources import StepResources
 
     if len(args.data_region) != len(args.data_gb):
         raise ConfigError(

@@ -34,7 +34,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 
 from steps.cost.capacity import Capacity, shifted_band
-from steps.cost.prices import InstanceShape, PriceBook, PriceQuote
+from steps.cost.prices import PriceBook, PriceQuote
+from steps.cost.resources import StepResources
 from steps.errors import ConfigError
 from steps.io.validation import check_names
 from steps.report import Table, fixed, usd
@@ -42,8 +43,6 @@ from steps.report import Table, fixed, usd
 GB = 1e9
 
 NO_CAPACITY = Capacity()
-
-MIB_PER_GIB = 1024
 
 # Cost differences under half a cent, or under 1% of the rival's total for a job of cents, are not
 # worth a word in the explanation.
@@ -56,39 +55,6 @@ def aws_regions() -> list[str]:
     import botocore.session
 
     return botocore.session.get_session().get_available_regions("ec2")
-
-
-@dataclass(frozen=True)
-class StepResources:
-    """What one task of a step asks for: its ``@resources`` (the flow's ``[resources]`` config)."""
-
-    cpu: int
-    gpu: int = 0
-    memory_mb: int = 0
-
-    @classmethod
-    def from_config(cls, resources: Mapping) -> StepResources:
-        return cls(int(resources.get("cpu", 1)), int(resources.get("gpu", 0)), int(resources.get("memory", 0)))
-
-    def describe(self) -> str:
-        gpu = f"{self.gpu} GPU, " if self.gpu else "no GPU, "
-        memory = f", {self.memory_mb} MB" if self.memory_mb else ""
-        return f"{gpu}{self.cpu} vCPU{memory}"
-
-    def tasks_per_instance(self, shape: InstanceShape) -> int:
-        """How many such tasks one instance of ``shape`` runs side by side; 0: not a candidate.
-
-        A step without a GPU never goes on a GPU instance (it would pay for an idle GPU) and a GPU
-        step never on a CPU one. Memory is the nominal size of the instance.
-        """
-        if (self.gpu > 0) != (shape.gpus > 0):
-            return 0
-        fits = [shape.vcpus // max(1, self.cpu)]
-        if self.gpu:
-            fits.append(shape.gpus // self.gpu)
-        if self.memory_mb:
-            fits.append(int(shape.memory_gib * MIB_PER_GIB) // self.memory_mb)
-        return min(fits)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from steps.cost.billing import BillingRate
 from steps.cost.capacity import Capacity
-from steps.cost.model import GB, NO_CAPACITY, Job, Ranking, RegionQuote, StepResources, rank
+from steps.cost.model import GB, NO_CAPACITY, Job, Ranking, RegionQuote, rank
 from steps.cost.prices import PriceBook
+from steps.cost.resources import StepResources
 from steps.cost.throughput import ImageCost, image_cost
 from steps.errors import ConfigError
 from steps.io.storage import is_s3, open_storage, s3_client

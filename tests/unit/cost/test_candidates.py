@@ -10,9 +10,10 @@ import pytest
 
 from steps.cli import main
 from steps.config_files import CONFIG_DIR
-from steps.cost.model import Job, StepResources, rank
+from steps.cost.model import Job, rank
 from steps.cost.placement import RegionChoice, choose_region
 from steps.cost.prices import InstanceShape, parse_snapshot, read_snapshot
+from steps.cost.resources import StepResources
 from steps.errors import ConfigError
 
 

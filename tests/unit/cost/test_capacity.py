@@ -10,8 +10,9 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from steps.cost.capacity import Capacity, live_capacity, measure_capacity, price_volatility
-from steps.cost.model import Job, StepResources, rank
+from steps.cost.model import Job, rank
 from steps.cost.prices import InstanceShape, PriceBook, PriceQuote
+from steps.cost.resources import StepResources
 
 TODAY = date(2026, 11, 23)
 SHAPE = InstanceShape(vcpus=4, memory_gib=8)

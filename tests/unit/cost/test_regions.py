@@ -11,9 +11,10 @@ from datetime import date
 import pytest
 
 from steps.cli import main
-from steps.cost.model import Job, StepResources, rank
+from steps.cost.model import Job, rank
 from steps.cost.placement import batch_settings, choose_region
 from steps.cost.prices import InstanceShape, PriceBook, PriceQuote, parse_snapshot, read_snapshot
+from steps.cost.resources import StepResources
 from steps.errors import ConfigError
 from steps.report import Table
 from tests.support.flows import SPOT_BATCH, S3Server
