@@ -14,7 +14,8 @@ import tomllib
 from dataclasses import asdict
 
 from cards import render
-from metaflow import Config, Parameter, card, config_expr, package_sources, resources, retry, step
+from live_card import REFRESH_S, SHARD_CARD, ShardCard
+from metaflow import Config, Parameter, card, config_expr, current, package_sources, resources, retry, step
 from sharded import ShardedFlow
 from spot_guard import spot_guard
 
@@ -100,13 +101,14 @@ class InferFlow(ShardedFlow):
         self.model = loaded.identity()
         log(f"model {self.model_uri}: {loaded.kind} {loaded.architecture}, {len(loaded.class_names)} classes")
 
+    @card(type="blank", id=SHARD_CARD, refresh_interval=REFRESH_S)
     @resources(gpu=config.resources.gpu, cpu=config.resources.cpu, memory=config.resources.memory)
     @retry(times=config.retry.times, minutes_between_retries=config.retry.minutes_between_retries)
     @step
     def process_shard(self):
         source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
         attempt = self.begin_attempt(target)
-        with spot_guard() as stop:
+        with spot_guard() as stop, ShardCard(self.input, current.retry_count) as on_progress:
             result = infer_shard(
                 name=self.input,
                 keys=self.shard_keys(target),
@@ -121,6 +123,7 @@ class InferFlow(ShardedFlow):
                 prefetch_batches=self.prefetch,
                 decode=self.decode,
                 stop=stop,
+                on_progress=on_progress,
             )
         stats = shard_stats(result.outcome, attempt_seconds(target, attempt))
         scores, samples = shard_scores(result.outcome.manifest, load_labels(source), stats.samples)

@@ -8,7 +8,8 @@ import tomllib
 from dataclasses import asdict
 
 from cards import render
-from metaflow import Config, Parameter, card, config_expr, package_sources, resources, retry, step
+from live_card import REFRESH_S, SHARD_CARD, ShardCard
+from metaflow import Config, Parameter, card, config_expr, current, package_sources, resources, retry, step
 from sharded import ShardedFlow
 from spot_guard import spot_guard
 
@@ -43,13 +44,14 @@ class PreprocessFlow(ShardedFlow):
         check_positive("--size", self.size)
         check_names("--device", [self.compute_device], PREPROCESS_DEVICES, "cpu or cuda", "--device")
 
+    @card(type="blank", id=SHARD_CARD, refresh_interval=REFRESH_S)
     @resources(gpu=config.resources.gpu, cpu=config.resources.cpu, memory=config.resources.memory)
     @retry(times=config.retry.times, minutes_between_retries=config.retry.minutes_between_retries)
     @step
     def process_shard(self):
         source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
         attempt = self.begin_attempt(target)
-        with spot_guard() as stop:
+        with spot_guard() as stop, ShardCard(self.input, current.retry_count) as on_progress:
             outcome = preprocess_shard(
                 name=self.input,
                 keys=self.shard_keys(target),
@@ -60,6 +62,7 @@ class PreprocessFlow(ShardedFlow):
                 chunk_size=self.chunk_size,
                 device=tensor_device(self.compute_device),
                 stop=stop,
+                on_progress=on_progress,
             )
         self.shard_stats = asdict(shard_stats(outcome, attempt_seconds(target, attempt)))  # plain data: UI-readable
         self.next(self.join)

@@ -15,8 +15,10 @@ data-parallel rank per GPU (``--processes`` overrides; see steps/training/distri
 import tomllib
 
 from cards import render
+from live_card import REFRESH_S
 from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, package_sources, resources, retry, step
 from spot_guard import spot_guard
+from train_card import TRAIN_CARD, TrainCard
 
 from steps.config_files import config_file
 from steps.progress import log
@@ -70,6 +72,7 @@ class TrainFlow(FlowSpec):
         log(f"{self.dataset['images']} labelled images, {self.dataset['classes']} classes: {self.dataset['per_class']}")
         self.next(self.train)
 
+    @card(type="blank", id=TRAIN_CARD, refresh_interval=REFRESH_S)
     @resources(
         gpu=config.resources.gpu,
         cpu=config.resources.cpu,
@@ -79,9 +82,13 @@ class TrainFlow(FlowSpec):
     @retry(times=config.retry.times, minutes_between_retries=config.retry.minutes_between_retries)
     @step
     def train(self):
-        with spot_guard() as stop:
+        with spot_guard() as stop, TrainCard(current.retry_count) as on_event:
             outcome = train_run(
-                TrainConfig(**self.settings), run_id=current.run_id, attempt=current.retry_count, stop=stop
+                TrainConfig(**self.settings),
+                run_id=current.run_id,
+                attempt=current.retry_count,
+                stop=stop,
+                on_event=on_event,
             )
         self.model_uri = outcome.model_uri
         self.metrics = outcome.metrics

@@ -13,14 +13,13 @@ from steps.imaging.codec import thumbnail_jpeg
 from steps.inference.predictions import Scores, score
 from steps.io.storage import Storage
 from steps.report import Chart, Images, Report, Table, bar_chart_png, human
-from steps.sharding.report import rejects_tables, shard_table, throughput_chart, totals_table
+from steps.sharding.report import durations_table, rejects_tables, shard_table, throughput_chart, totals_table
 from steps.sharding.summary import RunSummary, ShardStats
 
 SAMPLE_IMAGES = 6  # per row of the card
 SAMPLES_PER_SHARD = 3  # of each kind (misclassified, correct) a shard sends the join
 CONFUSION_CLASSES = 12  # the most labelled classes get a row and a column; the rest are "other"
 PER_CLASS_ROWS = 30
-
 
 @dataclass(frozen=True)
 class Sample:
@@ -121,5 +120,6 @@ def build_report(
         report.sections += [per_class_table(scores), confusion_table(scores)]
     report.sections += sample_rows(samples, source)
     report.sections.append(shard_table(stats))
+    report.sections.append(durations_table(stats))
     report.sections.extend(rejects_tables(stats))
     return report

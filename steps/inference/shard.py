@@ -35,7 +35,7 @@ from steps.io.concurrency import Prefetcher
 from steps.io.storage import Storage
 from steps.layout import PART_STEM, shard_directory
 from steps.models.loading import LoadedModel, class_names_for
-from steps.progress import Progress
+from steps.progress import Progress, ProgressCallback
 from steps.sharding.ledger import ChunkLedger, ShardOutcome, run_chunked, shard_state
 
 
@@ -117,6 +117,7 @@ def infer_shard(
     decode: str = "cpu",
     devices: Sequence[torch.device] | None = None,
     stop: threading.Event | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> InferOutcome:
     """Predict every key of a shard into ``predictions/<name>/part-NNNNN.parquet``.
 
@@ -155,6 +156,7 @@ def infer_shard(
             process_chunk=process_chunk,
             stop=stop,
             state=state,
+            on_progress=on_progress,
         )
     finally:
         for lane in lanes:

@@ -18,7 +18,7 @@ from steps.io.concurrency import map_bounded
 from steps.io.storage import Storage
 from steps.layout import key_stem, ledger_directory
 from steps.preprocess.rows import preprocess_one
-from steps.progress import Progress, log
+from steps.progress import Progress, ProgressCallback, log
 from steps.sharding.ledger import ChunkLedger, ShardOutcome, run_chunked
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ def preprocess_shard(
     chunk_size: int = 256,
     device: torch.device | None = None,
     stop: threading.Event | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> ShardOutcome:
     """Preprocess every key; ``device`` None is the Pillow path on CPU threads, a device the
     tensor path on it (``steps.preprocess.device``: CUDA, or CPU tensors where there is none)."""
@@ -111,4 +112,5 @@ def preprocess_shard(
         ledger=ledger,
         process_chunk=process_chunk,
         stop=stop,
+        on_progress=on_progress,
     )

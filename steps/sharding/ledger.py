@@ -24,7 +24,7 @@ from steps.errors import SpotInterruption
 from steps.io.parquet import parquet_to_table, table_to_parquet
 from steps.io.storage import Storage
 from steps.layout import manifest_key
-from steps.progress import Progress, log
+from steps.progress import Progress, ProgressCallback, log
 
 
 def chunk_ranges(count: int, chunk_size: int) -> list[range]:
@@ -116,6 +116,14 @@ def shard_state(storage: Storage, ledger: ChunkLedger, name: str, keys: Sequence
     return ShardState(manifest, {} if manifest is not None else ledger.reusable(keys, chunk_size))
 
 
+def rejected_reasons(table: pa.Table) -> list[str]:
+    """The reasons of a chunk's rejected rows (plain Python: see ``summary.shard_stats``)."""
+    if "status" not in table.column_names:
+        return []
+    statuses, reasons = table.column("status").to_pylist(), table.column("reason").to_pylist()
+    return [reason for status, reason in zip(statuses, reasons, strict=True) if status != "ok"]
+
+
 def run_chunked(
     *,
     name: str,
@@ -126,6 +134,7 @@ def run_chunked(
     process_chunk: Callable[[Sequence[str], Progress], pa.Table],
     stop: threading.Event | None = None,
     state: ShardState | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> ShardOutcome:
     """Process a shard chunk by chunk, skipping committed chunks; write the manifest last.
 
@@ -133,19 +142,23 @@ def run_chunked(
     ends the loop after the chunk in flight is committed, raising SpotInterruption so the task
     exits non-zero, is retried, and resumes from the next chunk. ``state`` is ``shard_state``'s
     answer when the caller needed it first (to know the pending chunks), so it is read once.
+    ``on_progress`` gets ``ShardProgress`` snapshots at a bounded rate (see ``steps.progress``).
     """
-    progress = Progress(f"shard {name}", len(keys))
+    ranges = chunk_ranges(len(keys), chunk_size)
+    progress = Progress(name, len(keys), len(ranges), on_progress)
     state = state or shard_state(storage, ledger, name, keys, chunk_size)
     if state.complete is not None:
         log(f"shard {name}: complete in an earlier run (manifest exists), skipping")
+        progress.complete_earlier()
         return ShardOutcome(name, state.complete, 0, 0, 0.0, skipped=True)
-    ranges = chunk_ranges(len(keys), chunk_size)
     log(f"shard {name}: {len(keys)} images in {len(ranges)} chunks of up to {chunk_size}")
     tables = dict(state.reused)
     reused = len(tables)
+    for index in sorted(tables):
+        progress.reused(len(ranges[index]), rejected_reasons(tables[index]))
     if reused:
         log(f"shard {name}: resuming, {reused}/{len(ranges)} chunks already committed")
-        progress.done = sum(len(ranges[i]) for i in tables)
+    progress.update_now()
     for index, span in enumerate(ranges):
         if index in tables:
             continue
@@ -159,6 +172,7 @@ def run_chunked(
             )
         ledger.commit(index, table)
         tables[index] = table
+        progress.committed(rejected_reasons(table))
     ledger.remove_beyond(len(ranges))
     manifest = pa.concat_tables(tables[i] for i in range(len(ranges))) if ranges else pa.table({"key": []})
     storage.write(manifest_key(name), table_to_parquet(manifest))

@@ -7,9 +7,11 @@ from collections.abc import Sequence
 
 from steps.report import Chart, Table, bar_chart_png, human, usd
 from steps.sharding.rejects import merge_counts, reason_kind
+from steps.sharding.stragglers import ShardTiming, durations
 from steps.sharding.summary import RunSummary, ShardStats
 
 EXAMPLES_SHOWN = 3  # per reason, on the card
+DURATION_ROWS = 20  # the slowest shards listed; the headline covers them all
 
 
 def totals_table(summary: RunSummary) -> Table:
@@ -98,4 +100,34 @@ def throughput_chart(stats: Sequence[ShardStats]) -> Chart:
         bar_chart_png(
             [s.name for s in worked], [s.images_per_second for s in worked], "images/s", "images/s per shard"
         ),
+    )
+
+
+def shard_timing(stats: ShardStats) -> ShardTiming:
+    """Every attempt of this run counts: a killed attempt is part of why a shard was slow."""
+    attempts = stats.attempt_seconds or (stats.seconds,)
+    return ShardTiming(stats.name, sum(attempts), stats.images, len(attempts), stats.reused_chunks)
+
+
+def durations_table(stats: Sequence[ShardStats]) -> Table:
+    """How long each processed shard took, slowest first, stragglers marked with why."""
+    timings = sorted((shard_timing(s) for s in stats if not s.skipped), key=lambda t: (-t.seconds, t.name))
+    found = durations(timings)
+    why = {s.timing.name: s for s in found.stragglers}
+    shown = f"the {DURATION_ROWS} slowest of {len(timings)}; " if len(timings) > DURATION_ROWS else ""
+    return Table(
+        f"Shard durations and stragglers ({shown}{found.headline})",
+        ["shard", "seconds", "images", "ms/image", "attempts", "reused chunks", "straggler: why"],
+        [
+            [
+                t.name,
+                round(t.seconds, 1),
+                t.images,
+                round(t.ms_per_image, 1),
+                t.attempts,
+                t.reused_chunks,
+                f"{why[t.name].times_median:.1f}x median: " + "; ".join(why[t.name].why) if t.name in why else "",
+            ]
+            for t in timings[:DURATION_ROWS]
+        ],
     )

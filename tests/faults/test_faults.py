@@ -17,7 +17,7 @@ from steps.demo.sample_data import generate
 from steps.inference.predictions import load_predictions
 from steps.verify import verify
 from tests.support.fakes import fake_imds, flaky_s3_proxy
-from tests.support.flows import REPO, SPOT_BATCH, S3Server, run_flow, run_flow_killing, upload_dir
+from tests.support.flows import REPO, SPOT_BATCH, S3Server, card_text, run_flow, run_flow_killing, upload_dir
 from tests.support.models import save_bundle
 
 ONE_SHARD = ("--shard-size", "1000", "--threads", "1", "--chunk-size", "4")
@@ -89,6 +89,14 @@ def test_sigkill_mid_shard_is_retried_to_an_identical_output(
     assert result.ok, result.output
     assert "(retry)" in result.output
     assert_exactly_once(out, fault_input, reference_output)
+    # The retry's live card says what the killed attempt had committed.
+    task = next(iter(result.client_run()["process_shard"]))
+    card = card_text("preprocess", result.workdir, task.pathspec.split("/", 1)[1])
+    reused, chunks = task.data.shard_stats["reused_chunks"], task.data.shard_stats["chunks"]
+    if point == "between chunks":
+        assert reused >= 2
+    assert "attempt 2" in card
+    assert f"{reused} of {chunks} chunks" in card if reused else "nothing was committed" in card
 
 
 def test_spot_notice_commits_exits_and_the_retry_finishes(

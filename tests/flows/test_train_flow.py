@@ -11,7 +11,7 @@ import torch
 from steps.io.storage import open_storage
 from steps.models.bundle import ModelBundle
 from steps.training.checkpoints import CheckpointStore
-from tests.support.flows import FlowRun, card_text, first_attempt_rank_pids, run_flow, run_flow_killing
+from tests.support.flows import FlowRun, card_components, card_text, first_attempt_rank_pids, run_flow, run_flow_killing
 
 # 51 labelled images, 41 for training in batches of 16: 2 batches per epoch, 12 in all.
 SETTINGS = ("--epochs", "6", "--batch-size", "16", "--image-size", "64", "--seed", "7")
@@ -62,6 +62,21 @@ def test_train_flow_learns_and_reports(straight: tuple[FlowRun, dict]) -> None:
 
     card = card_text("train", run.workdir, run.client_run()["end"].task.pathspec.split("/", 1)[1])
     assert "Confusion" in card and "astronaut" in card and "data:image/png;base64" in card
+
+
+def test_the_train_task_card_holds_per_epoch_curves_and_the_checkpoints(straight: tuple[FlowRun, dict]) -> None:
+    run, found = straight
+    task = run.client_run()["train"].task
+    shown = list(card_components(card_text("train", run.workdir, task.pathspec.split("/", 1)[1])))
+    (chart,) = [c for c in shown if c["type"] == "vegaChart"]
+    points = {(p["metric"], p["epoch"]): p["value"] for p in chart["spec"]["data"]["values"]}
+    for metric in ("train_loss", "val_accuracy"):
+        assert [points[(metric.replace("_", " "), e)] for e in range(1, 7)] == found["metrics"][metric]
+    bars = {c["label"]: c for c in shown if c["type"] == "progressBar"}
+    assert bars["epochs"]["value"] == bars["epochs"]["max"] == 6
+    text = "\n".join(c.get("source", "") for c in shown if c["type"] == "markdown")
+    assert "**finished** 6 epochs" in text and "| 6 | " in text  # the per-epoch table's last row
+    assert "6 written by this attempt" in text and "ckpt-0000000012.pt" in text and "epoch end" in text
 
 
 def test_sigkilled_training_resumes_bit_identically_from_s3(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +115,21 @@ def card_text(flow: str, workdir: Path, pathspec: str) -> str:
     payloads = re.findall(r'__MF_DATA__\["[^"]+"\] = "([A-Za-z0-9+/=]+)"', target.read_text())
     assert payloads, "card has no data"
     return "\n".join(base64.b64decode(p).decode() for p in payloads)
+
+
+def card_components(card: str) -> Iterator[dict]:
+    """Every component of a decoded card (``card_text``), nested ones (pages, sections, tables) included."""
+    import json
+
+    stack: list = [json.loads(part) for part in card.splitlines() if part.startswith("{")]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if "type" in item:
+                yield item
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def first_attempt_task_pids(step: str) -> list[int]:
