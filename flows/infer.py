@@ -16,17 +16,17 @@ from dataclasses import asdict
 from cards import render
 from live_card import REFRESH_S, SHARD_CARD, ShardCard
 from metaflow import Config, Parameter, card, config_expr, current, package_sources, resources, retry, step
+from parameter_types import POSITIVE
 from sharded import ShardedFlow
-from spot_guard import spot_guard
 
 from steps.config_files import config_file
 from steps.errors import ConfigError
 from steps.inference.pipeline import DECODE_CHOICES
 from steps.inference.predictions import Scores, load_labels
 from steps.inference.report import Sample, build_report, shard_scores
-from steps.inference.shard import infer_shard
+from steps.inference.shard import INFER_FILES, infer_shard
 from steps.io.storage import open_storage
-from steps.io.validation import check_names, check_positive
+from steps.io.validation import check_names
 from steps.models.loading import MODEL_FORMS, class_names_for, load_model
 from steps.progress import log
 from steps.sharding.attempts import attempt_seconds
@@ -63,23 +63,26 @@ class InferFlow(ShardedFlow):
 
     VERB = "Predicted"
     THROUGHPUT_FLOW = "infer"
+    SHARD_FILES = INFER_FILES
 
     config = Config("config", default=config_file("infer.toml"), parser=tomllib.loads)
 
     model_spec = Parameter("model", default=config_expr("config.model"), help=f"latest, or {MODEL_FORMS}.")
     batch_size = Parameter(
-        "batch-size", type=int, default=config_expr("config.batch_size"), help="Images per forward pass."
+        "batch-size", type=POSITIVE, default=config_expr("config.batch_size"), help="Images per forward pass."
     )
-    top_k = Parameter("top-k", type=int, default=config_expr("config.top_k"), help="Labels and scores kept per image.")
+    top_k = Parameter(
+        "top-k", type=POSITIVE, default=config_expr("config.top_k"), help="Labels and scores kept per image."
+    )
     workers = Parameter(
         "workers",
-        type=int,
+        type=POSITIVE,
         default=config_expr("config.workers"),
         help="Decode/resize threads per shard (match the task's vCPUs).",
     )
     prefetch = Parameter(
         "prefetch",
-        type=int,
+        type=POSITIVE,
         default=config_expr("config.prefetch_batches"),
         help="Ready batches queued ahead of the model.",
     )
@@ -92,8 +95,6 @@ class InferFlow(ShardedFlow):
     def check_settings(self) -> None:
         """Also loads the model once, so a bad ``--model`` fails here, before any fan-out."""
         super().check_settings()
-        for name in ("--batch-size", "--top-k", "--workers", "--prefetch"):
-            check_positive(name, getattr(self, name[2:].replace("-", "_")))
         check_names("--decode", [self.decode], DECODE_CHOICES, "a decoder: cpu, gpu or auto", "--decode")
         self.model_uri = latest_model_uri() if self.model_spec == LATEST else self.model_spec
         loaded = load_model(self.model_uri)
@@ -108,7 +109,7 @@ class InferFlow(ShardedFlow):
     def process_shard(self):
         source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
         attempt = self.begin_attempt(target)
-        with spot_guard() as stop, ShardCard(self.input, current.retry_count) as on_progress:
+        with self.writing_output(target) as stop, ShardCard(self.input, current.retry_count) as on_progress:
             result = infer_shard(
                 name=self.input,
                 keys=self.shard_keys(target),

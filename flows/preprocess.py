@@ -10,14 +10,14 @@ from dataclasses import asdict
 from cards import render
 from live_card import REFRESH_S, SHARD_CARD, ShardCard
 from metaflow import Config, Parameter, card, config_expr, current, package_sources, resources, retry, step
+from parameter_types import POSITIVE
 from sharded import ShardedFlow
-from spot_guard import spot_guard
 
 from steps.config_files import config_file
 from steps.io.storage import open_storage
-from steps.io.validation import check_names, check_positive
+from steps.io.validation import check_names
 from steps.preprocess.report import build_report
-from steps.preprocess.shard import PREPROCESS_DEVICES, preprocess_shard, tensor_device
+from steps.preprocess.shard import PREPROCESS_DEVICES, PREPROCESS_FILES, preprocess_shard, tensor_device
 from steps.sharding.attempts import attempt_seconds
 from steps.sharding.summary import RunSummary, shard_stats
 
@@ -28,10 +28,11 @@ class PreprocessFlow(ShardedFlow):
     """Decode each image once; write a resized JPEG and a Sobel edge map; report rejects."""
 
     VERB = "Preprocessed"
+    SHARD_FILES = PREPROCESS_FILES
 
     config = Config("config", default=config_file("preprocess.toml"), parser=tomllib.loads)
 
-    size = Parameter("size", type=int, default=config_expr("config.size"), help="Longest side of resized images.")
+    size = Parameter("size", type=POSITIVE, default=config_expr("config.size"), help="Longest side of resized images.")
     compute_device = Parameter(
         "device",
         default=config_expr("config.device"),
@@ -41,7 +42,6 @@ class PreprocessFlow(ShardedFlow):
 
     def check_settings(self) -> None:
         super().check_settings()
-        check_positive("--size", self.size)
         check_names("--device", [self.compute_device], PREPROCESS_DEVICES, "cpu or cuda", "--device")
 
     @card(type="blank", id=SHARD_CARD, refresh_interval=REFRESH_S)
@@ -51,7 +51,7 @@ class PreprocessFlow(ShardedFlow):
     def process_shard(self):
         source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
         attempt = self.begin_attempt(target)
-        with spot_guard() as stop, ShardCard(self.input, current.retry_count) as on_progress:
+        with self.writing_output(target) as stop, ShardCard(self.input, current.retry_count) as on_progress:
             outcome = preprocess_shard(
                 name=self.input,
                 keys=self.shard_keys(target),

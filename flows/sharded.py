@@ -4,8 +4,8 @@
 
 A subclass declares its own ``config`` (a Metaflow ``Config`` named "config", whose keys give the
 shared Parameters their defaults, and whose ``[resources]`` are its shard step's and decide which
-instance types are priced), its ``process_shard`` and ``join`` steps, ``VERB`` for the headline
-and ``THROUGHPUT_FLOW`` (its config/throughput.toml section); it may extend ``check_settings``.
+instance types are priced), its ``process_shard`` and ``join`` steps, ``VERB`` for the headline,
+``SHARD_FILES`` and ``THROUGHPUT_FLOW`` (its config/throughput.toml section); it may extend ``check_settings``.
 The foreach runs over shard names (the UI shows each task's name; Metaflow cuts other values to
 30 characters); everything else a shard task needs travels as artifacts or in the shard's key
 file under the output, so the fan-out stays small at any scale.
@@ -13,10 +13,16 @@ file under the output, so the fan-out stays small at any scale.
 
 import time
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, replace
+from threading import Event
 
 from cards import render
+from clean_errors import configuration_checked
 from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, step
+from parameter_types import POSITIVE, PREFIX_WIDTH
+from spot_guard import spot_guard
 
 from steps.config_files import config_file
 from steps.cost.billing import BillingRate
@@ -24,19 +30,22 @@ from steps.cost.capacity import live_capacity
 from steps.cost.placement import choose_region
 from steps.cost.prices import load_prices
 from steps.cost.resources import StepResources
-from steps.io.storage import Storage
-from steps.io.validation import check_positive
+from steps.io.storage import Storage, open_storage
+from steps.io.validation import check_output
 from steps.layout import plan_keys_key
 from steps.progress import log
 from steps.sharding.attempts import AttemptClock, start_attempt
+from steps.sharding.lease import acquire, heartbeat, release
 from steps.sharding.plan_store import read_shard_keys
 from steps.sharding.planning import prepare_run
 from steps.sharding.summary import RunSummary, ShardStats
+from steps.sharding.supersede import ShardFiles, retire_superseded
 from steps.spot import on_cloud
 
 
 class ShardedFlow(FlowSpec):
     VERB = "Processed"
+    SHARD_FILES: ShardFiles  # where the subclass's shards commit chunks and derived files
 
     THROUGHPUT_FLOW = "preprocess"  # the config/throughput.toml section of this flow
 
@@ -47,41 +56,54 @@ class ShardedFlow(FlowSpec):
 
     input_uri = Parameter("input", required=True, help="Directory or s3://bucket/prefix of images.")
     output_uri = Parameter("output", required=True, help="Directory or s3://bucket/prefix for results.")
-    prefix_width = Parameter("prefix-width", type=int, default=0, help="Hex prefix characters per shard; 0 = auto.")
+    prefix_width = Parameter(
+        "prefix-width", type=PREFIX_WIDTH, default=0, help="Hex prefix characters per shard; 0 = auto."
+    )
     shard_size = Parameter(
-        "shard-size", type=int, default=config_expr("config.shard_size"), help="Target images per shard (auto width)."
+        "shard-size",
+        type=POSITIVE,
+        default=config_expr("config.shard_size"),
+        help="Target images per shard (auto width).",
     )
     max_shards = Parameter(
         "max-shards",
-        type=int,
+        type=POSITIVE,
         default=config_expr("config.max_shards"),
         help="At most this many shards; more prefixes are packed into ranges (match `run --max-num-splits`).",
     )
-    threads = Parameter("threads", type=int, default=config_expr("config.threads"), help="I/O threads per shard.")
+    threads = Parameter("threads", type=POSITIVE, default=config_expr("config.threads"), help="I/O threads per shard.")
     chunk_size = Parameter(
         "chunk-size",
-        type=int,
+        type=POSITIVE,
         default=config_expr("config.chunk_size"),
         help="Images per committed chunk (a spot loss costs at most one).",
     )
 
     def check_settings(self) -> None:
-        """Fail in ``start``, before any fan-out, on a bad value (one line: value, expected, fix)."""
-        for name in ("--threads", "--chunk-size"):
-            check_positive(name, getattr(self, name[2:].replace("-", "_")))
+        """Fail in ``start``, before any fan-out, on what the Parameter types cannot check (one
+        ConfigError line: value, expected, fix); numbers are checked at parse time."""
 
     @step
     def start(self):
         self.started_at = time.time()
-        self.check_settings()
-        plan = prepare_run(
-            self.input_uri,
-            self.output_uri,
-            shard_size=self.shard_size,
-            max_shards=self.max_shards,
-            prefix_width=self.prefix_width,
-            threads=self.threads,
-        )
+        with configuration_checked():
+            self.check_settings()
+            output = check_output(self.output_uri)
+            self.lease = acquire(output, f"{current.flow_name}/{current.run_id}").token
+            try:
+                plan = prepare_run(
+                    self.input_uri,
+                    self.output_uri,
+                    shard_size=self.shard_size,
+                    max_shards=self.max_shards,
+                    prefix_width=self.prefix_width,
+                    threads=self.threads,
+                )
+                retired = retire_superseded(output, plan.shards, self.SHARD_FILES, self.threads)
+            except BaseException:
+                release(output, self.lease)
+                raise
+        self.superseded = {"shards": list(retired.shards), "files": retired.files}
         self.shard_plan = plan.describe()
         # Plain dicts, not ShardRef: the Metaflow UI and notebooks can show them without this package.
         self.shards = [asdict(ref) for ref in plan.shards]
@@ -124,7 +146,9 @@ class ShardedFlow(FlowSpec):
 
     def merge_shards(self, inputs) -> list[ShardStats]:
         """In a join: carry the run's artifacts over, store ``rejects``, return the shards' stats by name."""
-        self.merge_artifacts(inputs, include=["started_at", "shard_plan", "instance_type", "billing_rate"])
+        self.merge_artifacts(
+            inputs, include=["started_at", "shard_plan", "superseded", "lease", "instance_type", "billing_rate"]
+        )
         stats = sorted((ShardStats(**i.shard_stats) for i in inputs), key=lambda s: s.name)
         # The first few examples of each reason per shard; every reject is in the shard manifests.
         self.rejects = [{"shard": s.name, "key": k, "reason": r} for s in stats for k, r in s.rejects]
@@ -132,13 +156,20 @@ class ShardedFlow(FlowSpec):
 
     def finish_summary(self, shards: RunSummary) -> RunSummary:
         """The run's summary (the shards' added up, timed over the whole run, billed), stored as ``summary``."""
-        run = replace(shards, seconds=time.time() - self.started_at).billed(
-            BillingRate(**self.billing_rate), on_cloud=on_cloud()
-        )
+        retired = self.superseded["files"]
+        run = replace(shards, seconds=time.time() - self.started_at, stale_files=shards.stale_files + retired)
+        run = run.billed(BillingRate(**self.billing_rate), on_cloud=on_cloud())
         self.summary = run.to_artifact()
         log(f"merged {run.shards} shards: {run.processed} ok, {run.rejected} rejected; {run.cost_line()}")
         return run
 
+    @contextmanager
+    def writing_output(self, target: Storage) -> Iterator[Event]:
+        """A shard task's guard: spot watcher and retry policy, plus the output lease's heartbeat."""
+        with spot_guard() as stop, heartbeat(target, self.lease, stop):
+            yield stop
+
     @step
     def end(self):
+        release(open_storage(self.output_uri), self.lease)
         log(RunSummary.from_artifact(self.summary).headline(self.VERB, self.output_uri))

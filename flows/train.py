@@ -15,8 +15,10 @@ data-parallel rank per GPU (``--processes`` overrides; see steps/training/distri
 import tomllib
 
 from cards import render
+from clean_errors import configuration_checked
 from live_card import REFRESH_S
 from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, package_sources, resources, retry, step
+from parameter_types import FRACTION, NON_NEGATIVE, NON_NEGATIVE_REAL, POSITIVE, POSITIVE_REAL
 from spot_guard import spot_guard
 from train_card import TRAIN_CARD, TrainCard
 
@@ -24,6 +26,7 @@ from steps.config_files import config_file
 from steps.progress import log
 from steps.training.config import TRAIN_PARAMETERS, TrainConfig, settings_from
 from steps.training.data import check_dataset
+from steps.training.preflight import check_training
 from steps.training.report import build_report, headline
 from steps.training.run import train_run
 
@@ -33,9 +36,7 @@ from steps.training.run import train_run
 class TrainFlow(FlowSpec):
     """Train a classifier; checkpoints make a spot loss cost minutes of work, not the run."""
 
-    config = Config(
-        "config", default=config_file("train.toml"), parser=tomllib.loads
-    )
+    config = Config("config", default=config_file("train.toml"), parser=tomllib.loads)
 
     # Attribute names match steps.training.TrainConfig's fields (start passes them by name).
     input_uri = Parameter("input", required=True, help="Images + labels.csv (key,label): dir or s3://.")
@@ -44,31 +45,41 @@ class TrainFlow(FlowSpec):
     resume_from = Parameter("resume-from", default="", help="ckpt-*.pt or run folder to continue.")
     architecture = Parameter("architecture", default=config_expr("config.architecture"), help="small_cnn, resnet18...")
     initial_weights = Parameter("initial-weights", default="", help="State dict or bundle (local/s3://) to start from.")
-    epochs = Parameter("epochs", type=int, default=config_expr("config.epochs"))
-    batch_size = Parameter("batch-size", type=int, default=config_expr("config.batch_size"))
-    learning_rate = Parameter("learning-rate", type=float, default=config_expr("config.learning_rate"))
+    epochs = Parameter("epochs", type=POSITIVE, default=config_expr("config.epochs"))
+    batch_size = Parameter("batch-size", type=POSITIVE, default=config_expr("config.batch_size"))
+    learning_rate = Parameter("learning-rate", type=POSITIVE_REAL, default=config_expr("config.learning_rate"))
     seed = Parameter("seed", type=int, default=config_expr("config.seed"), help="Fixes init/split/order/augment.")
-    image_size = Parameter("image-size", type=int, default=config_expr("config.image_size"), help="Model input side.")
-    val_fraction = Parameter("val-fraction", type=float, default=config_expr("config.val_fraction"))
+    image_size = Parameter(
+        "image-size", type=POSITIVE, default=config_expr("config.image_size"), help="Model input side."
+    )
+    val_fraction = Parameter(
+        "val-fraction",
+        type=FRACTION,
+        default=config_expr("config.val_fraction"),
+    )
     checkpoint_every = Parameter(
         "checkpoint-every",
-        type=float,
+        type=NON_NEGATIVE_REAL,
         default=config_expr("config.checkpoint_every"),
         help="Seconds between checkpoints (0 = every batch); also one at each epoch end.",
     )
-    keep_last = Parameter("keep-last", type=int, default=config_expr("config.keep_last"), help="Checkpoints kept.")
-    threads = Parameter("threads", type=int, default=config_expr("config.threads"), help="Image read/decode threads.")
+    keep_last = Parameter("keep-last", type=POSITIVE, default=config_expr("config.keep_last"), help="Checkpoints kept.")
+    threads = Parameter(
+        "threads", type=POSITIVE, default=config_expr("config.threads"), help="Image read/decode threads."
+    )
     processes = Parameter(
         "processes",
-        type=int,
+        type=NON_NEGATIVE,
         default=config_expr("config.processes"),
         help="Data-parallel ranks (0 = one per visible GPU, else 1); --batch-size is split across them.",
     )
 
     @step
     def start(self):
-        self.settings = settings_from({name: getattr(self, name) for name in TRAIN_PARAMETERS})
-        self.dataset = check_dataset(self.input_uri)
+        with configuration_checked():
+            self.settings = settings_from({name: getattr(self, name) for name in TRAIN_PARAMETERS})
+            self.dataset = check_dataset(self.input_uri)
+            check_training(TrainConfig(**self.settings), self.dataset)
         log(f"{self.dataset['images']} labelled images, {self.dataset['classes']} classes: {self.dataset['per_class']}")
         self.next(self.train)
 

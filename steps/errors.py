@@ -11,6 +11,17 @@ class ConfigError(ValueError):
         super().__init__(f"{what} {value!r}: expected {expected}; {fix}")
 
 
+def not_tensors(what: str, path: str) -> ConfigError:
+    """For a torch file that ``torch.load(weights_only=True)`` refuses: it pickles objects (a whole
+    model, custom classes), not only tensors. Never load it unsafely; ask for a state dict."""
+    return ConfigError(
+        what,
+        path,
+        "a file of tensors (a state dict), not a pickled model or other objects",
+        "save it with torch.save(model.state_dict(), PATH)",
+    )
+
+
 class RejectedInput(Exception):
     """One input item cannot be processed (bad bytes, unreadable object): report it, go on."""
 

@@ -2,6 +2,8 @@
 
 Output location of a sharded run::
 
+    _lease.json                         the lease of the run writing here (holder, heartbeat, expiry);
+                                        local outputs also keep _lease.json.lock, its flock guard
     _plan/layout.json                   the prefix width and range starts every later run keeps
     _plan/<shard>.txt                   a shard's sorted key list (the fan-out carries only its name)
     _manifests/<shard>.parquet          a shard's completion marker, written last
@@ -24,6 +26,7 @@ METADATA_NAMES = frozenset({LABELS_FILE})  # files at the input root that descri
 PLAN_DIR = "_plan"
 PLAN_LAYOUT_KEY = f"{PLAN_DIR}/layout.json"
 MANIFEST_DIR = "_manifests"
+LEASE_KEY = "_lease.json"  # the one-writer lease: which run writes this output (steps.sharding.lease)
 PROBE_DIR = "_probe"  # write-permission probes in ``start``, deleted at once
 ATTEMPTS_DIR = "_attempts"  # one start record per task attempt: what killed attempts billed
 
@@ -55,12 +58,23 @@ def plan_keys_key(shard_name: str) -> str:
     return f"{PLAN_DIR}/{shard_name}.txt"
 
 
+def plan_shard_name(key: str) -> str | None:
+    """The shard whose key list ``key`` (under ``_plan/``) is; None for the layout file."""
+    if key == PLAN_LAYOUT_KEY or not key.startswith(PLAN_DIR + "/"):
+        return None
+    return object_stem(key)
+
+
 def manifest_key(shard_name: str) -> str:
     return f"{MANIFEST_DIR}/{shard_name}.parquet"
 
 
 def attempt_key(run_id: str, shard_name: str, attempt: int) -> str:
     return f"{ATTEMPTS_DIR}/{run_id}/{shard_name}/{attempt}.json"
+
+
+def manifest_shard_name(key: str) -> str:
+    return object_stem(key)
 
 
 def ledger_directory(shard_name: str) -> str:

@@ -1,10 +1,12 @@
-"""Check an output location for completeness and duplicates.
+"""Check an output location for completeness, duplicates and stale leftovers.
 
     spot-batch verify OUTPUT --input INPUT
 
 Every input key must be accounted for exactly once across the shard manifests (``ok`` or
 ``rejected``); every ``ok`` row must have its output files (preprocessing) or exactly one row in
-the prediction parts (inference). Prints each problem on one line and exits 1 if there is any.
+the prediction parts (inference). Nothing may be left of shards the plan does not have, and no
+resized image or edge map may belong to a key that is not an input. Prints each problem on one
+line and a verdict whose counts agree with it; exits 1 if there is any problem.
 """
 
 from __future__ import annotations
@@ -14,15 +16,26 @@ from dataclasses import dataclass, field
 
 from steps.io.parquet import parquet_to_table
 from steps.io.storage import Storage, open_storage
-from steps.layout import MANIFEST_DIR, PLAN_DIR, PLAN_LAYOUT_KEY, PREDICTIONS_DIR, edges_key, resized_key
+from steps.layout import (
+    EDGES_DIR,
+    MANIFEST_DIR,
+    PLAN_DIR,
+    PREDICTIONS_DIR,
+    RESIZED_DIR,
+    edges_key,
+    manifest_shard_name,
+    plan_shard_name,
+    resized_key,
+)
 from steps.sharding.inputs import list_inputs
 
 
 @dataclass
 class Verification:
     inputs: int = 0
-    accounted: int = 0
+    accounted: int = 0  # input keys with no problem: in one manifest row, with their outputs
     problems: list[str] = field(default_factory=list)
+    other_problems: int = 0  # problems not about one input key (shards, stale files)
 
     @property
     def ok(self) -> bool:
@@ -30,7 +43,8 @@ class Verification:
 
     def verdict(self, output: str) -> str:
         state = "OK" if self.ok else f"FAILED ({len(self.problems)} problems)"
-        return f"{state}: {self.accounted}/{self.inputs} input keys accounted for exactly once in {output}"
+        other = f"; {self.other_problems} problems with shards or stale files" if self.other_problems else ""
+        return f"{state}: {self.accounted}/{self.inputs} input keys accounted for exactly once{other} in {output}"
 
 
 def _keys_in(storage: Storage, directory: str) -> Counter[str]:
@@ -41,16 +55,15 @@ def _keys_in(storage: Storage, directory: str) -> Counter[str]:
     return counts
 
 
-def verify(output_uri: str, input_uri: str) -> Verification:
-    source, target = open_storage(input_uri), open_storage(output_uri)
-    expected = set(list_inputs(source))
-    result = Verification(inputs=len(expected))
-    planned = {
-        o.key.rsplit("/", 1)[-1].removesuffix(".txt") for o in target.list(PLAN_DIR + "/") if o.key != PLAN_LAYOUT_KEY
-    }
-    finished = {o.key.rsplit("/", 1)[-1].removesuffix(".parquet") for o in target.list(MANIFEST_DIR + "/")}
-    result.problems += [f"shard {name}: no manifest (incomplete)" for name in sorted(planned - finished)]
+def _shard_problems(target: Storage) -> list[str]:
+    planned = {plan_shard_name(o.key) for o in target.list(PLAN_DIR + "/")} - {None}
+    finished = {manifest_shard_name(o.key) for o in target.list(MANIFEST_DIR + "/")}
+    return [f"shard {name}: no manifest (incomplete)" for name in sorted(planned - finished)] + [
+        f"shard {name}: manifest of a shard the plan does not have (stale)" for name in sorted(finished - planned)
+    ]
 
+
+def _manifest_rows(target: Storage) -> tuple[Counter[str], list[str]]:
     rows: Counter[str] = Counter()
     ok_keys: list[str] = []
     for obj in target.list(MANIFEST_DIR + "/"):
@@ -58,20 +71,39 @@ def verify(output_uri: str, input_uri: str) -> Verification:
         keys, statuses = table.column("key").to_pylist(), table.column("status").to_pylist()
         rows.update(keys)
         ok_keys += [k for k, s in zip(keys, statuses, strict=True) if s == "ok"]
-    result.accounted = len(expected & set(rows))
-    result.problems += [f"{key}: missing from every manifest" for key in sorted(expected - set(rows))]
-    result.problems += [f"{key}: in manifests {n} times" for key, n in sorted(rows.items()) if n > 1]
-    result.problems += [f"{key}: in a manifest but not an input" for key in sorted(set(rows) - expected)]
+    return rows, ok_keys
 
+
+def _prediction_problems(rows: Counter[str], predictions: Counter[str]) -> list[tuple[str, str]]:
+    return (
+        [(key, f"{n} prediction rows") for key, n in sorted(predictions.items()) if n != 1]
+        + [(key, "no prediction row") for key in sorted(set(rows) - set(predictions))]
+        + [(key, "a prediction row but in no manifest (stale)") for key in sorted(set(predictions) - set(rows))]
+    )
+
+
+def verify(output_uri: str, input_uri: str) -> Verification:
+    source, target = open_storage(input_uri), open_storage(output_uri)
+    expected = set(list_inputs(source))
+    shard_problems = _shard_problems(target)
+    rows, ok_keys = _manifest_rows(target)
+    found = [(key, "missing from every manifest") for key in sorted(expected - set(rows))]
+    found += [(key, f"in manifests {n} times") for key, n in sorted(rows.items()) if n > 1]
+    found += [(key, "in a manifest but not an input") for key in sorted(set(rows) - expected)]
+
+    stale_files: list[str] = []
     predictions = _keys_in(target, PREDICTIONS_DIR)
     if predictions:
-        result.problems += [f"{key}: {n} prediction rows" for key, n in sorted(predictions.items()) if n != 1]
-        result.problems += [f"{key}: no prediction row" for key in sorted(set(rows) - set(predictions))]
+        found += _prediction_problems(rows, predictions)
     else:
-        present = {o.key for o in target.list("resized/")} | {o.key for o in target.list("edges/")}
-        for key in ok_keys:
-            result.problems += [
-                f"{key}: missing {out}" for out in (resized_key(key), edges_key(key)) if out not in present
-            ]
-    return result
+        present = {o.key for o in target.list(RESIZED_DIR + "/")} | {o.key for o in target.list(EDGES_DIR + "/")}
+        wanted = [(key, out) for key in ok_keys for out in (resized_key(key), edges_key(key))]
+        found += [(key, f"missing {out}") for key, out in wanted if out not in present]
+        owned = {out for key in expected for out in (resized_key(key), edges_key(key))}
+        stale_files = [f"{name}: derived from no input key (stale)" for name in sorted(present - owned)]
 
+    found.sort(key=lambda problem: problem[0])  # stable: a key's problems stay in the order found
+    result = Verification(inputs=len(expected), other_problems=len(shard_problems) + len(stale_files))
+    result.accounted = len(expected - {key for key, _ in found})
+    result.problems = shard_problems + [f"{key}: {text}" for key, text in found] + stale_files
+    return result

@@ -11,7 +11,7 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from steps.errors import RejectedInput
 
@@ -77,6 +77,18 @@ def _to_display_mode(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # CMYK, YCbCr, LAB, HSV
 
 
+def _too_large(detail: str) -> str:
+    return f"image too large to decode safely ({detail}; limit {Image.MAX_IMAGE_PIXELS} pixels)"
+
+
+def _open(data: bytes) -> Image.Image:
+    """Open without decoding. A JPEG opens through its plugin, past ``Image.open``'s full-size bomb
+    check, because ``decode`` checks the size it will actually decode (after ``draft``)."""
+    if data[:3] == b"\xff\xd8\xff":
+        return JpegImagePlugin.JpegImageFile(io.BytesIO(data))
+    return Image.open(io.BytesIO(data))
+
+
 def decode(data: bytes, max_side: int | None = None) -> Decoded:
     """Decode ``data``, upright, optionally at reduced scale when only ``max_side`` is needed.
 
@@ -85,22 +97,23 @@ def decode(data: bytes, max_side: int | None = None) -> Decoded:
     if not data:
         raise RejectedInput("empty file (0 bytes)")
     try:
-        image = Image.open(io.BytesIO(data))
-        # An explicit check, not a warnings filter: filters are process-wide, not thread-safe.
-        if image.width * image.height > Image.MAX_IMAGE_PIXELS:
-            raise Image.DecompressionBombError(f"{image.width}x{image.height} pixels")
+        image = _open(data)
         fmt = image.format or "unknown"
         orientation = image.getexif().get(0x0112, 1)
         # EXIF orientations 5-8 swap width and height.
         width, height = (image.height, image.width) if orientation in (5, 6, 7, 8) else image.size
         if max_side and fmt == "JPEG":
             image.draft(image.mode if image.mode in ("RGB", "L") else None, (max_side, max_side))
+        # What will be decoded: a JPEG's reduced-size draft, so a huge photo that fits once reduced is
+        # processed. An explicit check, not a warnings filter: filters are process-wide, not thread-safe.
+        if image.width * image.height > Image.MAX_IMAGE_PIXELS:
+            raise RejectedInput(_too_large(f"{image.width}x{image.height} pixels to decode"))
         image.load()
         image = ImageOps.exif_transpose(image)
     except UnidentifiedImageError as err:
         raise RejectedInput(f"not a recognised image format ({len(data)} bytes)") from err
-    except Image.DecompressionBombError as err:
-        raise RejectedInput(f"image too large to decode safely ({err}; limit {Image.MAX_IMAGE_PIXELS} pixels)") from err
+    except Image.DecompressionBombError as err:  # Pillow's own check at open, for other formats
+        raise RejectedInput(_too_large("at open")) from err
     except (OSError, SyntaxError, ValueError) as err:
         raise RejectedInput(f"corrupt or truncated image data: {err}") from err
     return Decoded(_to_display_mode(image), width, height, fmt)

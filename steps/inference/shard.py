@@ -37,6 +37,16 @@ from steps.layout import PART_STEM, shard_directory
 from steps.models.loading import LoadedModel, class_names_for
 from steps.progress import Progress, ProgressCallback
 from steps.sharding.ledger import ChunkLedger, ShardOutcome, run_chunked, shard_state
+from steps.sharding.supersede import ShardFiles
+
+
+def no_derived_files(key: str) -> tuple[str, ...]:
+    """Predictions live only in the shard's parts: a removed key leaves no other file behind."""
+    return ()
+
+
+# Named functions, not lambdas: Metaflow pickles the flow class attribute that holds this.
+INFER_FILES = ShardFiles(chunk_directory=shard_directory, derived=no_derived_files)
 
 
 @dataclass(frozen=True)

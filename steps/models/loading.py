@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from steps.errors import ConfigError
+from steps.errors import ConfigError, not_tensors
 from steps.io.storage import is_s3, open_storage
 from steps.models.architectures import IMAGENET_MEAN, IMAGENET_STD, build_architecture
 from steps.models.bundle import ModelBundle
@@ -203,6 +204,8 @@ def _load_torchvision(spec: str) -> LoadedModel:
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         module.load_state_dict(state)
+    except pickle.UnpicklingError as err:
+        raise not_tensors("weights file", weights_uri) from err
     except (RuntimeError, TypeError, AttributeError, zipfile.BadZipFile) as err:
         detail = str(err).splitlines()[0][:160]
         raise ConfigError(

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from steps.io.concurrency import map_bounded
 from steps.io.storage import Storage
-from steps.layout import key_stem, ledger_directory
+from steps.layout import edges_key, key_stem, ledger_directory, resized_key
 from steps.preprocess.rows import preprocess_one
 from steps.progress import Progress, ProgressCallback, log
-from steps.sharding.ledger import ChunkLedger, ShardOutcome, run_chunked
+from steps.sharding.ledger import ChunkLedger, ShardOutcome, run_chunked, shard_state
+from steps.sharding.supersede import ShardFiles, remove_derived
 
 if TYPE_CHECKING:
     import torch
@@ -35,6 +37,13 @@ MANIFEST_SCHEMA = pa.schema(
         ("milliseconds", pa.float32()),
     ]
 )
+
+
+def derived_files(key: str) -> tuple[str, ...]:
+    return resized_key(key), edges_key(key)
+
+
+PREPROCESS_FILES = ShardFiles(chunk_directory=ledger_directory, derived=derived_files)
 
 
 PREPROCESS_DEVICES = ("cpu", "cuda")
@@ -104,7 +113,10 @@ def preprocess_shard(
         return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
 
     ledger = ChunkLedger(target, ledger_directory(name))
-    return run_chunked(
+    state = shard_state(target, ledger, name, keys, chunk_size)
+    # Before any chunk runs: a removed key's files go only where no current key writes them.
+    removed = remove_derived(target, state.stale_keys, keys, PREPROCESS_FILES, threads)
+    outcome = run_chunked(
         name=name,
         keys=keys,
         chunk_size=chunk_size,
@@ -112,5 +124,7 @@ def preprocess_shard(
         ledger=ledger,
         process_chunk=process_chunk,
         stop=stop,
+        state=state,
         on_progress=on_progress,
     )
+    return replace(outcome, stale_files=outcome.stale_files + removed)

@@ -51,22 +51,26 @@ class ChunkLedger:
                 found.add(int(match.group(1)))
         return found
 
-    def reusable(self, keys: Sequence[str], chunk_size: int) -> dict[int, pa.Table]:
-        """Committed chunks that hold exactly the keys the current plan gives them."""
+    def reusable(self, keys: Sequence[str], chunk_size: int) -> tuple[dict[int, pa.Table], set[str]]:
+        """Committed chunks that hold exactly the keys the current plan gives them, and the keys
+        of the other committed chunks that the plan no longer has (their derived files are stale)."""
         ranges = chunk_ranges(len(keys), chunk_size)
-        tables = {}
+        tables, recorded = {}, set()
         for index in sorted(self.committed()):
-            if index < len(ranges):
-                table = parquet_to_table(self.storage.read(self.chunk_key(index)))
-                if table.column("key").to_pylist() == list(keys[ranges[index].start : ranges[index].stop]):
-                    tables[index] = table
-        return tables
+            table = parquet_to_table(self.storage.read(self.chunk_key(index)))
+            chunk = table.column("key").to_pylist()
+            if index < len(ranges) and chunk == list(keys[ranges[index].start : ranges[index].stop]):
+                tables[index] = table
+            else:
+                recorded.update(chunk)
+        return tables, recorded - set(keys)
 
-    def remove_beyond(self, count: int) -> None:
-        """Delete chunk files at index ``count`` and above (left by a larger, earlier plan)."""
-        for index in self.committed():
-            if index >= count:
-                self.storage.delete(self.chunk_key(index))
+    def remove_beyond(self, count: int) -> int:
+        """Delete chunk files at index ``count`` and above (left by a larger, earlier plan); return how many."""
+        beyond = [index for index in self.committed() if index >= count]
+        for index in beyond:
+            self.storage.delete(self.chunk_key(index))
+        return len(beyond)
 
     def commit(self, index: int, table: pa.Table) -> None:
         self.storage.write(self.chunk_key(index), table_to_parquet(table))
@@ -81,27 +85,25 @@ class ShardOutcome:
     seconds: float
     skipped: bool = False  # complete in an earlier run, so nothing was done now
     reused_images: int = 0  # images of the reused chunks: not processed by this attempt
+    stale_files: int = 0  # files of earlier runs removed because the plan no longer has their keys
 
 
-def complete_manifest(storage: Storage, name: str, keys: Sequence[str]) -> pa.Table | None:
-    """The shard's stored manifest if it covers exactly ``keys``; a stale one is removed."""
+def stored_manifest(storage: Storage, name: str) -> pa.Table | None:
     if not storage.exists(manifest_key(name)):
         return None
-    manifest = parquet_to_table(storage.read(manifest_key(name)))
-    if manifest.column("key").to_pylist() == list(keys):
-        return manifest
-    log(f"shard {name}: the input changed since this shard was completed; processing it again")
-    storage.delete(manifest_key(name))
-    return None
+    return parquet_to_table(storage.read(manifest_key(name)))
 
 
 @dataclass(frozen=True)
 class ShardState:
     """What an earlier attempt or run left of a shard: its manifest if complete, else the
-    committed chunks that still match the plan (by index)."""
+    committed chunks that still match the plan (by index), and the keys earlier runs recorded
+    here that the plan no longer has (removed inputs: their derived files are stale)."""
 
     complete: pa.Table | None
     reused: dict[int, pa.Table]
+    stale_keys: frozenset[str] = frozenset()
+    stale_files: int = 0  # an outdated manifest, removed
 
     def pending(self, keys: Sequence[str], chunk_size: int) -> list[Sequence[str]]:
         """The key lists of the chunks still to do, in order."""
@@ -112,8 +114,17 @@ class ShardState:
 
 
 def shard_state(storage: Storage, ledger: ChunkLedger, name: str, keys: Sequence[str], chunk_size: int) -> ShardState:
-    manifest = complete_manifest(storage, name, keys)
-    return ShardState(manifest, {} if manifest is not None else ledger.reusable(keys, chunk_size))
+    """Read what is stored of the shard; a manifest that does not cover exactly ``keys`` is removed."""
+    manifest = stored_manifest(storage, name)
+    if manifest is not None and manifest.column("key").to_pylist() == list(keys):
+        return ShardState(manifest, {})
+    reused, stale = ledger.reusable(keys, chunk_size)
+    if manifest is None:
+        return ShardState(None, reused, frozenset(stale))
+    log(f"shard {name}: the input changed since this shard was completed; processing it again")
+    stale |= set(manifest.column("key").to_pylist()) - set(keys)
+    storage.delete(manifest_key(name))
+    return ShardState(None, reused, frozenset(stale), stale_files=1)
 
 
 def rejected_reasons(table: pa.Table) -> list[str]:
@@ -173,9 +184,11 @@ def run_chunked(
         ledger.commit(index, table)
         tables[index] = table
         progress.committed(rejected_reasons(table))
-    ledger.remove_beyond(len(ranges))
+    stale_files = state.stale_files + ledger.remove_beyond(len(ranges))
     manifest = pa.concat_tables(tables[i] for i in range(len(ranges))) if ranges else pa.table({"key": []})
     storage.write(manifest_key(name), table_to_parquet(manifest))
     progress.finish(f"{reused} chunks reused")
     reused_images = sum(len(ranges[i]) for i in state.reused if i < len(ranges))
-    return ShardOutcome(name, manifest, len(ranges), reused, progress.elapsed_s, reused_images=reused_images)
+    return ShardOutcome(
+        name, manifest, len(ranges), reused, progress.elapsed_s, reused_images=reused_images, stale_files=stale_files
+    )

@@ -13,6 +13,7 @@ from steps.progress import log
 from steps.sharding.inputs import list_input_objects
 from steps.sharding.plan import ShardPlan, plan_shards
 from steps.sharding.plan_store import ShardRef, stored_layout, write_plan
+from steps.sharding.supersede import layout_misfit
 
 
 @dataclass(frozen=True)
@@ -49,23 +50,23 @@ def _within(inner: str, outer: str) -> bool:
 
 
 def plan_for_output(target: Storage, keys: list[str], shard_size: int, max_shards: int, prefix_width: int) -> ShardPlan:
-    """Plan shards; an output written before keeps its layout (prefix width and ranges).
+    """Plan shards; an output written before keeps its layout (prefix width and ranges) while it
+    still fits the settings, so a rerun's shards line up with the manifests already there.
 
-    Shards of another layout would overlap the manifests already there and count keys twice.
+    Otherwise the output is planned anew and ``start`` retires the earlier shards
+    (``steps.sharding.supersede``): shards of two layouts would count keys twice.
     """
     earlier = stored_layout(target)
-    if earlier is None:
-        return plan_shards(keys, shard_size, max_shards, prefix_width)
-    width, starts = earlier
-    if prefix_width not in (0, width):
-        raise ConfigError(
-            "--prefix-width",
-            prefix_width,
-            f"{width} (or 0), the width of the earlier run into {target.uri}",
-            "pass --prefix-width 0 to continue that output, or write to a new --output",
+    if earlier is not None:
+        width, starts = earlier
+        misfit = layout_misfit(
+            width, starts, keys, shard_size=shard_size, max_shards=max_shards, prefix_width=prefix_width
         )
-    log(f"keeping prefix width {width} of the earlier run into {target.uri}")
-    return plan_shards(keys, shard_size, max_shards, width, starts)
+        if not misfit:
+            log(f"keeping prefix width {width} of the earlier run into {target.uri}")
+            return plan_shards(keys, shard_size, max_shards, width, starts)
+        log(f"planning {target.uri} anew, superseding its earlier shards: {misfit}")
+    return plan_shards(keys, shard_size, max_shards, prefix_width)
 
 
 def prepare_run(

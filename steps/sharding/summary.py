@@ -32,6 +32,7 @@ class ShardStats:
     reasons: tuple[tuple[str, int], ...] = ()  # (kind of reject, count): steps.sharding.rejects
     rejects: tuple[tuple[str, str], ...] = ()  # (key, reason): the first few of each kind
     samples: tuple[str, ...] = ()  # a few good keys, for before/after thumbnails
+    stale_files: int = 0  # files of earlier runs removed: their keys are no longer in this shard
 
     @property
     def worked_images(self) -> int:
@@ -76,6 +77,7 @@ def shard_stats(outcome: ShardOutcome, attempt_seconds: tuple[float, ...] = ()) 
         reasons=count_reasons(reason for _, reason in rejects),
         rejects=first_examples(rejects),
         samples=tuple(ok_keys[::step][:SAMPLES_PER_SHARD]),
+        stale_files=outcome.stale_files,
     )
 
 
@@ -96,6 +98,7 @@ class RunSummary:
     shards: int = 0
     skipped_shards: int = 0
     reused_chunks: int = 0
+    stale_files: int = 0  # files of earlier runs removed (superseded shards, removed inputs)
     seconds: float = 0.0
     attempts: int = 0  # task attempts, killed and retried ones included
     retried_attempts: int = 0
@@ -126,6 +129,7 @@ class RunSummary:
             shards=1,
             skipped_shards=0 if worked else 1,
             reused_chunks=stats.reused_chunks,
+            stale_files=stats.stale_files,
             seconds=stats.seconds if worked else 0.0,
             attempts=len(attempts),
             retried_attempts=len(attempts) - 1,
@@ -219,13 +223,15 @@ class RunSummary:
             if self.devices
             else ""
         )
+        stale = f"; {self.stale_files} stale files of earlier runs removed" if self.stale_files else ""
         accuracy = self.accuracy
         scored = f", accuracy {accuracy:.1%} on {self.labelled} labelled images" if accuracy is not None else ""
         cost = self.cost_line()
         priced = f" {cost}" if cost else ""
         return (
             f"{verb} {self.images} images in {self.seconds:.1f} s ({self.images_per_second:.1f} images/s this run"
-            f"{busy}): {self.processed} ok, {self.rejected} rejected{scored}, {self.shards} shards{reuse}.{priced} "
+            f"{busy}): {self.processed} ok, {self.rejected} rejected{scored}, {self.shards} shards{reuse}{stale}."
+            f"{priced} "
             f"Output: {output}"
         )
 

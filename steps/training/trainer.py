@@ -12,6 +12,7 @@ step of each process, which would make a retry's first step reduce differently).
 from __future__ import annotations
 
 import io
+import pickle
 import random
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from steps.errors import ConfigError
+from steps.errors import ConfigError, not_tensors
 from steps.io.storage import open_storage
 from steps.models.architectures import build_architecture
 from steps.progress import log
@@ -42,7 +43,10 @@ def load_initial_weights(model: nn.Module, path: str) -> int:
     """Load a state dict or TrainFlow bundle; tensors whose shape differs (a new head) stay random."""
     # Read through storage: on Batch/Kubernetes a laptop path does not exist, an s3:// URI does.
     parent, _, name = path.rpartition("/")
-    payload = torch.load(io.BytesIO(open_storage(parent or ".").read(name)), map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(io.BytesIO(open_storage(parent or ".").read(name)), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise not_tensors("--initial-weights", path) from err
     weights = payload.get("state_dict", payload) if isinstance(payload, dict) else None
     if not isinstance(weights, dict):
         raise ConfigError(

@@ -123,7 +123,6 @@ def test_s3_input_and_output_with_s3_datastore(sample_dir: Path, tmp_path: Path,
     ("args", "message"),
     [
         (("--input", "/no/such/dir"), "--input '/no/such/dir': expected an existing directory of images"),
-        (("--size", "0"), "--size 0: expected a positive integer"),
         (("--device", "tpu"), "--device 'tpu': expected cpu or cuda"),
         (("--input", "s3://missing-bucket/x"), "bucket 'missing-bucket': expected an existing S3 bucket"),
         (("--prefix-width", "2", "--max-shards", "4"), "prefix width 2: expected at most 4 shards"),
@@ -154,7 +153,8 @@ def test_empty_input_fails_in_start(tmp_path: Path) -> None:
     assert "expected at least one object" in result.output
 
 
-def test_rerun_after_new_images_arrive_processes_them_and_keeps_the_width(sample_dir: Path, tmp_path: Path) -> None:
+def test_reruns_after_new_images_and_new_settings_keep_inputs_exactly_once(sample_dir: Path, tmp_path: Path) -> None:
+    """The issue's case: a one-shard (width 0) output, 30 more images, the same command again."""
     import shutil
 
     from steps.demo.sample_data import generate
@@ -162,38 +162,33 @@ def test_rerun_after_new_images_arrive_processes_them_and_keeps_the_width(sample
 
     images, out = tmp_path / "images", tmp_path / "out"
     shutil.copytree(sample_dir, images)
-    first = run_flow("preprocess", tmp_path / "wd", "--input", str(images), "--output", str(out), *SHARDING)
-    assert first.ok, first.output
-    before = first.client_run().data.summary
+
+    def rerun(*settings: str) -> dict:
+        result = run_flow("preprocess", tmp_path / "wd", "--input", str(images), "--output", str(out), *settings)
+        assert result.ok, result.output
+        check = verify(str(out), str(images))
+        assert check.ok, check.problems
+        assert check.verdict(str(out)).startswith(f"OK: {check.inputs}/{check.inputs} input keys")
+        return {"output": result.output, **result.client_run().data.summary}
+
+    small = ("--shard-size", "70", "--max-shards", "4", "--threads", "2", "--chunk-size", "16")
+    first = rerun(*small)
+    assert first["shards"] == 1 and first["stale_files"] == 0
 
     generate(images / "new", count=30, seed=99)  # a second upload lands beside the first
     (images / "new" / "labels.csv").unlink()
-    second = run_flow(
-        "preprocess", tmp_path / "wd", "--input", str(images), "--output", str(out), *SHARDING, "--shard-size", "1000"
-    )
-    assert second.ok, second.output
-    assert "keeping prefix width 1 of the earlier run" in second.output  # not width 0: no overlapping shards
-    assert "the input changed since this shard was completed" in second.output
-    after = second.client_run().data.summary
-    assert after["images"] == before["images"] + 36 and after["processed"] == before["processed"] + 33
-    check = verify(str(out), str(images))
-    assert check.ok, check.problems
+    grown = rerun(*small)
+    assert "planning" in grown["output"] and "anew, superseding its earlier shards: its one shard" in grown["output"]
+    assert "retired 1 superseded shards (all)" in grown["output"]
+    assert grown["images"] == first["images"] + 36 and grown["shards"] == 4
+    assert grown["stale_files"] >= 3 and "stale files of earlier runs removed" in grown["output"]
 
-    forced = run_flow(
-        "preprocess",
-        tmp_path / "wd",
-        "--input",
-        str(images),
-        "--output",
-        str(out),
-        *SHARDING,
-        "--prefix-width",
-        "2",
-        "--max-shards",
-        "256",
-    )
-    assert not forced.ok
-    assert "--prefix-width 2: expected 1 (or 0), the width of the earlier run" in forced.output
+    fewer = rerun("--shard-size", "70", "--max-shards", "2", "--threads", "2", "--chunk-size", "16")
+    assert "anew, superseding its earlier shards: its 4 shards exceed --max-shards 2" in fewer["output"]
+    assert fewer["shards"] == 2 and "retired 4 superseded shards" in fewer["output"]
+    kept = rerun("--shard-size", "1000", "--max-shards", "2")
+    assert "keeping prefix width 1 of the earlier run" in kept["output"]
+    assert kept["skipped_shards"] == kept["shards"] and kept["stale_files"] == 0
 
 
 def test_keys_that_would_share_an_output_name_are_reported_not_overwritten(tmp_path: Path) -> None:

@@ -107,5 +107,27 @@ def test_bad_bytes_are_rejected_with_a_reason(data: bytes, reason: str) -> None:
 
 def test_oversized_image_is_rejected_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    with pytest.raises(RejectedInput, match=r"too large to decode safely \(40x40 pixels; limit 1000"):
+    with pytest.raises(RejectedInput, match=r"too large to decode safely \(40x40 pixels to decode; limit 1000 pix"):
         decode(jpeg(Image.new("RGB", (40, 40))))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_a_reject_for_size_quotes_one_limit(monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    buffer = io.BytesIO()
+    Image.new("RGB", (100, 100)).save(buffer, fmt)  # 10x the limit: Pillow's own open check fires for PNG
+    with pytest.raises(RejectedInput) as rejected:
+        decode(buffer.getvalue(), max_side=None)
+    reason = str(rejected.value)
+    assert "limit 1000 pixels" in reason and "2000" not in reason and "exceeds" not in reason
+
+
+def test_a_jpeg_that_fits_once_reduced_is_processed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)
+    big = jpeg(Image.new("RGB", (160, 160), (10, 200, 30)))  # 25,600 pixels, over 2x the limit
+    with pytest.raises(RejectedInput, match="160x160 pixels to decode"):
+        decode(big)  # full size: too large
+    decoded = decode(big, max_side=40)  # draft decodes at 1/4 scale: 40x40 = 1,600 pixels
+    assert (decoded.width, decoded.height) == (160, 160) and max(decoded.image.size) <= 80
+    result = preprocess_image(big, 32)
+    assert max(Image.open(io.BytesIO(result.resized_jpeg)).size) == 32

@@ -1,0 +1,135 @@
+"""Files an earlier run left that the current plan no longer covers: found, removed, counted.
+
+Two things make earlier files stale. Inputs removed since (or moved to another shard by a new
+layout) leave their rows in old manifests and chunks and their derived files (resized images,
+edge maps) behind. And a new layout (a one-shard ``all`` output that outgrew --shard-size,
+another --prefix-width, fewer --max-shards) leaves whole shards that no current shard lines up
+with: their manifests would count keys a second time.
+
+``start`` retires the superseded shards (``retire_superseded``); a shard task cleans what its own
+earlier attempts left (``remove_derived`` over ``ShardState.stale_keys``). A derived file is
+removed only when no current input owns that name, and a superseded shard's key list is removed
+last, so a crash midway leaves it to the next run. Every removal is counted for the run summary.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from steps.io.concurrency import map_bounded
+from steps.io.parquet import parquet_to_table
+from steps.io.storage import Storage
+from steps.layout import MANIFEST_DIR, PLAN_DIR, manifest_key, manifest_shard_name, plan_keys_key, plan_shard_name
+from steps.progress import log
+from steps.sharding.plan import range_name, shard_prefix
+from steps.sharding.plan_store import ShardRef, read_shard_keys, stored_layout
+
+
+@dataclass(frozen=True)
+class ShardFiles:
+    """Where a flow commits a shard's chunks, and the files processing one input key writes."""
+
+    chunk_directory: Callable[[str], str]
+    derived: Callable[[str], tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class Retired:
+    """What ``start`` removed of shards the current plan does not have."""
+
+    shards: tuple[str, ...] = ()
+    files: int = 0
+
+    def describe(self) -> str:
+        if not self.shards:
+            return "no superseded shards"
+        names = ", ".join(self.shards[:8]) + (", …" if len(self.shards) > 8 else "")
+        return f"retired {len(self.shards)} superseded shards ({names}): {self.files} stale files removed"
+
+
+def layout_misfit(
+    width: int, starts: Sequence[str], keys: Sequence[str], *, shard_size: int, max_shards: int, prefix_width: int
+) -> str:
+    """Why an output's stored layout cannot be kept for this run; empty when it can."""
+    if prefix_width not in (0, width):
+        return f"--prefix-width {prefix_width} differs from its width {width}"
+    if width == 0:
+        outgrown = len(keys) > shard_size
+        return f"its one shard would hold {len(keys)} images, over --shard-size {shard_size}" if outgrown else ""
+    shards = len(starts) if starts else len({shard_prefix(key, width) for key in keys})
+    return f"its {shards} shards exceed --max-shards {max_shards}" if shards > max_shards else ""
+
+
+def shard_name_of(key: str, width: int, starts: Sequence[str]) -> str:
+    """The name of the shard that holds ``key`` under a layout (as ``plan_shards`` names it)."""
+    prefix = shard_prefix(key, width)
+    if not starts:
+        return prefix or "all"
+    return range_name(starts, bisect.bisect_right(starts, prefix) - 1, width)
+
+
+def stored_shard_names(storage: Storage) -> set[str]:
+    """Every shard an earlier run planned or completed in this output."""
+    planned = {plan_shard_name(o.key) for o in storage.list(PLAN_DIR + "/")}
+    finished = {manifest_shard_name(o.key) for o in storage.list(MANIFEST_DIR + "/")}
+    return (planned | finished) - {None}
+
+
+def recorded_keys(storage: Storage, name: str, files: ShardFiles) -> set[str]:
+    """Keys any earlier run recorded for shard ``name``: planned, in committed chunks or the manifest."""
+    keys = set(read_shard_keys(storage, plan_keys_key(name))) if storage.exists(plan_keys_key(name)) else set()
+    records = [o.key for o in storage.list(files.chunk_directory(name) + "/") if o.key.endswith(".parquet")]
+    if storage.exists(manifest_key(name)):
+        records.append(manifest_key(name))
+    for record in records:
+        keys.update(parquet_to_table(storage.read(record)).column("key").to_pylist())
+    return keys
+
+
+def remove_derived(
+    storage: Storage, stale_keys: Iterable[str], current_keys: Iterable[str], files: ShardFiles, threads: int
+) -> int:
+    """Delete the derived files of ``stale_keys`` that no current key writes; return how many existed."""
+    owned = {name for key in current_keys for name in files.derived(key)}
+    doomed = sorted({name for key in stale_keys for name in files.derived(key)} - owned)
+
+    def delete(name: str) -> bool:
+        existed = storage.exists(name)
+        if existed:
+            storage.delete(name)
+        return existed
+
+    return sum(map_bounded(delete, doomed, threads))
+
+
+def retire_superseded(storage: Storage, refs: Sequence[ShardRef], files: ShardFiles, threads: int) -> Retired:
+    """Remove every stored shard the current plan (``refs``, already written) does not have.
+
+    A superseded shard's keys are looked up in the current shard that holds them now, one current
+    key list at a time, so memory stays within one shard's keys whatever the output's size.
+    """
+    layout = stored_layout(storage)
+    current = {ref.name: ref for ref in refs}
+    stale = sorted(stored_shard_names(storage) - set(current))
+    if layout is None or not stale:
+        return Retired()
+    width, starts = layout
+    removed = 0
+    for name in stale:
+        by_current: dict[str, list[str]] = defaultdict(list)
+        for key in recorded_keys(storage, name, files):
+            by_current[shard_name_of(key, width, starts)].append(key)
+        for holder, keys in sorted(by_current.items()):
+            now = read_shard_keys(storage, current[holder].keys_key) if holder in current else []
+            removed += remove_derived(storage, keys, now, files, threads)
+        records = [o.key for o in storage.list(files.chunk_directory(name) + "/")]
+        records += [key for key in (manifest_key(name), plan_keys_key(name)) if storage.exists(key)]
+        for record in records:  # the key list last: until it is gone, a later run retires this shard again
+            storage.delete(record)
+        removed += len(records)
+    retired = Retired(tuple(stale), removed)
+    log(retired.describe())
+    return retired

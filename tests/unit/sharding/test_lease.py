@@ -1,0 +1,120 @@
+"""One writer per output: the lease, locally and on S3 (moto honours If-None-Match / If-Match)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from steps.errors import ConfigError, SpotInterruption
+from steps.io.storage import LocalStorage, S3Storage, Storage
+from steps.layout import LEASE_KEY
+from steps.sharding.lease import LeaseLost, acquire, heartbeat, lease_store, release, renew
+from steps.spot import is_transient
+from tests.support.flows import S3Server
+
+
+@pytest.fixture(params=["local", "s3"])
+def output(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    if request.param == "local":
+        return LocalStorage(tmp_path / "out")
+    server: S3Server = request.getfixturevalue("s3_server")
+    bucket = f"lease-{abs(hash(str(tmp_path))) % 10**8}"
+    server.make_bucket(bucket)
+    return S3Storage(f"s3://{bucket}/out")
+
+
+def rewrite(storage: Storage, change: Callable[[dict], None]) -> None:
+    """Edit the stored lease record as another process would have left it."""
+    record = json.loads(storage.read(LEASE_KEY))
+    change(record)
+    storage.write(LEASE_KEY, json.dumps(record).encode())
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_second_run_is_refused_with_one_line_naming_the_holder(output: Storage) -> None:
+    first = acquire(output, "PreprocessFlow/1")
+    with pytest.raises(ConfigError) as refused:
+        acquire(output, "PreprocessFlow/2")
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "PreprocessFlow/1 on " in message and f"(pid {first.pid}) since " in message and "UTC" in message
+    assert "choose another --output" in message
+    release(output, first.token)
+    second = acquire(output, "PreprocessFlow/2")  # released: free again
+    assert second.run == "PreprocessFlow/2"
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_holder_loses_it(output: Storage) -> None:
+    first = acquire(output, "InferFlow/1")
+    rewrite(output, lambda r: r.update(host="elsewhere"))  # not this host: only expiry frees it
+    with pytest.raises(ConfigError, match="InferFlow/1 on elsewhere"):
+        acquire(output, "InferFlow/2")
+    rewrite(output, lambda r: r.update(expires=time.time() - 1))  # no heartbeat for a whole TTL
+    second = acquire(output, "InferFlow/2")
+    with pytest.raises(LeaseLost, match="InferFlow/2"):
+        renew(output, first.token)
+    renew(output, second.token)
+    release(output, first.token)  # not the holder: leaves the lease alone
+    assert lease_store(output).read() is not None
+
+
+def test_a_killed_local_run_on_this_host_is_taken_over_at_once(output: Storage) -> None:
+    acquire(output, "PreprocessFlow/1")
+    rewrite(output, lambda r: r.update(pid=dead_pid()))
+    assert acquire(output, "PreprocessFlow/2").run == "PreprocessFlow/2"
+
+
+def test_concurrent_takers_get_exactly_one_lease(output: Storage) -> None:
+    won, refused = [], []
+
+    def take(i: int) -> None:
+        try:
+            won.append(acquire(output, f"PreprocessFlow/{i}"))
+        except ConfigError:
+            refused.append(i)
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(won) == 1 and len(refused) == 7
+
+
+def test_heartbeat_renews_while_work_runs_and_stops_work_when_the_lease_is_taken(output: Storage) -> None:
+    mine = acquire(output, "PreprocessFlow/1")
+    stop = threading.Event()
+    with heartbeat(output, mine.token, stop, every_s=0.05):
+        time.sleep(0.2)
+    renewed = json.loads(output.read(LEASE_KEY))
+    assert renewed["token"] == mine.token and renewed["heartbeat"] > mine.heartbeat
+    assert not stop.is_set()
+
+    with pytest.raises(LeaseLost) as lost, heartbeat(output, mine.token, stop, every_s=0.05):
+        rewrite(output, lambda r: r.update(token="another run"))
+        assert stop.wait(5)  # the shard is told to stop after its chunk in flight
+        raise SpotInterruption("stopped before chunk 3")  # as run_chunked does on a set stop
+    assert not is_transient(lost.value)  # even chained to the interruption: never retried
+
+
+def test_s3_lease_is_a_conditional_put(s3_server: S3Server) -> None:
+    s3_server.make_bucket("lease-shape")
+    storage = S3Storage("s3://lease-shape/out")
+    store = lease_store(storage)
+    assert store.create(b"{}") and not store.create(b"{}")  # If-None-Match: *
+    data, etag = store.read()
+    assert data == b"{}"
+    assert not store.replace(b"{}", '"0000"') and store.replace(b'{"a": 1}', etag)  # If-Match
+    assert not store.delete(etag)  # the ETag changed with the replace
