@@ -5,7 +5,7 @@ from __future__ import annotations
 from metaflow import current
 from metaflow.cards import Image, Markdown, Table
 
-from steps.report import Chart, Images, Report
+from steps.report import Chart, Images, Report, human
 from steps.report import Table as ReportTable
 
 
@@ -16,7 +16,8 @@ def render(report: Report) -> None:
         card.append(Markdown(f"## {section.title}"))
         if isinstance(section, ReportTable):
             if section.rows:
-                card.append(Table(data=[[str(v) for v in row] for row in section.rows], headers=section.header))
+                # human(): rounded floats, a dash for unset values, never a blank cell
+                card.append(Table(data=[[human(v) for v in row] for row in section.rows], headers=section.header))
             else:
                 card.append(Markdown("_none_"))
         elif isinstance(section, Images):

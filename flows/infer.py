@@ -30,7 +30,7 @@ from steps.io.storage import open_storage
 from steps.io.validation import check_names
 from steps.models.loading import MODEL_FORMS, class_names_for, load_model
 from steps.progress import log
-from steps.sharding.plan_store import read_shard_keys
+from steps.sharding.attempts import attempt_seconds
 from steps.sharding.summary import RunSummary, shard_stats
 
 LATEST = "latest"
@@ -64,6 +64,7 @@ class InferFlow(ShardedFlow):
     """Batched inference on spot GPUs: one Parquet row per image, each chunk committed once."""
 
     VERB = "Predicted"
+    THROUGHPUT_FLOW = "infer"
     SHARD_FILES = INFER_FILES
     THROUGHPUT_FLOW = "infer"
 
@@ -110,10 +111,11 @@ class InferFlow(ShardedFlow):
     @step
     def process_shard(self):
         source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
-        with self.writing_output(target) as stop, ShardCard(self.input["name"], current.retry_count) as on_progress:
+        attempt = self.begin_attempt(target)
+        with self.writing_output(target) as stop, ShardCard(self.input, current.retry_count) as on_progress:
             result = infer_shard(
-                name=self.input["name"],
-                keys=read_shard_keys(target, self.input["keys_key"]),
+                name=self.input,
+                keys=self.shard_keys(target),
                 source=source,
                 target=target,
                 model=load_model(self.model_uri),
@@ -127,7 +129,7 @@ class InferFlow(ShardedFlow):
                 stop=stop,
                 on_progress=on_progress,
             )
-        stats = shard_stats(result.outcome)
+        stats = shard_stats(result.outcome, attempt_seconds(target, attempt))
         scores, samples = shard_scores(result.outcome.manifest, load_labels(source), stats.samples)
         # Plain data, not project classes: readable in the Metaflow UI and notebooks.
         self.shard_stats, self.scores, self.samples = asdict(stats), scores.to_dict(), [asdict(s) for s in samples]

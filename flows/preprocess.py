@@ -21,7 +21,7 @@ from steps.io.validation import check_names
 from steps.preprocess.report import build_report
 from steps.preprocess.shard import PREPROCESS_DEVICES, PREPROCESS_FILES, preprocess_shard, tensor_device
 from steps.preprocess.webdataset import FORMATS, WebDatasetPacker, read_label_map
-from steps.sharding.plan_store import read_shard_keys
+from steps.sharding.attempts import attempt_seconds
 from steps.sharding.summary import RunSummary, shard_stats
 
 
@@ -61,14 +61,15 @@ class PreprocessFlow(ShardedFlow):
     @step
     def process_shard(self):
         source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
-        with self.writing_output(target) as stop, ShardCard(self.input["name"], current.retry_count) as on_progress:
-            keys = read_shard_keys(target, self.input["keys_key"])
+        attempt = self.begin_attempt(target)
+        with self.writing_output(target) as stop, ShardCard(self.input, current.retry_count) as on_progress:
+            keys = self.shard_keys(target)
             pack = None
             if self.output_format == "webdataset":
                 labels = read_label_map(source)
-                pack = WebDatasetPacker(target, self.input["name"], keys, self.chunk_size, labels, self.threads)
+                pack = WebDatasetPacker(target, self.input, keys, self.chunk_size, labels, self.threads)
             outcome = preprocess_shard(
-                name=self.input["name"],
+                name=self.input,
                 keys=keys,
                 source=source,
                 target=target,
@@ -80,7 +81,7 @@ class PreprocessFlow(ShardedFlow):
                 on_progress=on_progress,
                 pack=pack,
             )
-        self.shard_stats = asdict(shard_stats(outcome))  # plain data: readable in the UI
+        self.shard_stats = asdict(shard_stats(outcome, attempt_seconds(target, attempt)))  # plain data: UI-readable
         self.next(self.join)
 
     @card(type="blank", id="report")

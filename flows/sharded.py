@@ -3,10 +3,12 @@
     start → select_region → process_shard (one task per shard) → join → end
 
 A subclass declares its own ``config`` (a Metaflow ``Config`` named "config", whose keys give the
-shared Parameters their defaults), its ``process_shard`` and ``join`` steps, and ``VERB`` for the
-headline and ``SHARD_FILES``; it may extend ``check_settings`` with its own parameters. Everything a shard task needs
-beyond its name travels as artifacts or in the shard's key file under the output, so the fan-out
-stays small at any scale.
+shared Parameters their defaults, and whose ``[resources]`` are its shard step's and decide which
+instance types are priced), its ``process_shard`` and ``join`` steps, ``VERB`` for the headline,
+``SHARD_FILES`` and ``THROUGHPUT_FLOW`` (its config/throughput.toml section); it may extend ``check_settings``.
+The foreach runs over shard names (the UI shows each task's name; Metaflow cuts other values to
+30 characters); everything else a shard task needs travels as artifacts or in the shard's key
+file under the output, so the fan-out stays small at any scale.
 """
 
 import time
@@ -23,27 +25,36 @@ from parameter_types import NON_NEGATIVE, POSITIVE, POSITIVE_REAL, PREFIX_WIDTH
 from spot_guard import spot_guard
 
 from steps.config_files import config_file
+from steps.cost.billing import BillingRate
+from steps.cost.capacity import live_capacity
 from steps.cost.placement import choose_region
 from steps.cost.prices import load_prices
+from steps.cost.resources import StepResources
 from steps.cost.throughput import image_cost
 from steps.io.storage import Storage, open_storage
 from steps.io.validation import check_output
+from steps.layout import plan_keys_key
 from steps.progress import log
+from steps.sharding.attempts import AttemptClock, start_attempt
 from steps.sharding.lease import acquire, heartbeat, release
+from steps.sharding.plan_store import read_shard_keys
 from steps.sharding.planning import prepare_run
 from steps.sharding.summary import RunSummary, ShardStats
 from steps.sharding.supersede import ShardFiles, retire_superseded
+from steps.spot import on_cloud
 
 
 class ShardedFlow(FlowSpec):
     VERB = "Processed"
     SHARD_FILES: ShardFiles  # where the subclass's shards commit chunks and derived files
 
+    THROUGHPUT_FLOW = "preprocess"  # the config/throughput.toml section of this flow
+
     regions = Config("regions", default=config_file("regions.toml"), parser=tomllib.loads)
     prices = Config("prices", default=config_file("prices.toml"), parser=tomllib.loads)
-    # Per-image cost of each flow's shard step: what --task-minutes turns into images per shard.
+    # Per-image cost of each flow's shard step (per instance type): what --task-minutes turns into
+    # images per shard, and what estimates and local bills use.
     throughput = Config("throughput", default=config_file("throughput.toml"), parser=tomllib.loads)
-    THROUGHPUT_FLOW = "preprocess"  # the throughput.toml section of this flow
 
     input_uri = Parameter("input", required=True, help="Directory or s3://bucket/prefix of images.")
     output_uri = Parameter("output", required=True, help="Directory or s3://bucket/prefix for results.")
@@ -115,42 +126,60 @@ class ShardedFlow(FlowSpec):
         self.shard_plan = plan.describe()
         # Plain dicts, not ShardRef: the Metaflow UI and notebooks can show them without this package.
         self.shards = [asdict(ref) for ref in plan.shards]
+        self.shard_names = [ref.name for ref in plan.shards]  # the foreach: the UI names each task by it
         log(f"planned {plan.images} images into {len(plan.shards)} shards: {plan.reason}")
         self.next(self.select_region)
 
     @card(type="blank", id="region")
     @step
     def select_region(self):
-        """Rank regions x instance types for this run's data and size; record the choice."""
+        """Rank regions x instance types that fit the shard step's resources; record the choice."""
+        resources = StepResources.from_config(self.config["resources"])
+        prices = load_prices(self.prices, keep=lambda q: resources.tasks_per_instance(q.shape) > 0)
         choice = choose_region(
             {self.input_uri: self.shard_plan["input_bytes"]},
             self.shard_plan["images"],
+            resources=resources,
+            tasks=len(self.shard_names),
+            flow=self.THROUGHPUT_FLOW,
+            throughput=self.throughput,
             regions_config=self.regions,
-            prices=load_prices(self.prices),
+            prices=prices,
+            capacity=live_capacity(prices, prices.instance_types, len(self.shard_names)),
         )
         self.region_table = choice.region_table
         self.region, self.instance_type, self.batch_queue = choice.region, choice.instance_type, choice.batch_queue
-        self.spot_price = choice.region_table[0]["spot_price"]
+        self.billing_rate = choice.billing_rate().to_artifact()
         log(choice.explanation)
         render(choice.report())
-        self.next(self.process_shard, foreach="shards")
+        self.next(self.process_shard, foreach="shard_names")
+
+    def shard_keys(self, target: Storage) -> list[str]:
+        """In a shard task: this shard's keys, from its key file under the output."""
+        return read_shard_keys(target, plan_keys_key(self.input))
+
+    def begin_attempt(self, target: Storage) -> AttemptClock:
+        """In a shard task, before any work: record this attempt's start (billing counts killed ones)."""
+        log(f"shard {self.input}: attempt {current.retry_count + 1} of task {current.pathspec}")
+        return start_attempt(target, current.run_id, self.input, current.retry_count)
 
     def merge_shards(self, inputs) -> list[ShardStats]:
         """In a join: carry the run's artifacts over, store ``rejects``, return the shards' stats by name."""
         self.merge_artifacts(
-            inputs, include=["started_at", "shard_plan", "superseded", "lease", "instance_type", "spot_price"]
+            inputs, include=["started_at", "shard_plan", "superseded", "lease", "instance_type", "billing_rate"]
         )
         stats = sorted((ShardStats(**i.shard_stats) for i in inputs), key=lambda s: s.name)
-        self.rejects = [{"key": k, "reason": r} for s in stats for k, r in s.rejects]
+        # The first few examples of each reason per shard; every reject is in the shard manifests.
+        self.rejects = [{"shard": s.name, "key": k, "reason": r} for s in stats for k, r in s.rejects]
         return stats
 
     def finish_summary(self, shards: RunSummary) -> RunSummary:
-        """The run's summary (the shards' added up, timed over the whole run, priced), stored as ``summary``."""
+        """The run's summary (the shards' added up, timed over the whole run, billed), stored as ``summary``."""
         retired = self.superseded["files"]
         run = replace(shards, seconds=time.time() - self.started_at, stale_files=shards.stale_files + retired)
-        run = run.priced(self.instance_type, self.spot_price)
+        run = run.billed(BillingRate(**self.billing_rate), on_cloud=on_cloud())
         self.summary = run.to_artifact()
-        log(f"merged {run.shards} shards: {run.processed} ok, {run.rejected} rejected")
+        log(f"merged {run.shards} shards: {run.processed} ok, {run.rejected} rejected; {run.cost_line()}")
         return run
 
     @contextmanager

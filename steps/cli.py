@@ -3,7 +3,7 @@
     spot-batch sample-data DIR [--count 240] [--seed 0]
     spot-batch verify OUTPUT --input INPUT
     spot-batch predictions OUTPUT [--labels INPUT]
-    spot-batch regions rank --instance-types g4dn.xlarge,g5.xlarge --gpu-hours 2 [--data-region ...]
+    spot-batch regions rank --instance-types g4dn.xlarge,g5.xlarge --task-hours 2 [--cpu 4 --gpu 1] [--data-region ...]
     spot-batch plan INPUT OUTPUT [--flow preprocess|infer] [--manifest URI] [--json]
 
 ``python -m steps`` is the same command.
@@ -57,16 +57,31 @@ def _predictions(args: argparse.Namespace) -> int:
 
 def _regions_rank(args: argparse.Namespace) -> int:
     from steps.cost.model import Job, format_ranking, rank
-    from steps.cost.prices import load_prices, read_snapshot
+    from steps.cost.prices import load_prices, parse_snapshot, read_snapshot
+    from steps.cost.resources import StepResources
 
     if len(args.data_region) != len(args.data_gb):
         raise ConfigError(
             "--data-gb", args.data_gb, f"one value per --data-region {args.data_region}", "pass them in the same order"
         )
-    book = load_prices(read_snapshot(), live=not args.snapshot_only, endpoint_url=args.endpoint_url)
+    wanted = set(args.instance_types)
+    known = wanted <= set(parse_snapshot(read_snapshot()).instance_types)  # else rank names the closest
+    book = load_prices(
+        read_snapshot(),
+        live=not args.snapshot_only,
+        endpoint_url=args.endpoint_url,
+        keep=(lambda q: q.instance_type in wanted) if known else None,
+    )
     data_gb = dict(zip(args.data_region, args.data_gb, strict=True))
-    job = Job(data_gb, args.gpu_hours, args.gpus, args.checkpoint_minutes)
-    ranking = rank(book, job, args.instance_types, args.regions)
+    job = Job(
+        data_gb,
+        dict.fromkeys(args.instance_types, args.task_hours),
+        StepResources(args.cpu, args.gpu, args.memory),
+        args.tasks,
+        args.checkpoint_minutes,
+        args.images,
+    )
+    ranking = rank(book, job, args.regions)
     if args.json:
         print(json.dumps(ranking.rows(), indent=2))
         print(f"{ranking.explanation}\n{ranking.prices}", file=sys.stderr)
@@ -115,8 +130,12 @@ def parser() -> argparse.ArgumentParser:
     cmd.add_argument(
         "--data-gb", type=lambda s: [float(x) for x in _csv(s)], default=[], help="GB in each --data-region, same order"
     )
-    cmd.add_argument("--gpu-hours", type=float, required=True, help="estimated total GPU-hours")
-    cmd.add_argument("--gpus", type=int, default=1, help="GPUs working in parallel (default 1)")
+    cmd.add_argument("--task-hours", type=float, required=True, help="estimated total task-hours of the step")
+    cmd.add_argument("--tasks", type=int, default=1, help="tasks working in parallel (default 1)")
+    cmd.add_argument("--cpu", type=int, default=4, help="vCPUs one task asks for (default 4)")
+    cmd.add_argument("--gpu", type=int, default=1, help="GPUs one task asks for; 0 = a CPU step (default 1)")
+    cmd.add_argument("--memory", type=int, default=0, help="MB one task asks for (default: not checked)")
+    cmd.add_argument("--images", type=int, default=0, help="images the step processes, for $ per million images")
     cmd.add_argument("--checkpoint-minutes", type=float, default=10.0, help="work lost per interruption (default 10)")
     cmd.add_argument("--regions", type=_csv, default=None, help="candidate regions (default: all priced)")
     cmd.add_argument("--snapshot-only", action="store_true", help="skip live EC2 prices, use config/prices.toml")

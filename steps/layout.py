@@ -7,6 +7,7 @@ Output location of a sharded run::
     _plan/layout.json                   the prefix width and range starts every later run keeps
     _plan/<shard>.jsonl                 a shard's sorted keys, one JSON string a line (the fan-out carries its name)
     _manifests/<shard>.parquet          a shard's completion marker, written last
+    _attempts/<run>/<shard>/<n>.json    when attempt n of a shard task started (billing counts killed ones)
     _ledger/<shard>/chunk-NNNNN.parquet  preprocessing: committed chunks (one row per input key)
     resized/<stem>.jpg, edges/<stem>.png preprocessing outputs
     predictions/<shard>/part-NNNNN.parquet inference: committed parts, one row per input key
@@ -28,6 +29,7 @@ PLAN_LAYOUT_KEY = f"{PLAN_DIR}/layout.json"
 MANIFEST_DIR = "_manifests"
 LEASE_KEY = "_lease.json"  # the one-writer lease: which run writes this output (steps.sharding.lease)
 PROBE_DIR = "_probe"  # write-permission probes in ``start``, deleted at once
+ATTEMPTS_DIR = "_attempts"  # one start record per task attempt: what killed attempts billed
 
 # Output location: per-flow outputs
 LEDGER_DIR = "_ledger"
@@ -70,6 +72,10 @@ def planned_shard_name(plan_key: str) -> str | None:
 
 def manifest_key(shard_name: str) -> str:
     return f"{MANIFEST_DIR}/{shard_name}.parquet"
+
+
+def attempt_key(run_id: str, shard_name: str, attempt: int) -> str:
+    return f"{ATTEMPTS_DIR}/{run_id}/{shard_name}/{attempt}.json"
 
 
 def manifest_shard_name(key: str) -> str:

@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+MAX_DECIMALS = 8
 
 
 @dataclass(frozen=True)
@@ -52,3 +56,51 @@ def bar_chart_png(labels: Sequence[str], values: Sequence[float], ylabel: str, t
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return buffer.getvalue()
+
+
+def usd(value: float) -> str:
+    """Dollars for people: cents when a cent or more, else two significant digits ($0.000042)."""
+    if value == 0:
+        return "$0"
+    if abs(value) >= 0.01:
+        return f"${value:,.2f}"
+    decimals = min(MAX_DECIMALS, 1 - math.floor(math.log10(abs(value))))
+    return f"${value:.{decimals}f}"
+
+
+def column_decimals(values: Sequence[float], least: int = 2) -> int:
+    """Decimals that keep every distinct value of a column distinct and give the smallest non-zero
+    one at least two significant digits: a ranking's reason stays visible in the cells."""
+    distinct = {round(v, MAX_DECIMALS) for v in values}
+    smallest = min((abs(v) for v in values if v), default=1.0)
+    decimals = least
+    while decimals < MAX_DECIMALS and (
+        len({round(v, decimals) for v in distinct}) < len(distinct) or smallest < 10 ** (1 - decimals)
+    ):
+        decimals += 1
+    return decimals
+
+
+def fixed(values: Sequence[float], least: int = 2) -> list[str]:
+    """A numeric column, all with the same decimals (``column_decimals``)."""
+    decimals = column_decimals(values, least)
+    return [f"{v:,.{decimals}f}" for v in values]
+
+
+def iso_time(epoch_seconds: float) -> str:
+    """A Unix time as ISO 8601 UTC to the second, e.g. 2026-12-01T10:11:31Z."""
+    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def human(value: object) -> str:
+    """A table cell: floats to 4 significant digits without trailing zeros (no 16-digit noise),
+    never blank."""
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    digits = max(0, 3 - math.floor(math.log10(abs(value))))
+    text = f"{value:,.{digits}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text

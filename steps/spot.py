@@ -53,14 +53,18 @@ _TRANSIENT_AWS_CODES = frozenset(
 )
 
 
+def on_cloud() -> bool:
+    """Whether this process runs on AWS Batch or Kubernetes (where instances bill task time)."""
+    return "AWS_BATCH_JOB_ID" in os.environ or "KUBERNETES_SERVICE_HOST" in os.environ
+
+
 def metadata_url() -> str | None:
     """Where to poll, or None where no spot interruption can reach this process."""
     explicit = os.environ.get(METADATA_URL_ENV)
     if explicit:
         return explicit.rstrip("/")
-    on_cloud = "AWS_BATCH_JOB_ID" in os.environ or "KUBERNETES_SERVICE_HOST" in os.environ
     disabled = os.environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "true"
-    return DEFAULT_METADATA_URL if on_cloud and not disabled else None
+    return DEFAULT_METADATA_URL if on_cloud() and not disabled else None
 
 
 class InterruptionWatcher:

@@ -1,41 +1,53 @@
-"""Choose where a GPU job runs: price every region x instance type, including moving the data.
+"""Choose where a step runs: price every region x instance type that fits it, moving the data included.
 
     spot-batch regions rank --instance-types g4dn.xlarge,g5.xlarge --data-region eu-west-1 \
-        --data-gb 220 --gpu-hours 2 [--json]
+        --data-gb 220 --task-hours 2 [--cpu 4 --gpu 1] [--json]
 
 Price-only rankings (SkyPilot's, for one) treat traffic inside a cloud as free. It is not: moving
 220 GB across AWS regions costs ≈ $4.40, more than a whole 250k-image preprocessing run. The
-cost model here is pure (a ``PriceBook`` and a ``Job`` in, a ``Ranking`` out) and prices, for
-each candidate region R and instance type T:
+cost model here is pure (a ``PriceBook`` and a ``Job`` in, a ``Ranking`` out).
 
-- compute = instance-hours x spot $/h(R, T), where instance-hours = gpu_hours / GPUs per instance;
+Candidates follow the step's ``@resources`` (``StepResources``): a step without a GPU is priced on
+CPU instance types only, a GPU step on GPU types only, and a type must hold one task's vCPUs,
+memory and GPUs. For each candidate region R and instance type T:
+
+- compute = instance-hours x spot $/h(R, T). task-hours(T) = images x seconds per image of one
+  task on T (the calibrated rate); an instance runs ``tasks_per_instance`` tasks side by side
+  (never more than the job has), so instance-hours = task-hours / that;
 - egress  = GB of input stored outside R x cross-region $/GB (outputs are not priced);
-- rework  = compute x p x min(1, checkpoint / task length). Each of the job's ``gpus`` parallel
-  tasks runs gpu_hours / gpus hours, is reclaimed with probability p (the AWS interruption band
-  priced by ``prices.toml``, conservatively taken as the chance per task, at most once), and then
-  redoes at most one checkpoint interval (a chunk): committed work is never redone;
-- total   = compute + egress + rework, the expected cost. Ranked by total, then region name,
-  then instance type, so equal totals always rank the same way.
+- rework  = compute x p x min(1, checkpoint / task length). Each of the job's ``tasks`` runs
+  task-hours / tasks, is reclaimed with probability p (the AWS interruption band priced by
+  ``prices.toml``, conservatively taken as the chance per task, at most once), and then redoes at
+  most one checkpoint interval (a chunk): committed work is never redone;
+- total   = compute + egress + rework, the expected cost; per million images when the job says
+  how many. Ranked by total, then region name, then instance type, so equal totals always rank
+  the same way.
 
-``choose_region`` and ``data_region`` are the I/O edges (bucket locations, object sizes) that a
-flow's ``select_region`` step calls; everything above them is pure.
+``choose_region`` and ``data_region`` (steps/cost/placement.py) are the I/O edges that a flow's
+``select_region`` step calls; everything here is pure.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 
+from steps.cost.capacity import Capacity, shifted_band
 from steps.cost.prices import PriceBook, PriceQuote
+from steps.cost.resources import StepResources
 from steps.errors import ConfigError
 from steps.io.validation import check_names
-from steps.report import Table
+from steps.report import Table, fixed, usd
 
 GB = 1e9
 
+NO_CAPACITY = Capacity()
 
-_CENT = 0.005  # differences below half a cent are not worth a word in the explanation
+# Cost differences under half a cent, or under 1% of the rival's total for a job of cents, are not
+# worth a word in the explanation.
+_CENT = 0.005
+_NOTABLE = 0.01
 
 
 def aws_regions() -> list[str]:
@@ -47,12 +59,15 @@ def aws_regions() -> list[str]:
 
 @dataclass(frozen=True)
 class Job:
-    """What is being priced: input GB per region, total GPU-hours, parallel GPUs, checkpoint interval."""
+    """What is being priced: input GB per region; per candidate instance type, the task-hours the
+    whole job needs there; one task's resources; tasks side by side; checkpoint interval; images."""
 
     data_gb: Mapping[str, float]
-    gpu_hours: float
-    gpus: int = 1
+    task_hours: Mapping[str, float]
+    resources: StepResources = field(default_factory=lambda: StepResources(cpu=1, gpu=1))
+    tasks: int = 1
     checkpoint_minutes: float = 10.0
+    images: int = 0
 
     @property
     def home(self) -> str | None:
@@ -64,8 +79,11 @@ class Job:
 class RegionQuote:
     region: str
     instance_type: str
+    shape: str  # "1 GPU, 4 vCPU, 16 GiB"
     spot_price: float
     on_demand_price: float
+    tasks_per_instance: int
+    task_hours: float
     instance_hours: float
     compute_cost: float
     moved_gb: float
@@ -74,44 +92,55 @@ class RegionQuote:
     interruption_probability: float
     rework_cost: float
     total_cost: float
+    usd_per_million_images: float | None
 
     @property
     def label(self) -> str:
         return f"{self.region} {self.instance_type}"
 
     def as_dict(self) -> dict:
-        """Rounded for people and JSON; ranking uses the exact values."""
-        return {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        """Plain data for the artifact and JSON, unrounded: a short run costs fractions of a cent."""
+        return asdict(self)
 
 
-def quote(price: PriceQuote, job: Job, book: PriceBook) -> RegionQuote:
-    """The expected cost of ``job`` on ``price``'s instance type in its region (model: module docstring)."""
-    instance_hours = job.gpu_hours / price.gpus
+def quote(price: PriceQuote, job: Job, book: PriceBook, capacity: Capacity = NO_CAPACITY) -> RegionQuote:
+    """The expected cost of ``job`` on ``price``'s instance type in its region (model: module docstring);
+    scarce capacity or a volatile price there prices it one band riskier (steps/cost/capacity.py)."""
+    side_by_side = min(job.resources.tasks_per_instance(price.shape), job.tasks)
+    task_hours = job.task_hours[price.instance_type]
+    instance_hours = task_hours / side_by_side
     compute = instance_hours * price.spot
     moved_gb = sum(gb for region, gb in job.data_gb.items() if region != price.region)
     egress = moved_gb * book.cross_region_per_gb
-    probability = book.band_rates[price.band]
-    task_hours = job.gpu_hours / job.gpus
-    lost_fraction = min(1.0, job.checkpoint_minutes / 60 / task_hours) if task_hours > 0 else 0.0
+    steps, why = capacity.shift(price.region, price.instance_type)
+    band = shifted_band(price.band, steps, list(book.band_rates))
+    probability = book.band_rates[band]
+    task_length = task_hours / job.tasks
+    lost_fraction = min(1.0, job.checkpoint_minutes / 60 / task_length) if task_length > 0 else 0.0
     rework = compute * probability * lost_fraction
+    total = compute + egress + rework
     return RegionQuote(
         region=price.region,
         instance_type=price.instance_type,
+        shape=price.shape.describe(),
         spot_price=price.spot,
         on_demand_price=price.on_demand,
+        tasks_per_instance=side_by_side,
+        task_hours=task_hours,
         instance_hours=instance_hours,
         compute_cost=compute,
         moved_gb=moved_gb,
         egress_cost=egress,
-        risk=price.band,
+        risk=f"{price.band} → {band} ({why})" if why else price.band,
         interruption_probability=probability,
         rework_cost=rework,
-        total_cost=compute + egress + rework,
+        total_cost=total,
+        usd_per_million_images=total / job.images * 1e6 if job.images else None,
     )
 
 
 def _rank_key(q: RegionQuote) -> tuple[float, str, str]:
-    return (round(q.total_cost, 9), q.region, q.instance_type)  # rounding: float noise is not a win
+    return (round(q.total_cost, 12), q.region, q.instance_type)  # rounding: float noise is not a win
 
 
 @dataclass(frozen=True)
@@ -128,39 +157,29 @@ class Ranking:
         """The ranked table as plain dicts: a Metaflow artifact or the CLI's --json."""
         return [q.as_dict() for q in self.quotes]
 
-    def table(self) -> Table:
-        return Table(
-            "Regions ranked by expected cost",
-            [
-                "#",
-                "region",
-                "instance",
-                "spot $/h",
-                "on-demand $/h",
-                "compute $",
-                "moved GB",
-                "egress $",
-                "risk",
-                "rework $",
-                "expected $",
-            ],
-            [
-                [
-                    i,
-                    q.region,
-                    q.instance_type,
-                    f"{q.spot_price:.4f}",
-                    f"{q.on_demand_price:.4f}",
-                    f"{q.compute_cost:.2f}",
-                    f"{q.moved_gb:g}",
-                    f"{q.egress_cost:.2f}",
-                    q.risk,
-                    f"{q.rework_cost:.2f}",
-                    f"{q.total_cost:.2f}",
-                ]
-                for i, q in enumerate(self.quotes, 1)
-            ],
-        )
+    def table(self, limit: int | None = None) -> Table:
+        """Best first, the deciding column (expected $) right after the candidate; the same
+        decimals down a column, enough to tell every row apart."""
+        quotes = self.quotes[:limit]
+        per_million = all(q.usd_per_million_images is not None for q in quotes)
+        header = ["#", "region", "instance", "spot $/h", "task-hours", "expected $"]
+        columns = [
+            fixed([q.spot_price for q in quotes], 3),
+            fixed([q.task_hours for q in quotes]),
+            fixed([q.total_cost for q in quotes]),
+        ]
+        if per_million:
+            header.append("$ per M images")
+            columns.append(fixed([q.usd_per_million_images or 0.0 for q in quotes]))
+        header += ["egress $", "rework $ (risk)"]
+        columns += [fixed([q.egress_cost for q in quotes]), fixed([q.rework_cost for q in quotes])]
+        rows = []
+        for i, q in enumerate(quotes):
+            cells = [column[i] for column in columns]
+            cells[-1] = f"{cells[-1]} ({q.risk})"
+            rows.append([i + 1, q.region, f"{q.instance_type} ({q.shape})", *cells])
+        title = "Regions ranked by expected cost" + (f" (best {len(quotes)} of {len(self.quotes)})" if limit else "")
+        return Table(title, header, rows)
 
 
 def rival(quotes: Sequence[RegionQuote], home: str | None) -> RegionQuote | None:
@@ -176,51 +195,73 @@ def rival(quotes: Sequence[RegionQuote], home: str | None) -> RegionQuote | None
     return cheapest if cheapest is not best else others[0]
 
 
+def _amount(q: RegionQuote, dollars: float) -> str:
+    """``dollars`` for this run, and per million images when the job counts them."""
+    per_million = (
+        f" ({usd(dollars / q.total_cost * q.usd_per_million_images)} per M images)"
+        if (q.usd_per_million_images and q.total_cost)
+        else ""
+    )
+    return f"{usd(dollars)}{per_million}"
+
+
 def explain(best: RegionQuote, other: RegionQuote | None, home: str | None) -> str:
     """One sentence: the winner, what it beat and by how much, and which cost terms decided it."""
     where = " where the data is" if best.region == home else ""
     if other is None:
-        return f"{best.label}{where}: ${best.total_cost:.2f} expected, the only candidate."
+        return f"{best.label}{where}: {_amount(best, best.total_cost)} expected, the only candidate."
+    notable = min(_CENT, _NOTABLE * other.total_cost)
     pros, cons = [], []
+    prices = f"${best.spot_price:.3f}/h vs ${other.spot_price:.3f}/h"
     d_compute = other.compute_cost - best.compute_cost
-    if d_compute > _CENT:
-        pros.append(f"its spot price is lower (${best.spot_price:.3f}/h vs ${other.spot_price:.3f}/h)")
-    elif d_compute < -_CENT:
-        cons.append(f"a higher spot price (${best.spot_price:.3f}/h vs ${other.spot_price:.3f}/h)")
-    if other.egress_cost - best.egress_cost > _CENT:
-        pros.append(f"it avoids moving {other.moved_gb:g} GB across regions (${other.egress_cost:.2f})")
-    elif best.egress_cost - other.egress_cost > _CENT:
-        cons.append(f"${best.egress_cost:.2f} to move {best.moved_gb:g} GB")
-    if other.rework_cost - best.rework_cost > _CENT:
+    if d_compute > notable:
+        cheaper_hour = best.spot_price < other.spot_price
+        pros.append(
+            f"its spot price is lower ({prices})"
+            if cheaper_hour
+            else f"it needs fewer instance-hours ({best.instance_hours:.3g} h vs {other.instance_hours:.3g} h)"
+        )
+    elif d_compute < -notable:
+        cons.append(f"a higher spot price ({prices})")
+    if other.egress_cost - best.egress_cost > notable:
+        pros.append(f"it avoids moving {other.moved_gb:g} GB across regions ({usd(other.egress_cost)})")
+    elif best.egress_cost - other.egress_cost > notable:
+        cons.append(f"{usd(best.egress_cost)} to move {best.moved_gb:g} GB")
+    # Rework follows compute; only a different band is a reason of its own.
+    safer = best.interruption_probability < other.interruption_probability
+    riskier = best.interruption_probability > other.interruption_probability
+    if safer and other.rework_cost - best.rework_cost > notable:
         pros.append(f"its interruption risk is lower ({best.risk} vs {other.risk})")
-    elif best.rework_cost - other.rework_cost > _CENT:
+    elif riskier and best.rework_cost - other.rework_cost > notable:
         cons.append(f"higher interruption risk ({best.risk} vs {other.risk})")
     if pros:
         why = " because " + " and ".join(pros)
     elif _rank_key(best)[0] == _rank_key(other)[0]:
         why = " (equal cost: ties go to the region name, then the instance type)"
     else:
-        why = " (less than a cent apart)"
+        why = " (less than a cent apart)" if other.total_cost >= 1 else f" (within {_NOTABLE:.0%} of each other)"
     despite = ", despite " + " and ".join(cons) if cons else ""
     other_where = " where the data is" if other.region == home else ""
     return (
-        f"{best.label}{where}: ${best.total_cost:.2f} expected, ${other.total_cost - best.total_cost:.2f} "
-        f"less than {other.label}{other_where}{why}{despite}."
+        f"{best.label}{where}: {_amount(best, best.total_cost)} expected, "
+        f"{_amount(best, other.total_cost - best.total_cost)} less than {other.label}{other_where}{why}{despite}."
     )
 
 
 def rank(
     book: PriceBook,
     job: Job,
-    instance_types: Sequence[str],
     regions: Sequence[str] | None = None,
     today: date | None = None,
+    capacity: Capacity = NO_CAPACITY,
 ) -> Ranking:
-    """Every offered (region, instance type) pair priced for ``job``, best first, with the reason.
+    """Every offered (region, instance type) pair of ``job.task_hours`` priced for ``job``, best
+    first, with the reason.
 
-    ``regions`` defaults to every region in the price book. Unknown names raise ConfigError with
-    the closest valid ones.
+    ``regions`` defaults to every region in the price book. Unknown names, and instance types that
+    cannot hold one of the job's tasks, raise ConfigError (the closest valid names, or the fix).
     """
+    instance_types = sorted(job.task_hours)
     check_names(
         "instance type",
         instance_types,
@@ -233,23 +274,30 @@ def rank(
         "region", candidates, book.regions, "a region priced in config/prices.toml", "--regions or config/regions.toml"
     )
     check_names("data region", job.data_gb, aws_regions() + book.regions, "an AWS region name", "--data-region")
-    if job.gpu_hours < 0 or job.gpus < 1:
-        raise ConfigError("job", job, "gpu_hours >= 0 and gpus >= 1", "fix --gpu-hours / --gpus")
-    quotes = sorted(
-        (quote(p, job, book) for p in book.quotes if p.region in candidates and p.instance_type in instance_types),
-        key=_rank_key,
-    )
+    if any(hours < 0 for hours in job.task_hours.values()) or job.tasks < 1:
+        raise ConfigError("job", job, "task-hours >= 0 and tasks >= 1", "fix --task-hours / --tasks")
+    offered = [p for p in book.quotes if p.region in candidates and p.instance_type in instance_types]
+    for price in offered:
+        if job.resources.tasks_per_instance(price.shape) < 1:
+            raise ConfigError(
+                "instance type",
+                f"{price.instance_type} ({price.shape.describe()})",
+                f"one that holds a task of {job.resources.describe()}",
+                "choose an instance type of the step's kind (GPU types for GPU steps, CPU types otherwise), "
+                "or fix --cpu / --gpu / --memory",
+            )
+    quotes = sorted((quote(p, job, book, capacity) for p in offered), key=_rank_key)
     if not quotes:
         raise ConfigError(
             "instance types",
-            list(instance_types),
+            instance_types,
             f"offered in one of {candidates}",
             "add a region or an instance type that config/prices.toml prices there",
         )
     return Ranking(
         tuple(quotes),
         explain(quotes[0], rival(quotes, job.home), job.home),
-        book.describe(today or datetime.now(UTC).date()),
+        f"{book.describe(today or datetime.now(UTC).date())}; {capacity.note}",
     )
 
 

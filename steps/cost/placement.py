@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from steps.cost.model import GB, Job, Ranking, rank
+from steps.cost.billing import BillingRate
+from steps.cost.capacity import Capacity
+from steps.cost.model import GB, NO_CAPACITY, Job, Ranking, RegionQuote, rank
 from steps.cost.prices import PriceBook
+from steps.cost.resources import StepResources
+from steps.cost.throughput import ImageCost, image_cost
 from steps.errors import ConfigError
 from steps.io.storage import is_s3, open_storage, s3_client
 from steps.report import Report
@@ -36,37 +40,68 @@ def input_sizes(uris: Iterable[str]) -> dict[str, int]:
     return {uri: sum(o.size for o in open_storage(uri).list()) for uri in uris}
 
 
-def batch_settings(region: str, regions_config: Mapping) -> tuple[dict[str, str], list[str]]:
-    """Environment and ``--with`` specs that put a Metaflow run on ``region``'s Batch queue.
+def queue_key(resources: StepResources | None) -> str:
+    """The regions.toml key of the queue for a step: ``cpu_batch_queue`` without a GPU."""
+    return "cpu_batch_queue" if resources is not None and resources.gpu == 0 else "batch_queue"
+
+
+def batch_settings(
+    region: str, regions_config: Mapping, resources: StepResources | None = None
+) -> tuple[dict[str, str], list[str]]:
+    """Environment and ``--with`` specs that put a Metaflow run on ``region``'s Batch queue for
+    steps of ``resources`` (default: the GPU queue).
 
     Metaflow fixes the compute layer when a run starts, so a choice made inside a run applies to
     the runs it launches (flows/dispatch.py) or to the next run the user starts with these.
     """
-    queue = regions_config["regions"].get(region, {}).get("batch_queue")
+    key = queue_key(resources)
+    queue = regions_config["regions"].get(region, {}).get(key)
     if not queue:
         raise ConfigError(
             "region",
             region,
-            "a region with a batch_queue in config/regions.toml",
-            f'add [regions.{region}] batch_queue = "..." there',
+            f"a region with a {key} in config/regions.toml",
+            f'add [regions.{region}] {key} = "..." there',
         )
     return {"AWS_DEFAULT_REGION": region}, [f"batch:queue={queue}"]
 
 
+# Rows of the region card: the deciding ones. The artifact ``region_table`` keeps every row.
+CARD_ROWS = 12
+
+
 @dataclass(frozen=True)
 class RegionChoice:
-    """Where a run goes, why, and what the compute layer needs to get it there."""
+    """Where a run goes, on which instance type, why, and what the compute layer needs to get it there."""
 
     region: str
     instance_type: str
     batch_queue: str
-    gpu_hours: float
+    resources: StepResources
     data_gb: dict[str, float]
     ranking: Ranking
+    rate: ImageCost  # one task's calibrated cost per image on the chosen type
+
+    def billing_rate(self) -> BillingRate:
+        """What the run's summary is priced at: the chosen instance, shared by its tasks."""
+        best = self.best
+        return BillingRate(
+            region=best.region,
+            instance_type=best.instance_type,
+            resources=self.resources.describe(),
+            spot_usd_per_hour=best.spot_price,
+            tasks_per_instance=best.tasks_per_instance,
+            seconds_per_image=self.rate.ms_per_image / 1000,
+            rate_source=f"config/throughput.toml: {self.rate.source}",
+        )
 
     @property
     def explanation(self) -> str:
         return self.ranking.explanation
+
+    @property
+    def best(self) -> RegionQuote:
+        return self.ranking.best
 
     @property
     def region_table(self) -> list[dict]:
@@ -74,46 +109,104 @@ class RegionChoice:
         return self.ranking.rows()
 
     def report(self) -> Report:
-        data = ", ".join(f"{gb:g} GB in {r}" for r, gb in sorted(self.data_gb.items())) or "no input data"
+        data = ", ".join(f"{gb:.3g} GB in {r}" for r, gb in sorted(self.data_gb.items())) or "no input data"
+        best = self.best
         return Report(
             "Region choice",
-            f"{self.explanation}\n\n{self.gpu_hours:.2f} GPU-hours estimated; {data}. {self.ranking.prices}. "
+            f"{self.explanation}\n\nA task asks for {self.resources.describe()}: candidates are the instance types "
+            f"that hold one ({len({q.instance_type for q in self.ranking.quotes})} types). "
+            f"{best.task_hours:.3g} task-hours estimated on {best.instance_type} from {self.rate.describe()}; {data}. "
+            f"{self.ranking.prices}. "
             f"To run there: `AWS_DEFAULT_REGION={self.region} python flows/<flow>.py run "
             f"--with batch:queue={self.batch_queue} ...`",
-            [self.ranking.table()],
+            [self.ranking.table(CARD_ROWS if len(self.ranking.quotes) > CARD_ROWS else None)],
         )
 
 
+def candidate_costs(
+    prices: PriceBook,
+    resources: StepResources,
+    architectures: Iterable[str],
+    cost_on: Callable[[str], ImageCost | None],
+) -> dict[str, ImageCost]:
+    """Per instance type that can run the step — of its kind (GPU or CPU), big enough for one task,
+    of an allowed CPU architecture, with a calibrated rate — one task's cost per image there."""
+    allowed = set(architectures)
+    costs = {}
+    for price in prices.quotes:
+        if price.shape.arch not in allowed or resources.tasks_per_instance(price.shape) < 1:
+            continue
+        cost = cost_on(price.instance_type)
+        if cost is not None:
+            costs[price.instance_type] = cost
+    if not costs:
+        raise ConfigError(
+            "resources",
+            resources.describe(),
+            f"an instance type in config/prices.toml that holds such a task ({', '.join(sorted(allowed))}) and has "
+            "a per-image rate in config/throughput.toml",
+            "add one, or change the step's [resources]",
+        )
+    return costs
+
+
+def calibrated_cost(throughput: Mapping, flow: str, resources: StepResources, instance_type: str) -> ImageCost | None:
+    """One task's per-image cost of ``flow`` on ``instance_type`` (config/throughput.toml: a
+    per-vCPU figure is the same on every type); None when the file has no figure for that type."""
+    try:
+        return image_cost(throughput, flow, vcpus=resources.cpu, instance_type=instance_type)
+    except ConfigError:
+        return None
+
+
 def choose_region(
-    inputs: Mapping[str, int], images: int, *, regions_config: Mapping, prices: PriceBook
+    inputs: Mapping[str, int],
+    images: int,
+    *,
+    resources: StepResources,
+    tasks: int,
+    flow: str,
+    throughput: Mapping,
+    regions_config: Mapping,
+    prices: PriceBook,
+    capacity: Capacity = NO_CAPACITY,
 ) -> RegionChoice:
-    """Pick the region and instance type for a run, among the regions in ``regions_config``.
+    """Pick the region and instance type for a run's foreach step, among the regions in ``regions_config``.
 
     ``inputs``: each input URI → its total bytes (``input_sizes`` measures them). ``images``: how
-    many images the run processes; GPU-hours = images x ``[estimate] seconds_per_image`` / 3600.
-    ``regions_config``: parsed config/regions.toml (a dict or a Metaflow ``Config``); candidate
-    instance types, parallel GPUs and checkpoint interval come from its ``[estimate]`` table.
-    ``prices``: a ``PriceBook`` from ``steps.cost.prices.load_prices``.
+    many images the run processes, in ``tasks`` tasks of ``resources`` each (the step's
+    ``@resources``). ``throughput``: parsed config/throughput.toml, whose ``flow`` section gives a
+    task's calibrated cost per image on each instance type (a type without one is no candidate).
+    ``regions_config``: parsed config/regions.toml (a dict or a Metaflow ``Config``): candidate
+    regions, allowed CPU architectures and the checkpoint interval. ``prices``: a ``PriceBook``
+    from ``steps.cost.prices.load_prices``. ``capacity``: placement scores and price volatility
+    (``steps.cost.capacity.live_capacity``), which make scarce or volatile pairs riskier.
     """
     estimate = regions_config["estimate"]
+    costs = candidate_costs(
+        prices, resources, estimate["architectures"], lambda t: calibrated_cost(throughput, flow, resources, t)
+    )
     data_gb: dict[str, float] = {}
     for uri, size in inputs.items():
         region = data_region(uri, regions_config)
         data_gb[region] = data_gb.get(region, 0.0) + size / GB
     job = Job(
         data_gb,
-        images * float(estimate["seconds_per_image"]) / 3600,
-        int(estimate["gpus"]),
+        {t: images * cost.ms_per_image / 3_600_000 for t, cost in costs.items()},
+        resources,
+        max(1, tasks),
         float(estimate["checkpoint_minutes"]),
+        images,
     )
-    ranking = rank(prices, job, list(estimate["instance_types"]), list(regions_config["regions"]))
+    ranking = rank(prices, job, list(regions_config["regions"]), capacity=capacity)
     best = ranking.best
     target = regions_config["regions"][best.region]
     return RegionChoice(
         region=best.region,
         instance_type=best.instance_type,
-        batch_queue=str(target["batch_queue"]),
-        gpu_hours=job.gpu_hours,
+        batch_queue=str(target[queue_key(resources)]),
+        resources=resources,
         data_gb=data_gb,
         ranking=ranking,
+        rate=costs[best.instance_type],
     )

@@ -1,4 +1,4 @@
-"""Hourly GPU prices, egress rates and interruption bands: live spot prices when AWS answers,
+"""Hourly instance prices (GPU and CPU types), egress rates and interruption bands: live spot prices when AWS answers,
 otherwise the dated snapshot in ``config/prices.toml``.
 
 Live: ``ec2.describe_spot_price_history`` per region (current price, Linux/UNIX), short timeouts
@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import statistics
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -35,15 +35,33 @@ PRODUCT = "Linux/UNIX"
 
 
 @dataclass(frozen=True)
+class InstanceShape:
+    """What one instance offers a task: the resources a step's ``@resources`` asks for."""
+
+    vcpus: int
+    memory_gib: float
+    gpus: int = 0
+    arch: str = "x86_64"
+
+    def describe(self) -> str:
+        gpus = f"{self.gpus} GPU, " if self.gpus else ""
+        return f"{gpus}{self.vcpus} vCPU, {self.memory_gib:g} GiB"
+
+
+@dataclass(frozen=True)
 class PriceQuote:
     """What one instance type costs per hour in one region, and how often spot loses it."""
 
     region: str
     instance_type: str
-    gpus: int
+    shape: InstanceShape
     on_demand: float
     spot: float
     band: str  # AWS interruption-frequency band, e.g. "5-10%"
+
+    @property
+    def gpus(self) -> int:
+        return self.shape.gpus
 
 
 @dataclass(frozen=True)
@@ -80,7 +98,7 @@ class PriceBook:
 def parse_snapshot(snapshot: Mapping) -> PriceBook:
     """A ``PriceBook`` from the parsed ``prices.toml`` (a dict, or a Metaflow ``Config`` value)."""
     quotes = tuple(
-        PriceQuote(region, name, int(spec["gpus"]), float(p["on_demand"]), float(p["spot"]), str(p["band"]))
+        PriceQuote(region, name, _shape(spec), float(p["on_demand"]), float(p["spot"]), str(p["band"]))
         for name, spec in snapshot["instances"].items()
         for region, p in spec["regions"].items()
     )
@@ -91,6 +109,10 @@ def parse_snapshot(snapshot: Mapping) -> PriceBook:
         snapshot_date=date.fromisoformat(str(snapshot["snapshot_date"])),
         bands_assumed=bool(snapshot["risk"]["bands_assumed"]),
     )
+
+
+def _shape(spec: Mapping) -> InstanceShape:
+    return InstanceShape(int(spec["vcpus"]), float(spec["memory_gib"]), int(spec.get("gpus", 0)), str(spec["arch"]))
 
 
 def read_snapshot(path: Path = SNAPSHOT_PATH) -> dict:
@@ -153,11 +175,22 @@ def with_live_spot(book: PriceBook, endpoint_url: str | None = None) -> PriceBoo
     return replace(book, quotes=quotes, live_at=datetime.now(UTC))
 
 
-def load_prices(snapshot: Mapping, *, live: bool = True, endpoint_url: str | None = None) -> PriceBook:
-    """Live spot prices when ``live`` and AWS credentials exist and every region answers; else the snapshot."""
+def load_prices(
+    snapshot: Mapping,
+    *,
+    live: bool = True,
+    endpoint_url: str | None = None,
+    keep: Callable[[PriceQuote], bool] | None = None,
+) -> PriceBook:
+    """Live spot prices when ``live`` and AWS credentials exist and every region answers; else the snapshot.
+
+    ``keep`` limits the book (and the live lookup) to the quotes a step can use, e.g. CPU types.
+    """
     from botocore.exceptions import BotoCoreError, ClientError
 
     book = parse_snapshot(snapshot)
+    if keep is not None:
+        book = replace(book, quotes=tuple(q for q in book.quotes if keep(q)))
     if not live:
         return replace(book, fallback_reason="live prices not requested")
     if aws_session().get_credentials() is None:

@@ -60,24 +60,42 @@ def load_labels(storage: Storage) -> pd.DataFrame | None:
 
 @dataclass(frozen=True)
 class Scores:
-    """Label counts and accuracy counts of some predictions; shards' scores add up to the run's."""
+    """Label counts and, for labelled images, (truth, predicted) counts: a shard's small aggregate
+    of its predictions (at most classes² pairs, never one row per image); shards' add up."""
 
     label_counts: Counter[str] = field(default_factory=Counter)
-    labelled: int = 0
-    correct: int = 0
+    confusion: Counter[tuple[str, str]] = field(default_factory=Counter)  # (truth, predicted) → images
+
+    @property
+    def labelled(self) -> int:
+        return sum(self.confusion.values())
+
+    @property
+    def correct(self) -> int:
+        return sum(n for (truth, predicted), n in self.confusion.items() if truth == predicted)
 
     def __add__(self, other: Scores) -> Scores:
-        return Scores(
-            self.label_counts + other.label_counts, self.labelled + other.labelled, self.correct + other.correct
-        )
+        return Scores(self.label_counts + other.label_counts, self.confusion + other.confusion)
 
     def to_dict(self) -> dict:
-        """Plain data for an artifact (``dataclasses.asdict`` would mangle the Counter)."""
-        return {"label_counts": dict(self.label_counts), "labelled": self.labelled, "correct": self.correct}
+        """Plain data for an artifact (``dataclasses.asdict`` would mangle the Counters)."""
+        return {
+            "label_counts": dict(self.label_counts),
+            "confusion": [[truth, predicted, n] for (truth, predicted), n in sorted(self.confusion.items())],
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Scores:
-        return cls(Counter(data["label_counts"]), data["labelled"], data["correct"])
+        return cls(Counter(data["label_counts"]), Counter({(t, p): n for t, p, n in data["confusion"]}))
+
+    def per_class(self) -> list[tuple[str, int, int]]:
+        """(true class, labelled images, correct), most labelled first, then by name."""
+        labelled: Counter[str] = Counter()
+        correct: Counter[str] = Counter()
+        for (truth, predicted), n in self.confusion.items():
+            labelled[truth] += n
+            correct[truth] += n if truth == predicted else 0
+        return sorted(((c, labelled[c], correct[c]) for c in labelled), key=lambda row: (-row[1], row[0]))
 
     def accuracy(self) -> dict:
         """Top-1 accuracy over the predicted images that have a ground-truth label."""
@@ -94,7 +112,8 @@ def score(predictions: pd.DataFrame, labels: pd.DataFrame | None) -> Scores:
     if labels is None:
         return Scores(counts)
     joined = ok.merge(labels[["key", "truth"]], on="key", how="inner")
-    return Scores(counts, len(joined), int((joined["label"] == joined["truth"]).sum()))
+    pairs = Counter(zip(joined["truth"].astype(str), joined["label"].astype(str), strict=True))
+    return Scores(counts, pairs)
 
 
 def describe(predictions: pd.DataFrame, labels: pd.DataFrame | None = None) -> str:

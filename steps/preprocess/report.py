@@ -9,7 +9,7 @@ from steps.imaging.codec import thumbnail_jpeg
 from steps.io.storage import Storage
 from steps.layout import edges_key, resized_key
 from steps.report import Images, Report
-from steps.sharding.report import durations_table, rejects_table, shard_table, throughput_chart, totals_table
+from steps.sharding.report import durations_table, rejects_tables, shard_table, throughput_chart, totals_table
 from steps.sharding.summary import RunSummary, ShardStats
 
 
@@ -33,5 +33,5 @@ def build_report(stats: Sequence[ShardStats], summary: RunSummary, source: Stora
         )
     report.sections.append(shard_table(stats))
     report.sections.append(durations_table(stats))
-    report.sections.append(rejects_table(stats))
+    report.sections.extend(rejects_tables(stats))
     return report

@@ -84,6 +84,7 @@ class ShardOutcome:
     skipped_chunks: int
     seconds: float
     skipped: bool = False  # complete in an earlier run, so nothing was done now
+    reused_images: int = 0  # images of the reused chunks: not processed by this attempt
     stale_files: int = 0  # files of earlier runs removed because the plan no longer has their keys
 
 
@@ -187,4 +188,7 @@ def run_chunked(
     manifest = pa.concat_tables(tables[i] for i in range(len(ranges))) if ranges else pa.table({"key": []})
     storage.write(manifest_key(name), table_to_parquet(manifest))
     progress.finish(f"{reused} chunks reused")
-    return ShardOutcome(name, manifest, len(ranges), reused, progress.elapsed_s, stale_files=stale_files)
+    reused_images = sum(len(ranges[i]) for i in state.reused if i < len(ranges))
+    return ShardOutcome(
+        name, manifest, len(ranges), reused, progress.elapsed_s, reused_images=reused_images, stale_files=stale_files
+    )

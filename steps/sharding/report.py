@@ -1,34 +1,70 @@
-"""Report sections every sharded run shows: totals, shards, rejects and throughput.
+"""Report sections every sharded run shows: totals, cost, shards, rejects by reason and throughput.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from steps.report import Chart, Table, bar_chart_png
+from steps.report import Chart, Table, bar_chart_png, human, usd
+from steps.sharding.rejects import merge_counts, reason_kind
 from steps.sharding.stragglers import ShardTiming, durations
 from steps.sharding.summary import RunSummary, ShardStats
 
+EXAMPLES_SHOWN = 3  # per reason, on the card
 DURATION_ROWS = 20  # the slowest shards listed; the headline covers them all
 
 
 def totals_table(summary: RunSummary) -> Table:
-    """The summary as a field/value table: a one-row table of ~20 columns is cut off on screen."""
-    return Table("Totals", ["field", "value"], [[name, value] for name, value in summary.to_artifact().items()])
+    """The summary for people: labels with units, rounded values, no blank cells."""
+    s = summary
+    rows = [
+        ["images", s.images],
+        ["ok / rejected", f"{s.processed} / {s.rejected}"],
+        ["processed by this run (images)", s.images_worked],
+        ["shards (skipped as complete)", f"{s.shards} ({s.skipped_shards})"],
+        ["chunks reused", s.reused_chunks],
+        ["wall time (s)", human(s.seconds)],
+        ["throughput this run (images/s)", human(s.images_per_second)],
+        ["task attempts (retried)", f"{s.attempts} ({s.retried_attempts})"],
+        ["task time, all attempts (s)", human(s.task_seconds)],
+    ]
+    if s.devices:
+        rows += [
+            ["devices", ", ".join(s.devices)],
+            ["model busy (s)", human(s.model_seconds)],
+            ["GPU task time (s)", human(s.gpu_seconds)],
+        ]
+    if s.accuracy is not None:
+        rows.append(["accuracy (labelled images)", f"{s.accuracy:.1%} ({s.labelled})"])
+    rows += cost_rows(s)
+    return Table("Totals", ["item", "value"], rows)
+
+
+def cost_rows(summary: RunSummary) -> list[list[object]]:
+    """The run's dollars, the same figures as its headline, with what they are based on."""
+    per_million = summary.usd_per_million_images
+    return [
+        ["instance type", ", ".join(summary.instance_types) or "–"],
+        ["priced task-hours (h)", human(summary.task_hours)],
+        ["cost of this run ($)", usd(summary.estimated_usd)],
+        ["$ per million images", usd(per_million) if per_million is not None else "–"],
+        ["cost basis", summary.cost_basis or "not priced"],
+    ]
 
 
 def shard_table(stats: Sequence[ShardStats]) -> Table:
     return Table(
         "Shards",
-        ["shard", "images", "ok", "rejected", "seconds", "images/s", "reused chunks", "state"],
+        ["shard", "images", "ok", "rejected", "seconds", "images/s", "attempts", "reused chunks", "state"],
         [
             [
                 s.name,
                 s.images,
                 s.processed,
                 s.rejected,
-                round(s.seconds, 1),
-                round(s.images_per_second, 1),
+                human(s.seconds),
+                human(s.images_per_second),
+                len(s.attempt_seconds) or 1,
                 s.reused_chunks,
                 "skipped (complete earlier)" if s.skipped else "processed",
             ]
@@ -37,11 +73,24 @@ def shard_table(stats: Sequence[ShardStats]) -> Table:
     )
 
 
-def rejects_table(stats: Sequence[ShardStats]) -> Table:
-    rows = [[key, reason] for s in stats for key, reason in s.rejects]
-    total = sum(s.rejected for s in stats)
-    shown = f" (first {len(rows)} of {total})" if total > len(rows) else ""
-    return Table(f"Rejected inputs{shown}", ["key", "reason"], rows)
+def rejects_tables(stats: Sequence[ShardStats]) -> list[Table]:
+    """Rejects by reason (reason → count), then the first few examples of each reason."""
+    counts = merge_counts([s.reasons for s in stats])
+    shown: dict[str, list[tuple[str, str]]] = {}
+    for s in stats:
+        for key, reason in s.rejects:
+            examples = shown.setdefault(reason_kind(reason), [])
+            if len(examples) < EXAMPLES_SHOWN:
+                examples.append((key, reason))
+    total = sum(count for _, count in counts)
+    return [
+        Table(f"Rejected inputs by reason ({total} in all)", ["reason", "count"], [[k, c] for k, c in counts]),
+        Table(
+            f"Rejected inputs: the first {EXAMPLES_SHOWN} of each reason (all are in the shard manifests)",
+            ["key", "reason"],
+            [[key, reason] for kind, _ in counts for key, reason in shown.get(kind, [])],
+        ),
+    ]
 
 
 def throughput_chart(stats: Sequence[ShardStats]) -> Chart:
@@ -55,7 +104,9 @@ def throughput_chart(stats: Sequence[ShardStats]) -> Chart:
 
 
 def shard_timing(stats: ShardStats) -> ShardTiming:
-    return ShardTiming(stats.name, stats.seconds, stats.images, reused_chunks=stats.reused_chunks)
+    """Every attempt of this run counts: a killed attempt is part of why a shard was slow."""
+    attempts = stats.attempt_seconds or (stats.seconds,)
+    return ShardTiming(stats.name, sum(attempts), stats.images, len(attempts), stats.reused_chunks)
 
 
 def durations_table(stats: Sequence[ShardStats]) -> Table:

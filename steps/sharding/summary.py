@@ -6,12 +6,13 @@ join merges them into the run summary.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 
+from steps.cost.billing import BillingRate, Work, bill
+from steps.report import usd
 from steps.sharding.ledger import ShardOutcome
-
-MAX_REJECTS_PER_SHARD = 200
-
+from steps.sharding.rejects import count_reasons, first_examples
 
 SAMPLES_PER_SHARD = 2
 
@@ -26,17 +27,25 @@ class ShardStats:
     seconds: float
     chunks: int = 0
     reused_chunks: int = 0
-    rejects: tuple[tuple[str, str], ...] = ()  # (key, reason), at most MAX_REJECTS_PER_SHARD
+    reused_images: int = 0  # in chunks an earlier attempt or run committed
+    attempt_seconds: tuple[float, ...] = ()  # every attempt of this task in this run, the final one last
+    reasons: tuple[tuple[str, int], ...] = ()  # (kind of reject, count): steps.sharding.rejects
+    rejects: tuple[tuple[str, str], ...] = ()  # (key, reason): the first few of each kind
     samples: tuple[str, ...] = ()  # a few good keys, for before/after thumbnails
     stale_files: int = 0  # files of earlier runs removed: their keys are no longer in this shard
 
     @property
+    def worked_images(self) -> int:
+        """Images this task processed itself (not reused, not skipped)."""
+        return 0 if self.skipped else self.images - self.reused_images
+
+    @property
     def images_per_second(self) -> float:
-        return self.images / self.seconds if self.seconds > 0 and not self.skipped else 0.0
+        return self.worked_images / self.seconds if self.seconds > 0 else 0.0
 
 
-def shard_stats(outcome: ShardOutcome) -> ShardStats:
-    """Stats of a finished shard from its manifest.
+def shard_stats(outcome: ShardOutcome, attempt_seconds: tuple[float, ...] = ()) -> ShardStats:
+    """Stats of a finished shard from its manifest, with the seconds of this run's attempts.
 
     Plain Python over the columns, not Arrow compute: Arrow's thread pool, once started in a
     task process, can abort that process at exit ("terminate called without an active
@@ -51,16 +60,22 @@ def shard_stats(outcome: ShardOutcome) -> ShardStats:
         else:
             rejects.append((key, reason))
     step = max(1, len(ok_keys) // SAMPLES_PER_SHARD)
+    # A retried attempt that finds the shard complete was preceded by an attempt of this run that
+    # completed it and was killed before it could report: that work is this run's, not an earlier run's.
+    skipped = outcome.skipped and len(attempt_seconds) <= 1
     return ShardStats(
         name=outcome.name,
         images=manifest.num_rows,
         processed=len(ok_keys),
         rejected=len(rejects),
-        skipped=outcome.skipped,
+        skipped=skipped,
         seconds=outcome.seconds,
         chunks=outcome.chunks,
         reused_chunks=outcome.skipped_chunks,
-        rejects=tuple(rejects[:MAX_REJECTS_PER_SHARD]),
+        reused_images=outcome.reused_images,
+        attempt_seconds=attempt_seconds,
+        reasons=count_reasons(reason for _, reason in rejects),
+        rejects=first_examples(rejects),
         samples=tuple(ok_keys[::step][:SAMPLES_PER_SHARD]),
         stale_files=outcome.stale_files,
     )
@@ -77,6 +92,7 @@ class RunSummary:
 
     images: int = 0
     images_this_run: int = 0  # images of shards processed by this run (not skipped as complete)
+    images_worked: int = 0  # images this run's tasks processed (reused chunks excluded)
     processed: int = 0
     rejected: int = 0
     shards: int = 0
@@ -84,23 +100,30 @@ class RunSummary:
     reused_chunks: int = 0
     stale_files: int = 0  # files of earlier runs removed (superseded shards, removed inputs)
     seconds: float = 0.0
-    task_seconds: float = 0.0  # summed task time of processed shards: what instances bill
+    attempts: int = 0  # task attempts, killed and retried ones included
+    retried_attempts: int = 0
+    task_seconds: float = 0.0  # every attempt of every task: what instances bill
+    final_task_seconds: float = 0.0  # the attempts that finished
     model_seconds: float = 0.0  # inference: time the model was busy (transfer + forward + top-k)
     gpu_seconds: float = 0.0  # inference: task time of shards that ran on CUDA
     devices: tuple[str, ...] = ()
     labelled: int = 0  # inference: predicted images with a ground-truth label
     correct: int = 0
     instance_types: tuple[str, ...] = ()
+    task_hours: float = 0.0  # what the estimate is priced on (billed, or the calibrated rate locally)
     estimated_usd: float = 0.0
+    cost_basis: str = ""  # one sentence: what the dollars are based on
 
     @classmethod
     def of_shard(
         cls, stats: ShardStats, device: str = "", model_seconds: float = 0.0, labelled: int = 0, correct: int = 0
     ) -> RunSummary:
         worked = not stats.skipped
+        attempts = stats.attempt_seconds or (stats.seconds,)
         return cls(
             images=stats.images,
             images_this_run=stats.images if worked else 0,
+            images_worked=stats.worked_images,
             processed=stats.processed,
             rejected=stats.rejected,
             shards=1,
@@ -108,9 +131,12 @@ class RunSummary:
             reused_chunks=stats.reused_chunks,
             stale_files=stats.stale_files,
             seconds=stats.seconds if worked else 0.0,
-            task_seconds=stats.seconds if worked else 0.0,
+            attempts=len(attempts),
+            retried_attempts=len(attempts) - 1,
+            task_seconds=sum(attempts),
+            final_task_seconds=attempts[-1],
             model_seconds=model_seconds,
-            gpu_seconds=stats.seconds if worked and device.startswith("cuda") else 0.0,
+            gpu_seconds=sum(attempts) if device.startswith("cuda") else 0.0,
             devices=(device,) if device else (),
             labelled=labelled,
             correct=correct,
@@ -124,6 +150,8 @@ class RunSummary:
                 merged[item.name] = max(mine, theirs)
             elif isinstance(mine, tuple):
                 merged[item.name] = tuple(sorted(set(mine) | set(theirs)))
+            elif isinstance(mine, str):
+                merged[item.name] = "; ".join(part for part in (mine, theirs) if part)
             else:
                 merged[item.name] = mine + theirs
         return RunSummary(**merged)
@@ -131,16 +159,24 @@ class RunSummary:
     def __radd__(self, other: int) -> RunSummary:  # sum() starts from 0
         return self if other == 0 else NotImplemented
 
-    def priced(self, instance_type: str, usd_per_hour: float) -> RunSummary:
-        """With the estimated cost of this run's task time on ``instance_type`` at ``usd_per_hour``.
-
-        Task seconds are what instances bill for (start-up excluded: it is amortised over a shard).
-        """
-        return replace(self, instance_types=(instance_type,), estimated_usd=self.task_seconds / 3600 * usd_per_hour)
+    def billed(self, rate: BillingRate, *, on_cloud: bool) -> RunSummary:
+        """With the cost of this run's work at ``rate`` (``steps.cost.billing.bill``) and its basis."""
+        work = Work(
+            self.images_worked, self.attempts, self.retried_attempts, self.task_seconds, self.final_task_seconds
+        )
+        cost = bill(rate, work, on_cloud=on_cloud)
+        return replace(
+            self,
+            instance_types=(rate.instance_type,),
+            task_hours=cost.task_hours,
+            estimated_usd=cost.usd,
+            cost_basis=cost.basis,
+        )
 
     @property
     def images_per_second(self) -> float:
-        return self.images_this_run / self.seconds if self.seconds > 0 else 0.0
+        """Images this run processed itself per wall-clock second (reused rows do not count)."""
+        return self.images_worked / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def accuracy(self) -> float | None:
@@ -148,10 +184,10 @@ class RunSummary:
 
     @property
     def usd_per_million_images(self) -> float | None:
-        return self.estimated_usd / self.images_this_run * 1e6 if self.images_this_run and self.estimated_usd else None
+        return self.estimated_usd / self.images_worked * 1e6 if self.images_worked and self.estimated_usd else None
 
     def to_artifact(self) -> dict:
-        """Plain data for the ``summary`` artifact (rounded for people), derived figures included."""
+        """Plain data for the ``summary`` artifact (6 significant digits), derived figures included."""
         plain = {}
         for item in fields(self):
             value = getattr(self, item.name)
@@ -168,6 +204,13 @@ class RunSummary:
             values[name] = tuple(part for part in values[name].split(", ") if part)
         return cls(**values)
 
+    def cost_line(self) -> str:
+        """The dollars in one phrase, with their basis; empty when unpriced."""
+        per_million = self.usd_per_million_images
+        if per_million is None:
+            return ""
+        return f"≈ {usd(per_million)} per million images ({usd(self.estimated_usd)} this run; {self.cost_basis})"
+
     def headline(self, verb: str, output: str) -> str:
         """One human sentence for the end of a run, e.g. ``verb`` = "Preprocessed" or "Predicted"."""
         reuse = (
@@ -183,15 +226,18 @@ class RunSummary:
         stale = f"; {self.stale_files} stale files of earlier runs removed" if self.stale_files else ""
         accuracy = self.accuracy
         scored = f", accuracy {accuracy:.1%} on {self.labelled} labelled images" if accuracy is not None else ""
-        cost = self.usd_per_million_images
-        priced = f" ≈ ${cost:,.2f} per million images on {', '.join(self.instance_types)} spot" if cost else ""
+        cost = self.cost_line()
+        priced = f" {cost}" if cost else ""
         return (
             f"{verb} {self.images} images in {self.seconds:.1f} s ({self.images_per_second:.1f} images/s this run"
-            f"{busy}): {self.processed} ok, {self.rejected} rejected{scored}, {self.shards} shards{reuse}{stale}"
-            f"{priced}. "
+            f"{busy}): {self.processed} ok, {self.rejected} rejected{scored}, {self.shards} shards{reuse}{stale}."
+            f"{priced} "
             f"Output: {output}"
         )
 
 
 def _rounded(value: float | int | None) -> float | int | None:
-    return round(value, 4) if isinstance(value, float) else value
+    """Floats to 6 significant digits: a short run's dollars are fractions of a cent."""
+    if not isinstance(value, float) or value == 0 or not math.isfinite(value):
+        return value
+    return round(value, 5 - math.floor(math.log10(abs(value))))

@@ -6,7 +6,8 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from steps.report import Chart, Report, Table
+from steps.cost.prices import PriceBook, parse_snapshot, read_snapshot
+from steps.report import Chart, Report, Table, human, usd
 
 
 def headline(summary: dict[str, Any]) -> str:
@@ -45,8 +46,36 @@ def curves_png(metrics: dict[str, list[float]]) -> bytes:
     return buffer.getvalue()
 
 
+def cost_table(summary: dict[str, Any], prices: PriceBook) -> Table:
+    """Images/s, GPU-hours and dollars of the training task; dollars only for GPU time, at the
+    cheapest 1-GPU spot price of the snapshot (a laptop's CPU seconds are not billed)."""
+    hours = summary["seconds"] / 3600
+    on_gpu = str(summary["device"]).startswith("cuda")
+    if on_gpu:
+        cheapest = min((q for q in prices.quotes if q.gpus == 1), key=lambda q: (q.spot, q.region, q.instance_type))
+        dollars = usd(hours * cheapest.spot)
+        basis = f"{human(hours)} GPU-hours × ${cheapest.spot:.4g}/h spot {cheapest.instance_type} in {cheapest.region}"
+    else:
+        dollars, basis = "–", f"trained on {summary['device']}: no GPU time to bill"
+    return Table(
+        "Throughput and cost",
+        ["item", "value"],
+        [
+            ["throughput (images/s, all epochs)", human(summary["images"] * summary["epochs"] / summary["seconds"])],
+            ["task-hours (h)", human(hours)],
+            ["GPU-hours (h)", human(hours if on_gpu else 0.0)],
+            ["cost ($)", dollars],
+            ["cost basis", basis],
+        ],
+    )
+
+
 def build_report(
-    summary: dict[str, Any], metrics: dict[str, list[float]], confusion: dict[str, Any], rejects: list[dict[str, str]]
+    summary: dict[str, Any],
+    metrics: dict[str, list[float]],
+    confusion: dict[str, Any],
+    rejects: list[dict[str, str]],
+    prices: PriceBook | None = None,
 ) -> Report:
     names = confusion["class_names"]
     return Report(
@@ -68,6 +97,7 @@ def build_report(
                 [[name, *row] for name, row in zip(names, confusion["matrix"], strict=True)],
             ),
             Table("Rejected inputs", ["key", "reason"], [[r["key"], r["reason"]] for r in rejects]),
-            Table("Run", ["item", "value"], [[k, v] for k, v in summary.items()]),
+            cost_table(summary, prices or parse_snapshot(read_snapshot())),
+            Table("Run", ["item", "value"], [[k, human(v)] for k, v in summary.items()]),
         ],
     )

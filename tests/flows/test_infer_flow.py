@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from steps.inference.predictions import load_predictions
+from steps.inference.predictions import load_labels, load_predictions
 from steps.io.storage import LocalStorage
+from steps.report import usd
 from steps.sharding.inputs import list_inputs
 from tests.support.flows import S3Server, card_text, run_flow, run_flow_killing, upload_dir
 from tests.support.models import CLASSES, save_bundle, save_torchscript
@@ -84,7 +85,11 @@ def test_latest_model_with_a_killed_shard_then_a_rerun_that_skips(sample_dir: Pa
     assert run["process_shard"].task.current_attempt == 1
     summary = run.data.summary
     assert (summary["images"], summary["processed"], summary["rejected"]) == (54, 51, 3)
-    assert summary["reused_chunks"] >= 1 and summary["labelled"] == 51 and 0 <= summary["accuracy"] <= 1
+    # The retry resumes from the committed parts, or finds the shard the killed attempt completed:
+    # either way it is this run's work (not "skipped as complete earlier") and billed.
+    assert summary["reused_chunks"] >= 1 or summary["images_worked"] == 54
+    assert summary["skipped_shards"] == 0 and summary["images_worked"] > 0
+    assert summary["labelled"] == 51 and 0 <= summary["accuracy"] <= 1
     assert run.data.model["uri"] == bundle and run.data.model["type"] == "bundle"
     assert "Predicted 54 images" in first.output and "accuracy" in first.output
 
@@ -94,8 +99,28 @@ def test_latest_model_with_a_killed_shard_then_a_rerun_that_skips(sample_dir: Pa
     assert parts == [f"part-0000{i}.parquet" for i in range(4)]
     assert set(predictions.loc[predictions["status"] == "ok", "label"]) <= set(CLASSES)
 
+    # The killed attempt is billed: two attempts, priced with the laptop time of both.
+    assert (summary["attempts"], summary["retried_attempts"]) == (2, 1)
+    assert "(2 attempts incl. 1 retried); laptop seconds are not billed" in summary["cost_basis"]
+    assert "for the retried attempts" in summary["cost_basis"]
+    records = sorted((output / "_attempts" / run.id / "all").iterdir())
+    assert [p.name for p in records] == ["0.json", "1.json"]
+    killed_attempt = run["process_shard"].task["shard_stats"].data["attempt_seconds"][0]
+    assert summary["task_seconds"] > killed_attempt > 0
+
     html = card_text("infer", workdir, f"{run.id}/join")
-    assert "Predicted labels" in html and "Sample predictions" in html and "Rejected inputs" in html
+    assert "Predicted labels" in html and "Rejected inputs by reason" in html
+    assert "Confusion matrix" in html and "Accuracy per true class" in html
+    per_million = f"{usd(summary['usd_per_million_images'])} per million images"  # card JSON escapes ≈
+    assert per_million in html and per_million in first.output
+    # The first misclassified image (by key) is on the card with its truth, next to correct ones.
+    truth = load_labels(LocalStorage(sample_dir)).set_index("key")["truth"]
+    ok = predictions[predictions["status"] == "ok"].set_index("key")
+    wrong = [k for k in ok.index if k in truth.index and ok.at[k, "label"] != truth[k]]
+    if wrong:
+        first_wrong = ok.loc[wrong[0]]
+        assert "Misclassified (predicted label, score; truth)" in html
+        assert f"{first_wrong['label']} {first_wrong['score']:.2f}; truth {truth[wrong[0]]}" in html
 
     parts = {p: p.stat().st_mtime_ns for p in (output / "predictions").rglob("*.parquet")}
     again = run_flow("infer", workdir, "--input", str(sample_dir), "--output", str(output), "--model", bundle, *FAST)

@@ -8,6 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from steps.report import usd
+from steps.sharding.rejects import count_reasons
 from tests.support.flows import S3Server, card_text, run_flow, upload_dir
 
 SHARDING = ("--shard-size", "20", "--threads", "4", "--chunk-size", "8")
@@ -52,8 +54,28 @@ def test_local_run_writes_outputs_manifests_report_and_rerun_skips(sample_dir: P
     assert "Preprocessed" in first.output and "images/s" in first.output
 
     card = card_text("preprocess", tmp_path / "wd", f"{run.id}/join")
-    assert "Rejected inputs" in card and "Throughput per shard" in card and "data:image/png;base64" in card
-    assert "not a recognised image format" in card
+    assert "Throughput per shard" in card and "data:image/png;base64" in card
+    # Rejects counted by reason, the same counts as the manifests give.
+    assert f"Rejected inputs by reason ({len(bad)} in all)" in card
+    for reason, count in count_reasons(rejected.values()):
+        assert f'["{reason}","{count}"]' in card.replace(", ", ",")
+
+    # The UI names each shard task by its shard; the log lines say which shard and attempt.
+    names = run["start"].task.data.shard_names
+    assert names == sorted(names) and {type(n) for n in names} == {str}
+    assert {t["_foreach_stack"].data[-1].value for t in run["process_shard"]} == set(names)
+    assert f"shard {names[0]}: attempt 1 of task " in first.output
+
+    # A CPU step is priced on a CPU instance, locally from the calibrated rate; one $ per million
+    # images in the summary, the headline printed at the end, and the report card.
+    region_card = card_text("preprocess", tmp_path / "wd", f"{run.id}/select_region")
+    assert "A task asks for no GPU, 4 vCPU" in region_card and "g4dn" not in region_card
+    assert summary["cost_basis"].startswith("local run, priced as the same work on no GPU, 4 vCPU, 8000 MB a task")
+    assert summary["instance_types"] == run.data.instance_type and "xlarge" in summary["instance_types"]
+    per_million = f"{usd(summary['usd_per_million_images'])} per million images"  # card JSON escapes ≈
+    assert summary["usd_per_million_images"] > 0 and summary["attempts"] == len(names)
+    assert per_million in first.output
+    assert per_million in card and usd(summary["usd_per_million_images"]) in card.split("$ per million images")[1][:40]
 
     second = run_flow("preprocess", tmp_path / "wd", "--input", str(sample_dir), "--output", str(out), *SHARDING)
     assert second.ok, second.output

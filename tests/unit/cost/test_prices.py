@@ -20,8 +20,13 @@ MOTO_SPOT_PRICE = 0.00001  # what moto answers for every zone
 def test_snapshot_holds_the_reference_table() -> None:
     book = parse_snapshot(read_snapshot())
     assert book.regions == ["ap-northeast-1", "eu-west-1", "us-east-1", "us-east-2", "us-west-2"]
-    assert book.instance_types == ["g4dn.xlarge", "g5.xlarge", "g6.xlarge"]
-    assert len(book.quotes) == 14  # g6.xlarge is not offered in eu-west-1
+    gpu_types = [t for t in book.instance_types if t.startswith("g")]
+    assert gpu_types == ["g4dn.xlarge", "g5.xlarge", "g6.xlarge"]
+    cpu_families = {t.split(".")[0] for t in book.instance_types} - {"g4dn", "g5", "g6"}
+    assert cpu_families == {"c6i", "c7i", "c7a", "m7i", "c7g"} and len(book.instance_types) == 3 + 15
+    assert len(book.quotes) == 14 + 15 * 5  # g6.xlarge is not offered in eu-west-1
+    assert all(q.gpus == 0 and q.shape.vcpus in (4, 8, 16) for q in book.quotes if q.instance_type[0] in "cm")
+    assert "CPU types: estimated" in read_snapshot()["source"]
     assert {q.band for q in book.quotes} <= set(book.band_rates)
     assert book.cross_region_per_gb == 0.02
     assert book.describe(TODAY) == (
@@ -30,10 +35,11 @@ def test_snapshot_holds_the_reference_table() -> None:
 
 
 def test_live_spot_prices_from_the_ec2_api(s3_server: S3Server) -> None:
-    book = load_prices(read_snapshot(), endpoint_url=s3_server.endpoint)
+    book = load_prices(read_snapshot(), endpoint_url=s3_server.endpoint, keep=lambda q: q.gpus > 0)
     assert book.live_at is not None
     assert {q.spot for q in book.quotes} == {MOTO_SPOT_PRICE}
-    assert {q.on_demand for q in book.quotes} == {q.on_demand for q in parse_snapshot(read_snapshot()).quotes}
+    snapshot_gpu = {q.on_demand for q in parse_snapshot(read_snapshot()).quotes if q.gpus}
+    assert {q.on_demand for q in book.quotes} == snapshot_gpu
     assert book.describe(TODAY).startswith("prices: live EC2 spot price history fetched ")
     assert "on-demand prices and interruption bands from the snapshot config/prices.toml dated 2026-11-01" in (
         book.describe(TODAY)
@@ -42,7 +48,7 @@ def test_live_spot_prices_from_the_ec2_api(s3_server: S3Server) -> None:
 
 def test_live_endpoint_from_the_environment(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENDPOINT_ENV, s3_server.endpoint)
-    assert load_prices(read_snapshot()).live_at is not None
+    assert load_prices(read_snapshot(), keep=lambda q: q.instance_type == "g5.xlarge").live_at is not None
 
 
 def test_dead_endpoint_falls_back_to_the_snapshot_quickly() -> None:
@@ -72,7 +78,7 @@ def test_cli_json_with_live_prices(s3_server: S3Server, capsys: pytest.CaptureFi
             "us-west-2",
             "--data-gb",
             "5",
-            "--gpu-hours",
+            "--task-hours",
             "1",
             "--endpoint-url",
             s3_server.endpoint,

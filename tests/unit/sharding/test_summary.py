@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pyarrow as pa
 import pytest
 
-from steps.sharding.summary import RunSummary, ShardStats
+from steps.cost.billing import BillingRate
+from steps.sharding.ledger import ShardOutcome
+from steps.sharding.summary import RunSummary, ShardStats, shard_stats
 
 
-def stats(name: str, images: int, rejected: int, seconds: float, skipped: bool = False) -> ShardStats:
-    return ShardStats(name, images, images - rejected, rejected, skipped, seconds, chunks=2, reused_chunks=1)
+def stats(
+    name: str, images: int, rejected: int, seconds: float, skipped: bool = False, *, attempts: tuple[float, ...] = ()
+) -> ShardStats:
+    return ShardStats(
+        name, images, images - rejected, rejected, skipped, seconds, chunks=2, reused_chunks=1, attempt_seconds=attempts
+    )
+
+
+def rate(spot: float, seconds_per_image: float = 1.0, tasks_per_instance: int = 1) -> BillingRate:
+    return BillingRate("us-east-1", "c7i.xlarge", "no GPU, 4 vCPU", spot, tasks_per_instance, seconds_per_image, "test")
 
 
 def test_shards_add_up_and_skipped_shards_do_not_count_as_work() -> None:
@@ -24,28 +35,68 @@ def test_shards_add_up_and_skipped_shards_do_not_count_as_work() -> None:
     )
     assert (total.images, total.images_this_run, total.processed, total.rejected) == (60, 30, 57, 3)
     assert (total.shards, total.skipped_shards, total.reused_chunks) == (3, 1, 3)
-    assert (total.task_seconds, total.gpu_seconds, total.model_seconds) == (10.0, 4.0, 4.0)
+    # Every task bills, the skipped shard's too (its check took its attempt's seconds).
+    assert (total.task_seconds, total.gpu_seconds, total.model_seconds) == (19.0, 4.0, 4.0)
+    assert (total.attempts, total.retried_attempts, total.images_worked) == (3, 0, 30)
     assert total.devices == ("cpu", "cuda:0")
     assert total.accuracy == pytest.approx(24 / 27)
     assert total.seconds == 6.0  # parts ran side by side: the longest, not the sum
 
 
-def test_priced_gives_dollars_per_million_images_of_this_runs_work() -> None:
-    run = replace(RunSummary.of_shard(stats("0", 3600, 0, 3600.0)), seconds=100.0).priced("g4dn.xlarge", 0.2)
-    assert run.estimated_usd == pytest.approx(0.2)
-    assert run.usd_per_million_images == pytest.approx(0.2 / 3600 * 1e6)
-    assert run.images_per_second == pytest.approx(36.0)
+def test_on_cloud_every_attempt_is_billed_killed_ones_included() -> None:
+    # Shard 0: a killed attempt of 1,800 s, then 3,600 s; shard 1: one 1,800 s attempt: 2 task-hours.
+    # $0.20/h for an instance that runs 2 tasks = $0.10 per task-hour: $0.20.
+    run = sum(
+        [
+            RunSummary.of_shard(stats("0", 3600, 0, 3600.0, attempts=(1800.0, 3600.0))),
+            RunSummary.of_shard(stats("1", 3600, 0, 1800.0, attempts=(1800.0,))),
+        ],
+        RunSummary(),
+    )
+    billed = replace(run, seconds=100.0).billed(rate(0.2, tasks_per_instance=2), on_cloud=True)
+    assert (billed.attempts, billed.retried_attempts, billed.task_hours) == (3, 1, 2.0)
+    assert billed.estimated_usd == pytest.approx(0.2)
+    assert billed.usd_per_million_images == pytest.approx(0.2 / 7200 * 1e6)
+    assert billed.cost_basis == (
+        "no GPU, 4 vCPU a task on spot c7i.xlarge in us-east-1, 2 tasks an instance @ $0.1/h per task "
+        "× 2 task-hours billed (3 attempts incl. 1 retried)"
+    )
+    assert billed.images_per_second == pytest.approx(72.0)
     assert RunSummary().usd_per_million_images is None
+
+
+def test_locally_the_calibrated_rate_is_priced_and_retries_scale_it() -> None:
+    # 3,600 images at a calibrated 1 s each = 1 task-hour. The laptop spent 30 + 60 s in all and
+    # 60 s in the final attempt: retries added half again, so 1.5 task-hours at $0.08/h = $0.12.
+    run = RunSummary.of_shard(stats("0", 3600, 0, 60.0, attempts=(30.0, 60.0)))
+    billed = run.billed(rate(0.08), on_cloud=False)
+    assert billed.task_hours == pytest.approx(1.5)
+    assert billed.estimated_usd == pytest.approx(0.12)
+    assert billed.cost_basis.startswith("local run, priced as the same work on no GPU, 4 vCPU a task on spot ")
+    assert "3600 images × 1e+03 ms/image (test) × 1.50 for the retried attempts" in billed.cost_basis
+    assert billed.cost_basis.endswith("= 1.5 task-hours (2 attempts incl. 1 retried); laptop seconds are not billed")
+    clean = RunSummary.of_shard(stats("0", 3600, 0, 60.0, attempts=(60.0,))).billed(rate(0.08), on_cloud=False)
+    assert clean.estimated_usd == pytest.approx(0.08)
+
+
+def test_reused_images_are_neither_throughput_nor_billed_work() -> None:
+    resumed = replace(stats("0", 100, 0, 10.0, attempts=(10.0,)), reused_images=60)
+    run = replace(RunSummary.of_shard(resumed), seconds=10.0)
+    assert (run.images_worked, run.images_per_second) == (40, 4.0)
+    assert run.billed(rate(3.6), on_cloud=False).estimated_usd == pytest.approx(0.04)
 
 
 def test_artifact_is_plain_data_and_round_trips() -> None:
     run = RunSummary.of_shard(stats("0", 10, 1, 4.0), "cuda:0", 1.0, 9, 9) + RunSummary.of_shard(stats("1", 5, 0, 2.0))
-    run = run.priced("g5.xlarge", 0.5)
+    run = run.billed(rate(0.5, seconds_per_image=0.0001), on_cloud=False)
     plain = run.to_artifact()
-    assert plain["devices"] == "cuda:0" and plain["instance_types"] == "g5.xlarge"
-    assert plain["accuracy"] == 1.0 and plain["images_per_second"] == round(run.images_per_second, 4)
+    assert plain["devices"] == "cuda:0" and plain["instance_types"] == "c7i.xlarge"
+    assert plain["accuracy"] == 1.0 and plain["images_per_second"] == pytest.approx(run.images_per_second, 1e-5)
     assert all(isinstance(v, str | int | float | type(None)) for v in plain.values())
-    assert RunSummary.from_artifact(plain) == replace(run, estimated_usd=round(run.estimated_usd, 4), seconds=4.0)
+    assert plain["estimated_usd"] == pytest.approx(run.estimated_usd, rel=1e-5) and plain["estimated_usd"] > 0
+    assert RunSummary.from_artifact(plain) == replace(
+        run, estimated_usd=plain["estimated_usd"], task_hours=plain["task_hours"], seconds=4.0
+    )
 
 
 def test_headline_names_the_verb_counts_accuracy_and_skips() -> None:
@@ -57,3 +108,11 @@ def test_headline_names_the_verb_counts_accuracy_and_skips() -> None:
     assert "14 ok, 1 rejected, accuracy 33.3% on 9 labelled images, 2 shards" in line
     assert "1 of 2 shards were already complete and skipped" in line and line.endswith("Output: /out")
     assert "accuracy" not in RunSummary.of_shard(stats("0", 4, 0, 1.0)).headline("Preprocessed", "/o")
+
+
+def test_a_shard_completed_by_a_killed_attempt_is_this_runs_work() -> None:
+    manifest = pa.table({"key": ["a", "b"], "status": ["ok", "ok"], "reason": ["", ""]})
+    complete = ShardOutcome("0", manifest, 0, 0, 0.0, skipped=True)
+    assert shard_stats(complete, (0.1,)).skipped  # one attempt: complete before this run
+    retried = shard_stats(complete, (30.0, 0.1))  # the killed attempt wrote the manifest
+    assert not retried.skipped and retried.worked_images == 2
