@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from steps.sharding.summary import MAX_REJECTS_PER_SHARD, RunSummary, ShardStats
+from steps.sharding.rejects import EXAMPLES_PER_REASON
+from steps.sharding.summary import RunSummary, ShardStats
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,7 +31,7 @@ def test_merging_ten_thousand_shard_results_is_one_small_pass() -> None:
     tracemalloc.stop()
     assert (summary.shards, summary.images, summary.rejected, summary.skipped_shards) == (10_000, 10**6, 30_000, 1_000)
     assert summary.images_this_run == 900_000 and summary.seconds == 66.0
-    assert len(rejects) == 30_000 and MAX_REJECTS_PER_SHARD >= 3
+    assert len(rejects) == 30_000 and EXAMPLES_PER_REASON >= 3
     assert peak < 64 << 20  # tens of MB at 10^4 shards: no task's artifacts beyond its stats are loaded
 
 
