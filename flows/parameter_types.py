@@ -25,9 +25,15 @@ class OpenRange(click.ParamType):
         return number
 
 
-POSITIVE = click.IntRange(min=1)
-NON_NEGATIVE = click.IntRange(min=0)
-PREFIX_WIDTH = click.IntRange(min=0, max=MAX_WIDTH)  # 0: chosen from the data
-POSITIVE_REAL = OpenRange(0)
-NON_NEGATIVE_REAL = click.FloatRange(min=0)
-FRACTION = OpenRange(0, 1)
+def _named(param_type: click.ParamType, name: str) -> click.ParamType:
+    """``argo-workflows create`` describes a parameter's type by its ``__name__`` (as for ``int``)."""
+    param_type.__name__ = name
+    return param_type
+
+
+POSITIVE = _named(click.IntRange(min=1), "int")
+NON_NEGATIVE = _named(click.IntRange(min=0), "int")
+PREFIX_WIDTH = _named(click.IntRange(min=0, max=MAX_WIDTH), "int")  # 0: chosen from the data
+POSITIVE_REAL = _named(OpenRange(0), "float")
+NON_NEGATIVE_REAL = _named(click.FloatRange(min=0), "float")
+FRACTION = _named(OpenRange(0, 1), "float")
