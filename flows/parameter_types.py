@@ -1,39 +1,46 @@
 """Parameter types that reject a bad value at parse time, before any task runs, with click's own
-one line (``Error: Invalid value for '--chunk-size': 0 is not in the range x>=1.``, exit 2).
+one line (``Error: Invalid value for '--chunk-size': 0 is smaller than the minimum valid value 1.``).
 
-They must come from Metaflow's vendored click: a plain ``click`` type breaks every command.
+They must come from Metaflow's vendored click (a plain ``click`` type breaks every command), and
+each is an instance of click's plain int/float type with a bounded ``convert``: Metaflow's Runner
+API maps a parameter to a Python type by the exact class of its click type, and
+``argo-workflows create`` describes it by ``__name__``, so ranged classes (``IntRange``) break both.
 """
+
+from collections.abc import Callable
 
 from metaflow._vendor import click
 
 from steps.sharding.plan import MAX_WIDTH
 
 
-class OpenRange(click.ParamType):
-    """A float strictly between ``low`` and ``high`` (the vendored click's FloatRange is closed)."""
+def _bounded(base: click.ParamType, name: str, problem: Callable[[float], str]) -> click.ParamType:
+    """``base`` whose conversion fails with ``problem(value)`` when that is not empty."""
+    convert = base.convert
 
-    name = "float"
-
-    def __init__(self, low: float, high: float | None = None) -> None:
-        self.low, self.high = low, high
-
-    def convert(self, value, param, ctx):
-        number = click.FLOAT.convert(value, param, ctx)
-        if number <= self.low or (self.high is not None and number >= self.high):
-            bounds = f"{self.low}<x" + (f"<{self.high}" if self.high is not None else "")
-            self.fail(f"{number} is not in the range {bounds}", param, ctx)
+    def checked(value, param, ctx):
+        number = convert(value, param, ctx)
+        reason = problem(number)
+        if reason:
+            base.fail(f"{number} {reason}", param, ctx)
         return number
 
-
-def _named(param_type: click.ParamType, name: str) -> click.ParamType:
-    """``argo-workflows create`` describes a parameter's type by its ``__name__`` (as for ``int``)."""
-    param_type.__name__ = name
-    return param_type
+    base.convert = checked
+    base.__name__ = name
+    return base
 
 
-POSITIVE = _named(click.IntRange(min=1), "int")
-NON_NEGATIVE = _named(click.IntRange(min=0), "int")
-PREFIX_WIDTH = _named(click.IntRange(min=0, max=MAX_WIDTH), "int")  # 0: chosen from the data
-POSITIVE_REAL = _named(OpenRange(0), "float")
-NON_NEGATIVE_REAL = _named(click.FloatRange(min=0), "float")
-FRACTION = _named(OpenRange(0, 1), "float")
+def _at_least(low: int) -> Callable[[float], str]:
+    return lambda n: f"is smaller than the minimum valid value {low}" if n < low else ""
+
+
+POSITIVE = _bounded(click.types.IntParamType(), "int", _at_least(1))
+NON_NEGATIVE = _bounded(click.types.IntParamType(), "int", _at_least(0))
+PREFIX_WIDTH = _bounded(  # 0: chosen from the data
+    click.types.IntParamType(),
+    "int",
+    lambda n: "" if 0 <= n <= MAX_WIDTH else f"is not in the valid range of 0 to {MAX_WIDTH}",
+)
+POSITIVE_REAL = _bounded(click.types.FloatParamType(), "float", lambda n: "" if n > 0 else "is not in the range 0<x")
+NON_NEGATIVE_REAL = _bounded(click.types.FloatParamType(), "float", _at_least(0))
+FRACTION = _bounded(click.types.FloatParamType(), "float", lambda n: "" if 0 < n < 1 else "is not in the range 0<x<1")
