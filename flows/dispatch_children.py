@@ -5,8 +5,8 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-import click
 from metaflow import Config, Parameter
+from metaflow._vendor import click  # the click Metaflow parameters are typed with
 
 from steps.dispatch.manifest import ManifestRow
 from steps.errors import ConfigError
