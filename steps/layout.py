@@ -12,6 +12,7 @@ Output location of a sharded run::
     resized/<stem>.jpg, edges/<stem>.png preprocessing outputs
     predictions/<shard>/part-NNNNN.parquet inference: committed parts, one row per input key
     webdataset/<shard>/chunk-NNNNN-PPP.tar  preprocessing --format webdataset: a chunk's samples
+    webdataset/<shard>/chunk-NNNNN.json     what that chunk's tars hold (samples digest, parts)
 
 TrainFlow's output: ``models/<run id>/model.pt`` and ``checkpoints/<run id>/``. An input root may
 hold ``labels.csv`` (``key,label``), which is metadata, never an input key.
@@ -69,7 +70,6 @@ def planned_shard_name(plan_key: str) -> str | None:
     return name.removesuffix(PLAN_KEYS_SUFFIX) if name.endswith(PLAN_KEYS_SUFFIX) else None
 
 
-
 def manifest_key(shard_name: str) -> str:
     return f"{MANIFEST_DIR}/{shard_name}.parquet"
 
@@ -100,6 +100,10 @@ def webdataset_directory(shard_name: str) -> str:
 
 def webdataset_tar_key(shard_name: str, chunk: int, part: int) -> str:
     return f"{webdataset_directory(shard_name)}/chunk-{chunk:05d}-{part:03d}.tar"
+
+
+def webdataset_index_key(shard_name: str, chunk: int) -> str:
+    return f"{webdataset_directory(shard_name)}/chunk-{chunk:05d}.json"
 
 
 def webdataset_sample_id(shard_name: str, position: int) -> str:

@@ -9,7 +9,7 @@ Output layout under the output root:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -17,8 +17,9 @@ import pyarrow as pa
 
 from steps.io.concurrency import map_bounded
 from steps.io.storage import Storage
-from steps.layout import edges_key, key_stem, ledger_directory, resized_key
+from steps.layout import edges_key, key_stem, ledger_directory, resized_key, webdataset_directory
 from steps.preprocess.rows import preprocess_one
+from steps.preprocess.webdataset import WebDatasetPacker
 from steps.progress import Progress, ProgressCallback, log
 from steps.sharding.ledger import ChunkLedger, ShardOutcome, run_chunked, shard_state
 from steps.sharding.supersede import ShardFiles, remove_derived
@@ -43,7 +44,13 @@ def derived_files(key: str) -> tuple[str, ...]:
     return resized_key(key), edges_key(key)
 
 
-PREPROCESS_FILES = ShardFiles(chunk_directory=ledger_directory, derived=derived_files)
+def shard_directories(shard_name: str) -> tuple[str, ...]:
+    return (webdataset_directory(shard_name),)
+
+
+PREPROCESS_FILES = ShardFiles(
+    chunk_directory=ledger_directory, derived=derived_files, shard_directories=shard_directories
+)
 
 
 PREPROCESS_DEVICES = ("cpu", "cuda")
@@ -89,12 +96,12 @@ def preprocess_shard(
     device: torch.device | None = None,
     stop: threading.Event | None = None,
     on_progress: ProgressCallback | None = None,
-    pack: Callable[[pa.Table], object] | None = None,
+    pack: WebDatasetPacker | None = None,
 ) -> ShardOutcome:
     """Preprocess every key; ``device`` None is the Pillow path on CPU threads, a device the
     tensor path on it (``steps.preprocess.device``: CUDA, or CPU tensors where there is none).
-    ``pack`` (e.g. the WebDataset packer) sees each chunk's rows after its outputs are written
-    and before the chunk is committed."""
+    ``pack`` (``--format webdataset``) sees each chunk's rows after its outputs are written and
+    before the chunk is committed, then finishes the shard's tars before it is marked complete."""
     taken = output_name_owners(keys)
     if device is not None:
         # Imported here: the Pillow path (and every PreprocessFlow task) stays free of torch.
@@ -102,9 +109,7 @@ def preprocess_shard(
 
     def chunk_rows(chunk_keys: Sequence[str]) -> Iterator[dict]:
         if device is not None:
-            return device_rows(
-                source, target, chunk_keys, taken=taken, size=size, threads=threads, device=device
-            )
+            return device_rows(source, target, chunk_keys, taken=taken, size=size, threads=threads, device=device)
         return map_bounded(lambda k: preprocess_one(source, target, k, size, taken.get(k)), chunk_keys, threads)
 
     def process_chunk(chunk_keys: Sequence[str], progress: Progress) -> pa.Table:
@@ -132,5 +137,6 @@ def preprocess_shard(
         stop=stop,
         state=state,
         on_progress=on_progress,
+        finish=pack.finish if pack is not None else None,
     )
     return replace(outcome, stale_files=outcome.stale_files + removed)

@@ -9,10 +9,16 @@ Each committed chunk of a shard also becomes ``webdataset/<shard>/chunk-NNNNN-PP
                      "width", "height" (the original's), "input_bytes"}
 
 in key order, where ``<id>`` is the shard and the key's position in it. A chunk's tars are written
-(each atomically, whole) before the chunk's ledger commit, so a committed chunk always has them
-and a retried chunk rewrites the same bytes: exactly once, like the chunks. A chunk's samples
-are split into parts at ``max_tar_bytes`` (default 1 GB); ``--chunk-size`` sets the usual size
-(≈ 60 KB a sample at ``--size 256``, so 256 samples ≈ 15 MB).
+(each atomically, whole) before the chunk's ledger commit, and a retried chunk rewrites the same
+bytes. A chunk's samples are split into parts at ``max_tar_bytes`` (default 1 GB); ``--chunk-size``
+sets the usual size (≈ 60 KB a sample at ``--size 256``, so 256 samples ≈ 15 MB).
+
+Beside them, ``chunk-NNNNN.json`` says what a chunk's tars hold (a digest of its samples' keys
+and labels, and the part count). Before a shard is marked complete, and again on every rerun of a
+complete shard, ``finish`` packs each chunk whose tars are missing or hold other samples (chunks
+reused from a ``--format files`` run, another ``--chunk-size``, a changed labels.csv) and removes
+every other file under the shard's ``webdataset/`` folder (parts and chunks of an earlier, larger
+plan): the tars hold each good input of the shard exactly once.
 
 The tar members are read back from the output, not handed over from the decoder, so the
 per-image preprocessing stays one code path for every format (at the cost of two extra reads
@@ -23,17 +29,28 @@ from __future__ import annotations
 
 import bisect
 import csv
+import hashlib
 import io
 import json
 import tarfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 
 from steps.io.concurrency import map_bounded
 from steps.io.storage import Storage
-from steps.layout import LABELS_FILE, edges_key, resized_key, webdataset_sample_id, webdataset_tar_key
+from steps.layout import (
+    LABELS_FILE,
+    edges_key,
+    resized_key,
+    webdataset_directory,
+    webdataset_index_key,
+    webdataset_sample_id,
+    webdataset_tar_key,
+)
+from steps.progress import log
+from steps.sharding.ledger import chunk_ranges
 
 FORMATS = ("files", "webdataset")
 MAX_TAR_BYTES = 1_000_000_000
@@ -60,8 +77,20 @@ def member_bytes(data: bytes) -> int:
 
 
 @dataclass(frozen=True)
+class ChunkTars:
+    """What one chunk's tars hold: ``chunk-NNNNN.json`` beside them."""
+
+    samples_sha256: str  # of the good samples' keys and labels, in order
+    parts: int
+
+    def keys(self, shard: str, chunk: int) -> list[str]:
+        return [webdataset_index_key(shard, chunk)] + [webdataset_tar_key(shard, chunk, p) for p in range(self.parts)]
+
+
+@dataclass
 class WebDatasetPacker:
-    """Packs each chunk of one shard into tars; call it with the chunk's manifest rows."""
+    """Packs each chunk of one shard into tars (call it with the chunk's manifest rows), then
+    ``finish`` brings the shard's tars in line with its manifest."""
 
     target: Storage
     shard: str
@@ -70,6 +99,7 @@ class WebDatasetPacker:
     labels: dict[str, str]
     threads: int
     max_tar_bytes: int = MAX_TAR_BYTES
+    packed: dict[int, ChunkTars] = field(default_factory=dict)  # chunks this process wrote
 
     def sample(self, row: dict) -> list[tuple[str, bytes]]:
         sample_id = webdataset_sample_id(self.shard, bisect.bisect_left(self.keys, row["key"]))
@@ -81,11 +111,18 @@ class WebDatasetPacker:
             (f"{sample_id}.json", json.dumps(meta, sort_keys=True).encode()),
         ]
 
+    def good_rows(self, chunk: pa.Table) -> list[dict]:
+        return sorted((r for r in chunk.to_pylist() if r["status"] == "ok"), key=lambda r: r["key"])
+
+    def digest(self, rows: Sequence[dict]) -> str:
+        text = "\n".join(f"{r['key']}\t{self.labels.get(r['key']) or ''}" for r in rows)
+        return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
     def __call__(self, chunk: pa.Table) -> list[str]:
-        """Write the chunk's tars (its good rows, in key order); return their keys."""
-        rows = sorted((r for r in chunk.to_pylist() if r["status"] == "ok"), key=lambda r: r["key"])
-        samples = sorted(map_bounded(self.sample, rows, self.threads))
+        """Write the chunk's tars (its good rows, in key order) and their index; return the tar keys."""
         index = bisect.bisect_left(self.keys, chunk.column("key")[0].as_py()) // self.chunk_size
+        rows = self.good_rows(chunk)
+        samples = sorted(map_bounded(self.sample, rows, self.threads))
         parts, size = [[]], 0
         for members in samples:
             grow = sum(member_bytes(data) for _, data in members)
@@ -103,4 +140,32 @@ class WebDatasetPacker:
             key = webdataset_tar_key(self.shard, index, part)
             self.target.write(key, buffer.getvalue())
             written.append(key)
+        tars = ChunkTars(self.digest(rows), len(parts))
+        self.target.write(webdataset_index_key(self.shard, index), json.dumps(asdict(tars)).encode())
+        self.packed[index] = tars
         return written
+
+    def stored(self, index: int, present: set[str]) -> ChunkTars | None:
+        key = webdataset_index_key(self.shard, index)
+        if key not in present:
+            return None
+        tars = ChunkTars(**json.loads(self.target.read(key)))
+        return tars if set(tars.keys(self.shard, index)) <= present else None
+
+    def finish(self, manifest: pa.Table) -> int:
+        """Pack the chunks of ``manifest`` (the shard's rows, in key order) whose tars are missing
+        or hold other samples; delete every other file of the shard's folder; return how many."""
+        present = {o.key for o in self.target.list(webdataset_directory(self.shard) + "/")}
+        wanted, repacked = set(), 0
+        for index, span in enumerate(chunk_ranges(manifest.num_rows, self.chunk_size)):
+            chunk = manifest.slice(span.start, len(span))
+            tars = self.packed.get(index) or self.stored(index, present)
+            if tars is None or tars.samples_sha256 != self.digest(self.good_rows(chunk)):
+                self(chunk)
+                tars, repacked = self.packed[index], repacked + 1
+            wanted.update(tars.keys(self.shard, index))
+        stray = sorted(present - wanted)
+        list(map_bounded(self.target.delete, stray, self.threads))
+        if repacked or stray:
+            log(f"shard {self.shard}: packed {repacked} chunks' tars anew, removed {len(stray)} stale webdataset files")
+        return len(stray)

@@ -146,6 +146,7 @@ def run_chunked(
     stop: threading.Event | None = None,
     state: ShardState | None = None,
     on_progress: ProgressCallback | None = None,
+    finish: Callable[[pa.Table], int] | None = None,
 ) -> ShardOutcome:
     """Process a shard chunk by chunk, skipping committed chunks; write the manifest last.
 
@@ -154,6 +155,9 @@ def run_chunked(
     exits non-zero, is retried, and resumes from the next chunk. ``state`` is ``shard_state``'s
     answer when the caller needed it first (to know the pending chunks), so it is read once.
     ``on_progress`` gets ``ShardProgress`` snapshots at a bounded rate (see ``steps.progress``).
+    ``finish`` brings per-shard extras (WebDataset tars) in line with the shard's manifest, before
+    the manifest is written or, for a shard complete earlier, on its stored one; it returns how
+    many stale files it removed.
     """
     ranges = chunk_ranges(len(keys), chunk_size)
     progress = Progress(name, len(keys), len(ranges), on_progress)
@@ -161,7 +165,8 @@ def run_chunked(
     if state.complete is not None:
         log(f"shard {name}: complete in an earlier run (manifest exists), skipping")
         progress.complete_earlier()
-        return ShardOutcome(name, state.complete, 0, 0, 0.0, skipped=True)
+        stale_files = finish(state.complete) if finish is not None else 0
+        return ShardOutcome(name, state.complete, 0, 0, 0.0, skipped=True, stale_files=stale_files)
     log(f"shard {name}: {len(keys)} images in {len(ranges)} chunks of up to {chunk_size}")
     tables = dict(state.reused)
     reused = len(tables)
@@ -186,6 +191,8 @@ def run_chunked(
         progress.committed(rejected_reasons(table))
     stale_files = state.stale_files + ledger.remove_beyond(len(ranges))
     manifest = pa.concat_tables(tables[i] for i in range(len(ranges))) if ranges else pa.table({"key": []})
+    if finish is not None:
+        stale_files += finish(manifest)
     storage.write(manifest_key(name), table_to_parquet(manifest))
     progress.finish(f"{reused} chunks reused")
     reused_images = sum(len(ranges[i]) for i in state.reused if i < len(ranges))

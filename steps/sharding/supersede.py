@@ -28,12 +28,18 @@ from steps.sharding.plan import PrefixCounts, range_name, shard_prefix
 from steps.sharding.plan_store import ShardRef, read_shard_keys, stored_layout
 
 
+def no_directories(shard_name: str) -> tuple[str, ...]:
+    return ()
+
+
 @dataclass(frozen=True)
 class ShardFiles:
-    """Where a flow commits a shard's chunks, and the files processing one input key writes."""
+    """Where a flow commits a shard's chunks, the files processing one input key writes, and
+    other per-shard directories (e.g. WebDataset tars) that go when the shard is retired."""
 
     chunk_directory: Callable[[str], str]
     derived: Callable[[str], tuple[str, ...]]
+    shard_directories: Callable[[str], tuple[str, ...]] = no_directories
 
 
 @dataclass(frozen=True)
@@ -125,7 +131,8 @@ def retire_superseded(storage: Storage, refs: Sequence[ShardRef], files: ShardFi
         for holder, keys in sorted(by_current.items()):
             now = read_shard_keys(storage, current[holder].keys_key) if holder in current else []
             removed += remove_derived(storage, keys, now, files, threads)
-        records = [o.key for o in storage.list(files.chunk_directory(name) + "/")]
+        directories = (files.chunk_directory(name), *files.shard_directories(name))
+        records = [o.key for directory in directories for o in storage.list(directory + "/")]
         records += [key for key in (manifest_key(name), plan_keys_key(name)) if storage.exists(key)]
         for record in records:  # the key list last: until it is gone, a later run retires this shard again
             storage.delete(record)

@@ -11,8 +11,10 @@ import contextlib
 import functools
 import hashlib
 import io
+import json
 import random
 import shutil
+import tarfile
 import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -23,10 +25,12 @@ from PIL import Image
 
 from steps.errors import SpotInterruption
 from steps.inference.shard import INFER_FILES, infer_shard
-from steps.io.storage import LocalStorage
+from steps.io.parquet import parquet_to_table
+from steps.io.storage import LocalStorage, Storage
 from steps.layout import PLAN_KEYS_SUFFIX
 from steps.models.loading import LoadedModel, load_model
 from steps.preprocess.shard import PREPROCESS_FILES, preprocess_shard
+from steps.preprocess.webdataset import WebDatasetPacker, read_label_map
 from steps.sharding.plan import PrefixCounts, cell_of
 from steps.sharding.plan_store import read_shard_keys
 from steps.sharding.planning import RunPlan, prepare_run
@@ -108,6 +112,7 @@ def run_shards(
     *,
     task: Callable[..., object],
     lost: Collection[str],
+    chunk_size: int = 3,
 ) -> None:
     """One run: plan as ``start`` does, then each shard's ``task(**common)``; the tasks of shards
     named in ``lost`` stop before their first chunk."""
@@ -115,11 +120,21 @@ def run_shards(
     for ref in plan_run(source, output, settings, files).shards:
         common = {"name": ref.name, "keys": read_shard_keys(target, ref.keys_key), "source": LocalStorage(source)}
         with contextlib.suppress(SpotInterruption):
-            task(**common, target=target, threads=2, chunk_size=3, stop=stop_for(ref.name, lost))
+            task(**common, target=target, threads=2, chunk_size=chunk_size, stop=stop_for(ref.name, lost))
 
 
 def preprocess_run(source: Path, output: Path, settings: Settings, lost: Collection[str] = ()) -> None:
     run_shards(source, output, settings, PREPROCESS_FILES, task=functools.partial(preprocess_shard, size=8), lost=lost)
+
+
+def webdataset_shard(*, name: str, keys: Sequence[str], source: Storage, target: Storage, **common: object) -> object:
+    """A PreprocessFlow shard task with ``--format webdataset`` (as flows/preprocess.py builds it)."""
+    pack = WebDatasetPacker(target, name, keys, common["chunk_size"], read_label_map(source), threads=2)
+    return preprocess_shard(name=name, keys=keys, source=source, target=target, size=8, pack=pack, **common)
+
+
+def webdataset_run(source: Path, output: Path, settings: Settings, chunk_size: int, lost: Collection[str] = ()) -> None:
+    run_shards(source, output, settings, PREPROCESS_FILES, task=webdataset_shard, lost=lost, chunk_size=chunk_size)
 
 
 def infer_run(source: Path, output: Path, settings: Settings, model: LoadedModel, lost: Collection[str] = ()) -> None:
@@ -185,6 +200,42 @@ def test_removed_inputs_lose_their_files_and_a_whole_shard_gone_is_retired(tmp_p
     preprocess_run(source, output, settings)
     assert_verified(output, source)
     assert (output / "resized/holiday/a.jpg").exists()  # now a.png's
+
+
+def tar_sample_keys(output: Path) -> list[str]:
+    """The input key of every sample in every tar under webdataset/ (what a training reader sees)."""
+    keys = []
+    for path in sorted((output / "webdataset").rglob("*.tar")):
+        with tarfile.open(path) as archive:
+            for member in archive.getmembers():
+                if member.name.endswith(".json"):
+                    keys.append(json.loads(archive.extractfile(member).read())["key"])
+    return keys
+
+
+def good_keys(output: Path) -> list[str]:
+    table = [parquet_to_table(p.read_bytes()).to_pylist() for p in (output / "_manifests").glob("*.parquet")]
+    return sorted(row["key"] for rows in table for row in rows if row["status"] == "ok")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_webdataset_tars_hold_each_good_input_once_across_formats_chunk_sizes_and_layouts(
+    tmp_path: Path, seed: int
+) -> None:
+    """Earlier runs in --format files (complete shards, then skipped), lost tasks, another
+    --chunk-size or layout: after each webdataset run, the tars hold each good input exactly once."""
+    source, output = tmp_path / "in", tmp_path / "out"
+    rng = random.Random(seed)
+    for keys, settings in history(200 + seed):
+        set_inputs(source, keys)
+        before = rng.random()
+        if before < 0.4:
+            preprocess_run(source, output, settings)
+        elif before < 0.8:
+            webdataset_run(source, output, rng.choice(SETTINGS), chunk_size=rng.choice([2, 5]), lost=LOSES_SOME)
+        webdataset_run(source, output, settings, chunk_size=rng.choice([2, 3, 5]))
+        assert_verified(output, source)
+        assert sorted(tar_sample_keys(output)) == good_keys(output)
 
 
 def test_width_zero_output_that_outgrew_its_shard_is_planned_anew(tmp_path: Path) -> None:
