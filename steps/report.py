@@ -1,5 +1,4 @@
-"""A card-agnostic report: titled tables, image rows and charts that a flow renders as a Metaflow card.
-"""
+"""A card-agnostic report: titled tables, image rows and charts that a flow renders as a Metaflow card."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Shared fixtures: loopback-only networking, a real S3 API server on 127.0.0.1 and sample data.
-"""
+"""Shared fixtures: loopback-only networking, a real S3 API server on 127.0.0.1 and sample data."""
 
 from __future__ import annotations
 

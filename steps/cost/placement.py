@@ -1,5 +1,4 @@
-"""The I/O edges of the cost model: where the data lives, how big it is, which queue serves a region.
-"""
+"""The I/O edges of the cost model: where the data lives, how big it is, which queue serves a region."""
 
 from __future__ import annotations
 

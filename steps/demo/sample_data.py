@@ -128,4 +128,3 @@ def generate(directory: Path, count: int, seed: int = 0) -> list[SampleFile]:
         writer.writerow(["key", "label"])
         writer.writerows(sorted((s.key, s.label) for s in written if s.label is not None))
     return written
-

@@ -1,5 +1,4 @@
-"""Sobel edge maps.
-"""
+"""Sobel edge maps."""
 
 from __future__ import annotations
 

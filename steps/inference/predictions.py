@@ -129,4 +129,3 @@ def describe(predictions: pd.DataFrame, labels: pd.DataFrame | None = None) -> s
         result = scores.accuracy()
         lines.append(f"accuracy: {result['accuracy']} ({result['correct']}/{result['labelled']} labelled images)")
     return "\n".join(lines)
-

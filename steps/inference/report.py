@@ -21,6 +21,7 @@ SAMPLES_PER_SHARD = 3  # of each kind (misclassified, correct) a shard sends the
 CONFUSION_CLASSES = 12  # the most labelled classes get a row and a column; the rest are "other"
 PER_CLASS_ROWS = 30
 
+
 @dataclass(frozen=True)
 class Sample:
     """One prediction shown on the card."""
@@ -84,6 +85,7 @@ def per_class_table(scores: Scores) -> Table:
 
 def sample_rows(samples: Sequence[Sample], source: Storage) -> list[Images]:
     """Misclassified images next to correct ones when labels exist; else a few predictions."""
+
     def row(title: str, chosen: Sequence[Sample]) -> list[Images]:
         images = [(s.caption(), thumbnail_jpeg(source.read(s.key))) for s in chosen[:SAMPLE_IMAGES]]
         return [Images(title, images)] if images else []

@@ -1,5 +1,4 @@
-"""Bounded concurrency: a thread pool that never holds more than a bounded window of work.
-"""
+"""Bounded concurrency: a thread pool that never holds more than a bounded window of work."""
 
 from __future__ import annotations
 

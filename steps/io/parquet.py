@@ -1,5 +1,4 @@
-"""Arrow tables to and from Parquet bytes (manifests, chunks and prediction parts).
-"""
+"""Arrow tables to and from Parquet bytes (manifests, chunks and prediction parts)."""
 
 from __future__ import annotations
 

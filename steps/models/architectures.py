@@ -1,5 +1,4 @@
-"""Model architectures by name: a small CNN for laptops and tests, and torchvision's.
-"""
+"""Model architectures by name: a small CNN for laptops and tests, and torchvision's."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""TrainFlow's model bundle: architecture, class names, input size and weights in one file.
-"""
+"""TrainFlow's model bundle: architecture, class names, input size and weights in one file."""
 
 from __future__ import annotations
 

@@ -99,9 +99,7 @@ def finish(target: Storage, item: MadeOnDevice | Fetched, size: int) -> dict:
     """On a CPU thread: write a device result, or run the Pillow path; the manifest row."""
     if isinstance(item, MadeOnDevice):
         write_outputs(target, item.key, item.resized_jpeg, encode(Image.fromarray(item.edges, "L"), "PNG"))
-        return result_row(
-            item.key, item.started, input_bytes=item.input_bytes, width=item.width, height=item.height
-        )
+        return result_row(item.key, item.started, input_bytes=item.input_bytes, width=item.width, height=item.height)
     if item.data is None:
         return rejected_row(item.key, item.reason, item.started)
     return preprocess_data(target, item.key, item.data, size, item.started)

@@ -1,5 +1,4 @@
-"""One image through preprocessing: decode once, resize, edge map, encode both.
-"""
+"""One image through preprocessing: decode once, resize, edge map, encode both."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""PreprocessFlow's report card: totals, shards, before/after samples, rejects.
-"""
+"""PreprocessFlow's report card: totals, shards, before/after samples, rejects."""
 
 from __future__ import annotations
 

@@ -178,7 +178,7 @@ def plan_layout(
         raise ConfigError("--max-shards", max_shards, "at least 1", "pass --max-shards 100")
     if not 0 <= width <= MAX_WIDTH:
         raise ConfigError(
-            "prefix width", width, f"0 (auto) to {MAX_WIDTH}", "pass --prefix-width 0 to choose it from the data"
+            "--prefix-width", width, f"0 (auto) to {MAX_WIDTH}", "pass --prefix-width 0 to choose it from the data"
         )
     if starts:
         ranges = _packed_ranges(counts, width, starts)
@@ -189,7 +189,7 @@ def plan_layout(
         groups = counts.at_width(width)
         if len(groups) > max_shards:
             raise ConfigError(
-                "prefix width",
+                "--prefix-width",
                 width,
                 f"at most {max_shards} shards (it gives {len(groups)})",
                 f"pass --prefix-width 0, or raise both --max-shards {len(groups)} and Metaflow's "
@@ -209,13 +209,14 @@ def plan_layout(
     # As many ranges as the target needs (so shards do not shrink below it), at most max_shards.
     packed = pack_starts(groups, min(max_shards, math.ceil(counts.total / target_size)), wanted)
     ranges = _packed_ranges(counts, wanted, packed)
+    packed_into = f"prefix width {wanted}, {len(groups)} prefixes packed into {len(ranges)} range" + (
+        "s" if len(ranges) != 1 else ""
+    )
     if len(packed) < max_shards:
-        reason = (
-            f"prefix width {wanted}, {len(groups)} prefixes packed into {len(ranges)} ranges of ~{target_size} images"
-        )
+        reason = f"{packed_into} of ~{target_size} images"
     else:
         reason = (
-            f"prefix width {wanted}, {len(groups)} prefixes packed into {len(ranges)} ranges to stay within "
+            f"{packed_into} to stay within "
             f"--max-shards {max_shards}, so shards average {counts.total // len(ranges)} images "
             f"(target {target_size}); "
             "raise --max-shards and Metaflow's `run --max-num-splits` for smaller shards"

@@ -1,5 +1,4 @@
-"""Report sections every sharded run shows: totals, cost, shards, rejects by reason and throughput.
-"""
+"""Report sections every sharded run shows: totals, cost, shards, rejects by reason and throughput."""
 
 from __future__ import annotations
 

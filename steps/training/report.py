@@ -1,5 +1,4 @@
-"""TrainFlow's headline and report card.
-"""
+"""TrainFlow's headline and report card."""
 
 from __future__ import annotations
 

@@ -47,9 +47,9 @@ class LocalBatch:
     def s3(self) -> S3Server:
         return S3Server(self.endpoint)
 
-    def kill_first_attempt(self, step: str, on_put: str) -> None:
-        """SIGKILL the first attempt of ``step`` when it PUTs a key matching ``on_put``."""
-        (self.state / "kill.json").write_text(json.dumps({"step": step, "on_put": on_put}))
+    def kill_first_attempt(self, flow: str, step: str, on_put: str) -> None:
+        """SIGKILL the first attempt of ``flow``'s ``step`` when it PUTs a key matching ``on_put``."""
+        (self.state / "kill.json").write_text(json.dumps({"flow": flow, "step": step, "on_put": on_put}))
 
     def jobs(self, flow: str, step: str) -> list[dict[str, Any]]:
         """Finished jobs of ``flow``'s ``step``, in submission order (Metaflow names a job
@@ -151,7 +151,7 @@ def test_flow_runs_on_batch_and_survives_a_killed_task(
         upload_dir(s3, model.parent, f"{bucket}/model")
         model_args = ("--model", f"{bucket}/model/{model.name}")
     # The first shard task dies while committing its second chunk, as if its instance vanished.
-    local_batch.kill_first_attempt(case.step, case.commit)
+    local_batch.kill_first_attempt(case.flow_class, case.step, case.commit)
 
     # One task at a time, so the kill hits the shard task that is writing.
     run = run_flow(

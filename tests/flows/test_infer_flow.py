@@ -19,7 +19,8 @@ from tests.support.models import CLASSES, save_bundle, save_torchscript
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 
-FAST = ("--shard-size", "1000", "--chunk-size", "16", "--batch-size", "8", "--top-k", "3", "--workers", "2")
+# Nine parts of 6: the kill lands while parts are still to come.
+FAST = ("--shard-size", "1000", "--chunk-size", "6", "--batch-size", "6", "--top-k", "3", "--workers", "2")
 
 # Stands in for flows/train.py (tested on its own): `--model latest` only needs a successful
 # TrainFlow run with a `model_uri` artifact in the same metadata and namespace.
@@ -96,7 +97,7 @@ def test_latest_model_with_a_killed_shard_then_a_rerun_that_skips(sample_dir: Pa
     predictions = load_predictions(str(output))
     assert list(predictions["key"]) == sorted(list_inputs(LocalStorage(sample_dir)))  # each key exactly once
     parts = sorted(p.name for p in (output / "predictions" / "all").iterdir())
-    assert parts == [f"part-0000{i}.parquet" for i in range(4)]
+    assert parts == [f"part-0000{i}.parquet" for i in range(9)]
     assert set(predictions.loc[predictions["status"] == "ok", "label"]) <= set(CLASSES)
 
     # The killed attempt is billed: two attempts, priced with the laptop time of both.

@@ -125,7 +125,7 @@ def test_s3_input_and_output_with_s3_datastore(sample_dir: Path, tmp_path: Path,
         (("--input", "/no/such/dir"), "--input '/no/such/dir': expected an existing directory of images"),
         (("--device", "tpu"), "--device 'tpu': expected cpu or cuda"),
         (("--input", "s3://missing-bucket/x"), "bucket 'missing-bucket': expected an existing S3 bucket"),
-        (("--prefix-width", "2", "--max-shards", "4"), "prefix width 2: expected at most 4 shards"),
+        (("--prefix-width", "2", "--max-shards", "4"), "--prefix-width 2: expected at most 4 shards"),
     ],
 )
 def test_bad_configuration_fails_in_start_with_one_line(
@@ -180,12 +180,13 @@ def test_reruns_after_new_images_and_new_settings_keep_inputs_exactly_once(sampl
     grown = rerun(*small)
     assert "planning" in grown["output"] and "anew, superseding its earlier shards: its one shard" in grown["output"]
     assert "retired 1 superseded shards (all)" in grown["output"]
-    assert grown["images"] == first["images"] + 36 and grown["shards"] == 4
+    # 90 images at ~70 per shard: two ranges of one-digit prefixes, none below the target.
+    assert grown["images"] == first["images"] + 36 and grown["shards"] == 2
     assert grown["stale_files"] >= 3 and "stale files of earlier runs removed" in grown["output"]
 
-    fewer = rerun("--shard-size", "70", "--max-shards", "2", "--threads", "2", "--chunk-size", "16")
-    assert "anew, superseding its earlier shards: its 4 shards exceed --max-shards 2" in fewer["output"]
-    assert fewer["shards"] == 2 and "retired 4 superseded shards" in fewer["output"]
+    fewer = rerun("--shard-size", "70", "--max-shards", "1", "--threads", "2", "--chunk-size", "16")
+    assert "anew, superseding its earlier shards: its 2 shards exceed --max-shards 1" in fewer["output"]
+    assert fewer["shards"] == 1 and "retired 2 superseded shards" in fewer["output"]
     kept = rerun("--shard-size", "1000", "--max-shards", "2")
     assert "keeping prefix width 1 of the earlier run" in kept["output"]
     assert kept["skipped_shards"] == kept["shards"] and kept["stale_files"] == 0

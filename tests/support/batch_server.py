@@ -10,10 +10,11 @@ environment variables plus ``AWS_BATCH_JOB_ID``, ``AWS_BATCH_JOB_ATTEMPT``, ``AW
 
 Files in STATE_DIR:
   endpoint          written when the server is up: ``http://127.0.0.1:PORT``
-  kill.json         optional: ``{"step": S, "on_put": REGEX}``. When a running first attempt
-                    (retry 0) of step S PUTs an S3 key matching REGEX, its whole process group
-                    is SIGKILLed before the object is stored — the instance vanishing mid-write,
-                    as on a spot reclaim. Once per step; run one task at a time to target it.
+  kill.json         optional: ``{"flow": F, "step": S, "on_put": REGEX}``. When a running first
+                    attempt (retry 0) of flow F's step S PUTs an S3 key matching REGEX, its whole
+                    process group is SIGKILLed before the object is stored — the instance
+                    vanishing mid-write, as on a spot reclaim. Once per flow and step; run one
+                    task at a time to target it.
   jobs.jsonl        one record per finished job (name, overrides, image, exit code, reason)
   jobs/<id>/        each job's working directory, ``output.log`` = its stdout + stderr
 
@@ -77,11 +78,14 @@ class LocalBatch:
             targets = [
                 (job, process)
                 for job, process in self._running.items()
-                if f"-{rule['step']}-" in job.job_name and job.job_name.endswith("-0")
+                if f"-{rule['flow']}-" in job.job_name
+                and f"-{rule['step']}-" in job.job_name
+                and job.job_name.endswith("-0")
             ]
-            if rule["step"] in self._killed_once or not targets:
+            target = f"{rule['flow']}.{rule['step']}"
+            if target in self._killed_once or not targets:
                 return False
-            self._killed_once.add(rule["step"])
+            self._killed_once.add(target)
         for job, process in targets:
             job.job_stopped_reason = "Host EC2 (instance i-0local) terminated."
             os.killpg(process.pid, signal.SIGKILL)

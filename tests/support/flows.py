@@ -198,7 +198,7 @@ def run_flow_killing(
         text=True,
     )
     killed = False
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while process.poll() is None and not killed and time.monotonic() < deadline:
         if ready():
             for pid in victims(step):

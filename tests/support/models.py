@@ -1,5 +1,4 @@
-"""Small models saved in every form InferFlow loads: TrainFlow bundles and TorchScript files.
-"""
+"""Small models saved in every form InferFlow loads: TrainFlow bundles and TorchScript files."""
 
 from __future__ import annotations
 

@@ -169,9 +169,7 @@ def test_cli_prints_the_table_best_first_and_the_reason(capsys: pytest.CaptureFi
 
 
 def test_cli_json_is_a_ranked_list() -> None:
-    done = subprocess.run(
-        [SPOT_BATCH, "regions", *CLI, "--json"], capture_output=True, text=True, check=True
-    )
+    done = subprocess.run([SPOT_BATCH, "regions", *CLI, "--json"], capture_output=True, text=True, check=True)
     rows = json.loads(done.stdout)
     required = {"region", "instance_type", "spot_price", "compute_cost", "egress_cost", "total_cost", "risk"}
     assert required <= set(rows[0])
@@ -238,9 +236,7 @@ def test_choose_region_reads_bucket_regions(s3_server: S3Server, monkeypatch: py
     assert choice.region == "us-east-2"
 
     monkeypatch.setenv("METAFLOW_S3_ENDPOINT_URL", "http://127.0.0.1:1")  # no S3 at all: default, quickly
-    assert choose({"s3://in-eu/raw": 1}, 1).data_gb == {
-        "us-east-2": 1e-9
-    }
+    assert choose({"s3://in-eu/raw": 1}, 1).data_gb == {"us-east-2": 1e-9}
 
 
 def test_batch_settings_put_a_run_on_the_regions_queue() -> None:

@@ -148,8 +148,21 @@ def test_a_spot_notice_keeps_committed_chunks_and_drops_work_ahead_in_other_lane
     out = LocalStorage(tmp_path / "out")
 
     def run(source: LocalStorage, event: threading.Event | None) -> object:
-        return infer_shard(name="all", keys=keys, source=source, target=out, model=trained, batch_size=8,
-                           chunk_size=16, top_k=3, threads=2, workers=2, decode="gpu", devices=[CPU, CPU], stop=event)
+        return infer_shard(
+            name="all",
+            keys=keys,
+            source=source,
+            target=out,
+            model=trained,
+            batch_size=8,
+            chunk_size=16,
+            top_k=3,
+            threads=2,
+            workers=2,
+            decode="gpu",
+            devices=[CPU, CPU],
+            stop=event,
+        )
 
     with pytest.raises(SpotInterruption, match="stopped before chunk"):
         run(StopAfterReads(sample_dir, stop, reads=10), stop)  # noticed during chunk 0; lane 1 was on chunk 1

@@ -71,7 +71,7 @@ def test_stored_ranges_place_new_keys_in_the_same_shards() -> None:
 
 
 def test_forced_width_over_limit_explains_how_to_raise_it() -> None:
-    with pytest.raises(ConfigError, match=r"prefix width 2.*gives 256.*--max-shards 256.*--max-num-splits 256"):
+    with pytest.raises(ConfigError, match=r"--prefix-width 2.*gives 256.*--max-shards 256.*--max-num-splits 256"):
         plan_shards(sha_keys(5000), target_size=100, max_shards=100, width=2)
 
 
