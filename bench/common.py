@@ -70,9 +70,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Non
     print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row, texts in zip(rows, cells, strict=True):
-        aligned = (
-            t.ljust(w) if isinstance(v, str) else t.rjust(w) for v, t, w in zip(row, texts, widths, strict=True)
-        )
+        aligned = (t.ljust(w) if isinstance(v, str) else t.rjust(w) for v, t, w in zip(row, texts, widths, strict=True))
         print("| " + " | ".join(aligned) + " |")
 
 
@@ -97,9 +95,7 @@ def best_seconds(runs: Sequence[Callable[[], object]], repeats: int) -> list[flo
     return best
 
 
-def camera_jpegs(
-    count: int, grain: int = 6, min_mp: float = 2.0, max_mp: float = 12.0, seed: int = 0
-) -> list[bytes]:
+def camera_jpegs(count: int, grain: int = 6, min_mp: float = 2.0, max_mp: float = 12.0, seed: int = 0) -> list[bytes]:
     """``count`` camera-size JPEGs (``min_mp``-``max_mp`` megapixels, 4:3, either orientation).
 
     Made from the sample-data source photos (``steps.demo.sample_data.SOURCES``) upscaled with bicubic

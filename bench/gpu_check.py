@@ -120,8 +120,14 @@ def classifier(architecture: str) -> Callable[[], LoadedModel]:
 
     def build() -> LoadedModel:
         module = getattr(torchvision.models, architecture)(weights=None).eval()
-        return LoadedModel(module, f"{architecture} (random init)", "torchvision", architecture,
-                           [str(i) for i in range(1000)], DEFAULT_INPUT_SIZE)
+        return LoadedModel(
+            module,
+            f"{architecture} (random init)",
+            "torchvision",
+            architecture,
+            [str(i) for i in range(1000)],
+            DEFAULT_INPUT_SIZE,
+        )
 
     return build
 
@@ -138,6 +144,7 @@ def model_only(args: argparse.Namespace, device: torch.device, rows: list, sync:
         def run() -> None:
             with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=cuda):
                 predictor.module(x)
+
         return run
 
     def rate_of(run: Callable[[], None]) -> Callable[[], float]:
@@ -171,6 +178,7 @@ def model_only(args: argparse.Namespace, device: torch.device, rows: list, sync:
         def run() -> None:
             with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
                 fast(x)
+
         return rate_of(run)()
 
     best = attempt("model only: torch.compile reduce-overhead bf16", compiled, rows, "")
@@ -191,16 +199,32 @@ def end_to_end(args: argparse.Namespace, device: torch.device, scratch: Path, ro
     def rate(decode: str, subset: list[str], target: str) -> float:
         started = time.perf_counter()
         with redirect_stdout(io.StringIO()):
-            infer_shard(name="bench", keys=subset, source=source, target=LocalStorage(scratch / target),
-                        model=args.model(), batch_size=args.batch_size, chunk_size=4096, top_k=5, threads=16,
-                        workers=cores, decode=decode, devices=[device])
+            infer_shard(
+                name="bench",
+                keys=subset,
+                source=source,
+                target=LocalStorage(scratch / target),
+                model=args.model(),
+                batch_size=args.batch_size,
+                chunk_size=4096,
+                top_k=5,
+                threads=16,
+                workers=cores,
+                decode=decode,
+                devices=[device],
+            )
         return len(subset) / (time.perf_counter() - started)
 
     for decode, how in (("cpu", f"Pillow, {cores} threads"), ("gpu", f"decode_jpeg on {device.type}")):
         rate(decode, keys[: 2 * args.batch_size], f"warm-{decode}")  # cudnn autotuning, nvJPEG start-up
         measured = rate(decode, keys, f"out-{decode}")
-        rows.append((f"end to end: --decode {decode} ({how})", images_per_second(measured),
-                     f"{measured / reference:.2f} of Predictor model-only"))
+        rows.append(
+            (
+                f"end to end: --decode {decode} ({how})",
+                images_per_second(measured),
+                f"{measured / reference:.2f} of Predictor model-only",
+            )
+        )
 
 
 def preprocessing(args: argparse.Namespace, device: torch.device, scratch: Path, rows: list) -> None:
@@ -213,16 +237,36 @@ def preprocessing(args: argparse.Namespace, device: torch.device, scratch: Path,
     rates = {}
     for label, on in (("cpu", None), ("gpu", device)):
         with redirect_stdout(io.StringIO()):
-            preprocess_shard(name="warm", keys=keys[:8], source=source, target=LocalStorage(scratch / f"pw-{label}"),
-                             size=256, threads=max(cores, 16) if on is not None else cores, device=on)
+            preprocess_shard(
+                name="warm",
+                keys=keys[:8],
+                source=source,
+                target=LocalStorage(scratch / f"pw-{label}"),
+                size=256,
+                threads=max(cores, 16) if on is not None else cores,
+                device=on,
+            )
             started = time.perf_counter()
-            preprocess_shard(name="bench", keys=keys, source=source, target=LocalStorage(scratch / f"pre-{label}"),
-                             size=256, threads=max(cores, 16) if on is not None else cores, device=on)
+            preprocess_shard(
+                name="bench",
+                keys=keys,
+                source=source,
+                target=LocalStorage(scratch / f"pre-{label}"),
+                size=256,
+                threads=max(cores, 16) if on is not None else cores,
+                device=on,
+            )
         rates[label] = len(keys) / (time.perf_counter() - started)
-    rows.append((f"preprocessing {width}x{height} JPEGs: CPU path, {cores} threads", images_per_second(rates["cpu"]),
-                 ""))
-    rows.append((f"preprocessing {width}x{height} JPEGs: tensor path on {device.type}", images_per_second(rates["gpu"]),
-                 f"{rates['gpu'] / rates['cpu']:.1f}x the CPU path (target >= 10x)"))
+    rows.append(
+        (f"preprocessing {width}x{height} JPEGs: CPU path, {cores} threads", images_per_second(rates["cpu"]), "")
+    )
+    rows.append(
+        (
+            f"preprocessing {width}x{height} JPEGs: tensor path on {device.type}",
+            images_per_second(rates["gpu"]),
+            f"{rates['gpu'] / rates['cpu']:.1f}x the CPU path (target >= 10x)",
+        )
+    )
 
 
 def decode_agreement(device: torch.device) -> str:
@@ -232,8 +276,13 @@ def decode_agreement(device: torch.device) -> str:
     exif = Image.Exif()
     exif[0x0112] = 6
     good = jpeg_bytes(photo)
-    files = [good, jpeg_bytes(photo, progressive=True), jpeg_bytes(photo.convert("L")),
-             jpeg_bytes(photo, exif=exif.tobytes()), good[:600] + bytes(range(256)) * 16 + good[4696:]]
+    files = [
+        good,
+        jpeg_bytes(photo, progressive=True),
+        jpeg_bytes(photo.convert("L")),
+        jpeg_bytes(photo, exif=exif.tobytes()),
+        good[:600] + bytes(range(256)) * 16 + good[4696:],
+    ]
     headers = [read_jpeg_header(data) for data in files]
     on_device = decode_jpegs(files, headers, device, RGB)
     on_cpu = decode_jpegs(files, headers, torch.device("cpu"), RGB)
@@ -247,8 +296,10 @@ def decode_agreement(device: torch.device) -> str:
     worst = max(float(d.max()) for d in diffs)
     mean = float(torch.stack([d.mean() for d in diffs]).mean())
     refused = sum(x is None for x in on_device)
-    return (f"decode check ({device} vs cpu, baseline/progressive/gray/EXIF-6/corrupt): mean |diff| {mean:.2f}, "
-            f"max {worst:.0f}; refused {refused}/{len(files)}, same as CPU: {same_refusals}")
+    return (
+        f"decode check ({device} vs cpu, baseline/progressive/gray/EXIF-6/corrupt): mean |diff| {mean:.2f}, "
+        f"max {worst:.0f}; refused {refused}/{len(files)}, same as CPU: {same_refusals}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -259,8 +310,9 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device("cuda" if cuda else "cpu")
     if not cuda and not args.smoke:
         parser.error("no CUDA device visible; run with --smoke for a CPU dry run")
-    full = dict(batch_size=256, seconds=3.0, images=12_288, unique=256, camera=(3264, 2448), camera_unique=16,
-                camera_images=512)
+    full = dict(
+        batch_size=256, seconds=3.0, images=12_288, unique=256, camera=(3264, 2448), camera_unique=16, camera_images=512
+    )
     smoke = dict(batch_size=4, seconds=0.2, images=16, unique=8, camera=(640, 480), camera_unique=2, camera_images=8)
     for name, value in (smoke if args.smoke else full).items():
         setattr(args, name, value)
@@ -270,9 +322,11 @@ def main(argv: list[str] | None = None) -> None:
         torch.backends.cudnn.benchmark = True
     started = time.perf_counter()
     name = torch.cuda.get_device_name() if cuda else "CPU"
-    print(f"== bench/gpu_check.py{' --smoke' if args.smoke else ''}: {name}, torch {torch.__version__}, "
-          f"torchvision {torchvision.__version__}, {len(os.sched_getaffinity(0))} usable cores, "
-          f"bf16 {'yes' if cuda and torch.cuda.is_bf16_supported() else 'no'}")
+    print(
+        f"== bench/gpu_check.py{' --smoke' if args.smoke else ''}: {name}, torch {torch.__version__}, "
+        f"torchvision {torchvision.__version__}, {len(os.sched_getaffinity(0))} usable cores, "
+        f"bf16 {'yes' if cuda and torch.cuda.is_bf16_supported() else 'no'}"
+    )
     print(decode_agreement(device))
     rows: list[tuple[str, str, str]] = []
     reference = model_only(args, device, rows, sync)

@@ -49,8 +49,9 @@ TOP_K = 5
 def resnet50() -> LoadedModel:
     module = torchvision.models.resnet50(weights=None).eval()
     classes = [str(i) for i in range(1000)]
-    return LoadedModel(module, "torchvision:resnet50 (random init)", "torchvision", "resnet50", classes,
-                       DEFAULT_INPUT_SIZE)
+    return LoadedModel(
+        module, "torchvision:resnet50 (random init)", "torchvision", "resnet50", classes, DEFAULT_INPUT_SIZE
+    )
 
 
 def model_only(predictor: Predictor, images: int, batch_size: int) -> None:
@@ -64,8 +65,17 @@ def ours(model: LoadedModel, source: LocalStorage, keys: list[str], args: argpar
     target = LocalStorage(tempfile.mkdtemp(dir=scratch))  # fresh: committed parts would be skipped
     with redirect_stdout(io.StringIO()):  # its progress lines
         infer_shard(
-            name="bench", keys=keys, source=source, target=target, model=model, batch_size=args.batch_size,
-            chunk_size=len(keys), top_k=TOP_K, threads=16, workers=usable_cores(), device=torch.device(args.device),
+            name="bench",
+            keys=keys,
+            source=source,
+            target=target,
+            model=model,
+            batch_size=args.batch_size,
+            chunk_size=len(keys),
+            top_k=TOP_K,
+            threads=16,
+            workers=usable_cores(),
+            device=torch.device(args.device),
         )
 
 
@@ -74,12 +84,14 @@ class PilDataset(Dataset):
 
     def __init__(self, paths: list[Path]) -> None:
         self.paths = paths
-        self.transform = transforms.Compose([
-            transforms.Resize(256),
-            transforms.CenterCrop(224),
-            transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ])
+        self.transform = transforms.Compose(
+            [
+                transforms.Resize(256),
+                transforms.CenterCrop(224),
+                transforms.ToTensor(),
+                transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -92,8 +104,9 @@ class PilDataset(Dataset):
 @torch.inference_mode()
 def naive(module: torch.nn.Module, paths: list[Path], args: argparse.Namespace, workers: int) -> None:
     device = torch.device(args.device)
-    loader = DataLoader(PilDataset(paths), batch_size=args.batch_size, num_workers=workers,
-                        pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        PilDataset(paths), batch_size=args.batch_size, num_workers=workers, pin_memory=device.type == "cuda"
+    )
     for batch in loader:
         module(batch.to(device)).softmax(dim=1).topk(TOP_K, dim=1)[1].cpu()
 
@@ -124,8 +137,10 @@ def main(argv: list[str] | None = None) -> None:
         predictor = Predictor(model, torch.device(args.device), TOP_K)  # moves the module to the device
         cores = usable_cores()
         variants = [
-            ("model only (Predictor on random uint8 batches)",
-             lambda: model_only(predictor, len(keys), args.batch_size)),
+            (
+                "model only (Predictor on random uint8 batches)",
+                lambda: model_only(predictor, len(keys), args.batch_size),
+            ),
             ("ours: infer_shard (InferFlow's pipeline)", lambda: ours(model, source, keys, args, scratch)),
             ("naive: DataLoader + PIL, num_workers=0", lambda: naive(model.module, paths, args, 0)),
             (f"naive: DataLoader + PIL, num_workers={cores}", lambda: naive(model.module, paths, args, cores)),
@@ -137,8 +152,10 @@ def main(argv: list[str] | None = None) -> None:
         ["variant", "images/s", "vs model only"],
         [(label, rate, f"{rate / ceiling:.0%}") for (label, _), rate in zip(variants, rates, strict=True)],
     )
-    print(f"ratio: ours {end_to_end / ceiling:.0%} of model-only; ours {end_to_end / best_naive:.2f}x the best "
-          f"naive DataLoader ({end_to_end / rates[2]:.2f}x num_workers=0)")
+    print(
+        f"ratio: ours {end_to_end / ceiling:.0%} of model-only; ours {end_to_end / best_naive:.2f}x the best "
+        f"naive DataLoader ({end_to_end / rates[2]:.2f}x num_workers=0)"
+    )
 
 
 if __name__ == "__main__":

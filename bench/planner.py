@@ -74,14 +74,42 @@ def main(argv: list[str] | None = None) -> None:
     for width in range(1, MAX_WIDTH + 1):
         sizes = [len(s) for s in plan_shards(keys, args.shard_size, max_shards=16**width, width=width).shards]
         submit, wall, billed = simulate(sizes, args)
-        results.append(Simulated(width, len(sizes), args.images / len(sizes), max(sizes), submit, wall, billed,
-                                 len(sizes) * args.start_s / billed))
+        results.append(
+            Simulated(
+                width,
+                len(sizes),
+                args.images / len(sizes),
+                max(sizes),
+                submit,
+                wall,
+                billed,
+                len(sizes) * args.start_s / billed,
+            )
+        )
     print_table(
-        ["width", "shards", "images/shard", "largest", "task minutes", "submitting", "wall (h:mm:ss)",
-         "task-hours billed", "start-up share"],
         [
-            (r.width, r.shards, round(r.mean_images), r.max_images, r.task_s / r.shards / 60, clock(r.submit_s),
-             clock(r.wall_s), r.task_s / 3600, f"{r.startup_share:.0%}")
+            "width",
+            "shards",
+            "images/shard",
+            "largest",
+            "task minutes",
+            "submitting",
+            "wall (h:mm:ss)",
+            "task-hours billed",
+            "start-up share",
+        ],
+        [
+            (
+                r.width,
+                r.shards,
+                round(r.mean_images),
+                r.max_images,
+                r.task_s / r.shards / 60,
+                clock(r.submit_s),
+                clock(r.wall_s),
+                r.task_s / 3600,
+                f"{r.startup_share:.0%}",
+            )
             for r in results
         ],
     )
@@ -90,12 +118,16 @@ def main(argv: list[str] | None = None) -> None:
     for max_shards in sorted({args.max_shards, 16**MAX_WIDTH}):
         plan = plan_shards(keys, args.shard_size, max_shards=max_shards)
         _, wall, billed = simulate([len(s) for s in plan.shards], args)
-        print(f"planner:  --shard-size {args.shard_size} --max-shards {max_shards}: {plan.reason} "
-              f"({len(plan.shards)} shards; simulated wall {clock(wall)}, {billed / 3600:.1f} task-hours)")
+        print(
+            f"planner:  --shard-size {args.shard_size} --max-shards {max_shards}: {plan.reason} "
+            f"({len(plan.shards)} shards; simulated wall {clock(wall)}, {billed / 3600:.1f} task-hours)"
+        )
         picks.append(f"{len(plan.shards)} shards (width {plan.width}) at --max-shards {max_shards}")
-    print(f"ratio: wall time width 4 / width 2 = {results[3].wall_s / results[1].wall_s:.0f}x, width 3 / width 2 = "
-          f"{results[2].wall_s / results[1].wall_s:.1f}x; fastest simulated: width {fastest.width}; planner picks "
-          + ", ".join(picks))
+    print(
+        f"ratio: wall time width 4 / width 2 = {results[3].wall_s / results[1].wall_s:.0f}x, width 3 / width 2 = "
+        f"{results[2].wall_s / results[1].wall_s:.1f}x; fastest simulated: width {fastest.width}; planner picks "
+        + ", ".join(picks)
+    )
 
 
 if __name__ == "__main__":

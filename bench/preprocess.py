@@ -113,17 +113,29 @@ def main(argv: list[str] | None = None) -> None:
         naive_out.mkdir()
         all_threads = args.threads
         variants = [
-            ("naive Pillow loop (full decode, LANCZOS thumbnail, FIND_EDGES)", 1,
-             lambda: naive_loop(paths, args.size, naive_out)),
+            (
+                "naive Pillow loop (full decode, LANCZOS thumbnail, FIND_EDGES)",
+                1,
+                lambda: naive_loop(paths, args.size, naive_out),
+            ),
             ("draft-decode floor (Image.draft + load only)", 1, lambda: draft_decode_floor(images, args.size)),
-            ("Image.draft Pillow loop (draft, thumbnail, FIND_EDGES, save)", 1,
-             lambda: draft_loop(paths, args.size, naive_out)),
+            (
+                "Image.draft Pillow loop (draft, thumbnail, FIND_EDGES, save)",
+                1,
+                lambda: draft_loop(paths, args.size, naive_out),
+            ),
             ("preprocess_image on in-memory bytes", 1, lambda: in_memory_loop(images, args.size)),
             ("preprocess_shard, LocalStorage, 1 thread", 1, lambda: shard(source, keys, args.size, 1, scratch)),
-            (f"preprocess_shard, LocalStorage, {all_threads} threads", all_threads,
-             lambda: shard(source, keys, args.size, all_threads, scratch)),
-            (f"preprocess_image in {all_threads} processes (ceiling)", all_threads,
-             lambda: in_processes(pool, images, args.size)),
+            (
+                f"preprocess_shard, LocalStorage, {all_threads} threads",
+                all_threads,
+                lambda: shard(source, keys, args.size, all_threads, scratch),
+            ),
+            (
+                f"preprocess_image in {all_threads} processes (ceiling)",
+                all_threads,
+                lambda: in_processes(pool, images, args.size),
+            ),
         ]
         in_processes(pool, images[: 4 * all_threads], args.size)  # start the workers outside the timing
         results = []
@@ -141,13 +153,19 @@ def main(argv: list[str] | None = None) -> None:
         ],
     )
     floor, draft, in_memory, one, everything, processes = results[1:]
-    print(f"scaling:  {everything[1]} threads give {everything[3] / one[3]:.2f}x the 1-thread rate, "
-          f"{processes[1]} processes {processes[3] / in_memory[3]:.2f}x (linear would be {everything[1]}x)")
-    print(f"ratio: {one[4] / naive_per_core:.1f}x per core (1 thread), "
-          f"{everything[4] / naive_per_core:.1f}x per core ({everything[1]} cores) vs the naive loop")
-    print(f"ratio: {one[4] / floor[4]:.2f} of the draft-decode floor per core (preprocess_shard, 1 thread; "
-          f"in memory {in_memory[4] / floor[4]:.2f}, {everything[1]} threads {everything[4] / floor[4]:.2f}); "
-          f"target >= 0.85")
+    print(
+        f"scaling:  {everything[1]} threads give {everything[3] / one[3]:.2f}x the 1-thread rate, "
+        f"{processes[1]} processes {processes[3] / in_memory[3]:.2f}x (linear would be {everything[1]}x)"
+    )
+    print(
+        f"ratio: {one[4] / naive_per_core:.1f}x per core (1 thread), "
+        f"{everything[4] / naive_per_core:.1f}x per core ({everything[1]} cores) vs the naive loop"
+    )
+    print(
+        f"ratio: {one[4] / floor[4]:.2f} of the draft-decode floor per core (preprocess_shard, 1 thread; "
+        f"in memory {in_memory[4] / floor[4]:.2f}, {everything[1]} threads {everything[4] / floor[4]:.2f}); "
+        f"target >= 0.85"
+    )
     print(f"ratio: {one[4] / draft[4]:.2f}x the Image.draft Pillow loop per core (preprocess_shard, 1 thread)")
 
 

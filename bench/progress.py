@@ -46,7 +46,13 @@ def shard(source: LocalStorage, keys: list[str], scratch: Path, on_progress: Pro
     target = LocalStorage(tempfile.mkdtemp(dir=scratch))  # fresh: a finished shard would be skipped
     with redirect_stdout(io.StringIO()):  # its log lines
         preprocess_shard(
-            name="bench", keys=keys, source=source, target=target, size=256, threads=2, chunk_size=16,
+            name="bench",
+            keys=keys,
+            source=source,
+            target=target,
+            size=256,
+            threads=2,
+            chunk_size=16,
             on_progress=on_progress,
         )
 

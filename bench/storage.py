@@ -74,10 +74,13 @@ def main(argv: list[str] | None = None) -> None:
             sequential, threaded = measure(endpoint, objects, args.threads, args.repeats)
         setting = f"+{latency:g} ms per request" if latency else "moto as is"
         ratios.append(f"{sequential / threaded:.1f}x ({setting})")
-        for label, seconds in (("sequential get_object", sequential), (f"map_bounded x S3Storage.read, "
-                               f"{args.threads} threads", threaded)):
-            rows.append((setting, label, seconds, len(objects) / seconds, megabytes / seconds,
-                         f"{sequential / seconds:.1f}x"))
+        for label, seconds in (
+            ("sequential get_object", sequential),
+            (f"map_bounded x S3Storage.read, {args.threads} threads", threaded),
+        ):
+            rows.append(
+                (setting, label, seconds, len(objects) / seconds, megabytes / seconds, f"{sequential / seconds:.1f}x")
+            )
     print_table(["server", "reader", "seconds", "objects/s", "MB/s", "vs sequential"], rows)
     print(f"ratio: {', '.join(ratios)}; target >= 4x")
 

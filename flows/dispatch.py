@@ -39,6 +39,7 @@ from notifying import notify_on_exit
 
 from steps.config_files import config_file
 from steps.cost.placement import batch_settings, data_region
+from steps.cost.resources import flow_resources
 from steps.dispatch.manifest import ManifestRow, load_manifest, row_identity, rows_from_inputs
 from steps.dispatch.results import FAILED, REUSED, SUCCEEDED, RowResult, build_report, merged_summary
 from steps.errors import ConfigError
@@ -116,7 +117,10 @@ class DispatchFlow(FlowSpec):
             raise ConfigError(
                 f"--manifest line {row.line}", row.input, "an output column or --output", "add one of them"
             )
-        env, decospecs = batch_settings(region, self.regions) if self.compute == "batch" else ({}, [])
+        # `--with batch:queue=` puts every step of the child run on one queue: its work step's kind
+        # (CPU for preprocess, GPU for train and infer, as their configs ask) decides which.
+        resources = flow_resources(self.child_flow)
+        env, decospecs = batch_settings(region, self.regions, resources) if self.compute == "batch" else ({}, [])
         output = row.output or regional_output(self.output, row.input, region, self.regions)
         arguments = row_arguments(self.child_flow, row, parameters)
         return {

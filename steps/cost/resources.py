@@ -6,9 +6,11 @@ instance types that hold one task, of the step's kind: GPU types for GPU steps, 
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from steps.config_files import config_file
 from steps.cost.prices import InstanceShape
 
 MIB_PER_GIB = 1024
@@ -45,3 +47,10 @@ class StepResources:
         if self.memory_mb:
             fits.append(int(shape.memory_gib * MIB_PER_GIB) // self.memory_mb)
         return min(fits)
+
+
+def flow_resources(flow: str) -> StepResources:
+    """The work step's resources in ``config/<flow>.toml``: what a run of ``flow`` started without
+    ``--config`` asks for (DispatchFlow picks its children's Batch queue by it)."""
+    with open(config_file(f"{flow}.toml"), "rb") as config:
+        return StepResources.from_config(tomllib.load(config).get("resources", {}))

@@ -14,7 +14,7 @@ from steps.cli import main
 from steps.cost.model import Job, rank
 from steps.cost.placement import batch_settings, choose_region
 from steps.cost.prices import InstanceShape, PriceBook, PriceQuote, parse_snapshot, read_snapshot
-from steps.cost.resources import StepResources
+from steps.cost.resources import StepResources, flow_resources
 from steps.errors import ConfigError
 from steps.report import Table
 from tests.support.flows import SPOT_BATCH, S3Server
@@ -245,6 +245,13 @@ def test_batch_settings_put_a_run_on_the_regions_queue() -> None:
         batch_settings("eu-west-1", REGIONS_CONFIG, CPU_STEP)
     with pytest.raises(ConfigError, match=r"^region 'us-west-2': expected a region with a batch_queue"):
         batch_settings("us-west-2", REGIONS_CONFIG)
+
+
+def test_dispatched_runs_go_to_the_queue_of_their_work_steps_kind() -> None:
+    regions = {"regions": {"eu-west-1": {"batch_queue": "gpu-q", "cpu_batch_queue": "cpu-q"}}}
+    queues = {flow: batch_settings("eu-west-1", regions, flow_resources(flow))[1] for flow in ("preprocess", "infer")}
+    assert queues == {"preprocess": ["batch:queue=cpu-q"], "infer": ["batch:queue=gpu-q"]}
+    assert flow_resources("train").gpu >= 1 and flow_resources("preprocess").gpu == 0
 
 
 def test_a_tiny_job_is_not_called_a_tie() -> None:
