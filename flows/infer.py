@@ -66,7 +66,6 @@ class InferFlow(ShardedFlow):
     VERB = "Predicted"
     THROUGHPUT_FLOW = "infer"
     SHARD_FILES = INFER_FILES
-    THROUGHPUT_FLOW = "infer"
 
     config = Config("config", default=config_file("infer.toml"), parser=tomllib.loads)
 

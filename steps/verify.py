@@ -1,6 +1,6 @@
 """Check an output location for completeness, duplicates and stale leftovers.
 
-    spot-batch verify OUTPUT --input INPUT
+    spot-batch verify OUTPUT --input INPUT [--manifest URI]
 
 Every input key must be accounted for exactly once across the shard manifests (``ok`` or
 ``rejected``); every ``ok`` row must have its output files (preprocessing) or exactly one row in
@@ -28,6 +28,7 @@ from steps.layout import (
     resized_key,
 )
 from steps.sharding.inputs import list_inputs
+from steps.sharding.inventory import manifest_pages
 
 
 @dataclass
@@ -82,9 +83,14 @@ def _prediction_problems(rows: Counter[str], predictions: Counter[str]) -> list[
     )
 
 
-def verify(output_uri: str, input_uri: str) -> Verification:
+def verify(output_uri: str, input_uri: str, manifest: str = "") -> Verification:
+    """``manifest``: the run's ``--manifest`` (an S3 Inventory manifest.json or a key list), whose
+    keys are then the inputs, as the run planned them, instead of a listing of ``input_uri``."""
     source, target = open_storage(input_uri), open_storage(output_uri)
-    expected = set(list_inputs(source))
+    if manifest:
+        expected = {o.key for page in manifest_pages(manifest, source) for o in page}
+    else:
+        expected = set(list_inputs(source))
     shard_problems = _shard_problems(target)
     rows, ok_keys = _manifest_rows(target)
     found = [(key, "missing from every manifest") for key in sorted(expected - set(rows))]

@@ -130,8 +130,11 @@ CASES = [
 ]
 
 
+# PreprocessFlow is the default run's representative; InferFlow (GPU requests, a model) is slow.
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
-@pytest.mark.parametrize("case", CASES, ids=[c.flow for c in CASES])
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, id=c.flow, marks=[pytest.mark.slow] if c.flow == "infer" else []) for c in CASES]
+)
 def test_flow_runs_on_batch_and_survives_a_killed_task(
     case: Case,
     local_batch: LocalBatch,

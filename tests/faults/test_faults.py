@@ -60,10 +60,15 @@ def count(directory: Path, pattern: str) -> int:
     return len(list(directory.glob(pattern))) if directory.exists() else 0
 
 
-@pytest.mark.parametrize(
-    "point",
-    ["before any commit", "between chunks", "late, random"],
-)
+# "between chunks" is the default run's representative; the other kill points are slow variants.
+KILL_POINTS = [
+    pytest.param("before any commit", marks=pytest.mark.slow),
+    "between chunks",
+    pytest.param("late, random", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
 def test_sigkill_mid_shard_is_retried_to_an_identical_output(
     point: str, fault_input: Path, reference_output: Path, tmp_path: Path
 ) -> None:
@@ -218,7 +223,7 @@ def reference_predictions(fault_input: Path, model_file: str, tmp_path_factory: 
     return load_predictions(str(base / "out")).sort_values("key").reset_index(drop=True)
 
 
-@pytest.mark.parametrize("point", ["before any commit", "between chunks", "late, random"])
+@pytest.mark.parametrize("point", KILL_POINTS)
 def test_sigkilled_inference_is_retried_to_identical_predictions(
     point: str,
     fault_input: Path,
@@ -255,6 +260,7 @@ def test_sigkilled_inference_is_retried_to_identical_predictions(
     assert (predictions["score"] - reference_predictions["score"]).abs().max() < 1e-5
 
 
+@pytest.mark.slow  # 16 InferFlow shard tasks; the PreprocessFlow case above is the default run's representative
 def test_infer_resume_after_a_failed_run_reuses_finished_shards(
     fault_input: Path, model_file: str, tmp_path: Path
 ) -> None:

@@ -3,6 +3,7 @@ resumes exactly once, a rerun that skips, and bad --model values failing in star
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -53,6 +54,8 @@ def train_stand_in(workdir: Path, model_uri: str) -> None:
         [sys.executable, str(flow), "--no-pylint", "run", "--uri", model_uri],
         check=False,
         cwd=workdir,
+        # The datastore run_flow gives InferFlow (not a .metaflow found above the working directory).
+        env={**os.environ, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(workdir)},
         capture_output=True,
         text=True,
         timeout=120,
@@ -80,7 +83,7 @@ def test_latest_model_with_a_killed_shard_then_a_rerun_that_skips(sample_dir: Pa
         step="process_shard",
         ready=lambda: any((output / "predictions" / "all").glob("part-*.parquet")),
     )
-    assert killed, "the shard finished before the kill"
+    assert killed, "the shard finished before the kill:\n" + first.output[-3000:]
     assert first.ok, first.output[-3000:]
     run = first.client_run()
     assert run["process_shard"].task.current_attempt == 1

@@ -2,6 +2,8 @@
 
 import csv
 import io
+import os
+import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -10,7 +12,7 @@ from PIL import Image
 
 from steps.report import usd
 from steps.sharding.rejects import count_reasons
-from tests.support.flows import S3Server, card_text, run_flow, upload_dir
+from tests.support.flows import SPOT_BATCH, S3Server, card_text, run_flow, upload_dir
 
 SHARDING = ("--shard-size", "20", "--threads", "4", "--chunk-size", "8")
 
@@ -86,8 +88,14 @@ def test_local_run_writes_outputs_manifests_report_and_rerun_skips(sample_dir: P
 
 
 def test_s3_input_and_output_with_s3_datastore(sample_dir: Path, tmp_path: Path, s3_server: S3Server) -> None:
+    """A key list on S3 (--manifest) names the inputs: the run and `spot-batch verify --manifest`
+    take its keys, not the listing, so the images it leaves out are not inputs."""
     bucket = s3_server.make_bucket("preprocess-s3")
     upload_dir(s3_server, sample_dir, f"{bucket}/in")
+    good, bad = good_and_bad(sample_dir)
+    left_out = sorted(good)[:5]
+    named = sorted((good | bad) - set(left_out))
+    s3_server.client().put_object(Bucket="preprocess-s3", Key="lists/keys.txt", Body="\n".join(named).encode())
     env = {
         **s3_server.env,
         "METAFLOW_DEFAULT_DATASTORE": "s3",
@@ -102,19 +110,28 @@ def test_s3_input_and_output_with_s3_datastore(sample_dir: Path, tmp_path: Path,
         f"{bucket}/out",
         "--shard-size",
         "1000",
+        "--manifest",
+        f"{bucket}/lists/keys.txt",
         "--device",
         "cuda",  # the tensor path; on this CPU-only machine on CPU tensors, and the log says so
         env=env,
     )
     assert result.ok, result.output
     assert "the tensor path runs on CPU tensors" in result.output
-    good, bad = good_and_bad(sample_dir)
     client = s3_server.client()
     listed = [o["Key"] for o in client.list_objects_v2(Bucket="preprocess-s3", Prefix="out/resized/")["Contents"]]
-    assert len(listed) == len(good)
+    assert len(listed) == len(good) - len(left_out)
     manifest = client.get_object(Bucket="preprocess-s3", Key="out/_manifests/all.parquet")["Body"].read()
-    table = pq.read_table(io.BytesIO(manifest))
-    assert table.num_rows == len(good) + len(bad)
+    assert pq.read_table(io.BytesIO(manifest)).column("key").to_pylist() == named
+
+    def verify(*extra: str) -> subprocess.CompletedProcess:
+        command = [SPOT_BATCH, "verify", f"{bucket}/out", "--input", f"{bucket}/in", *extra]
+        return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **s3_server.env}, check=False)
+
+    with_manifest, listing = verify("--manifest", f"{bucket}/lists/keys.txt"), verify()
+    assert with_manifest.returncode == 0, with_manifest.stdout + with_manifest.stderr
+    assert f"OK: {len(named)}/{len(named)} input keys" in with_manifest.stdout
+    assert listing.returncode == 1 and f"{left_out[0]}: missing from every manifest" in listing.stdout
     datastore = client.list_objects_v2(Bucket="preprocess-s3", Prefix="metaflow/PreprocessFlow/")
     assert datastore["KeyCount"] > 0  # Metaflow's own artifacts went to the loopback S3 too
 

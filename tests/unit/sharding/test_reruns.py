@@ -170,7 +170,12 @@ def assert_verified(output: Path, source: Path) -> None:
     assert result.verdict(str(output)).startswith(f"OK: {result.inputs}/{result.inputs} ")
 
 
-@pytest.mark.parametrize("seed", range(8))
+def seeds(count: int, default: int) -> list:
+    """``count`` random histories; the first ``default`` run by default, the rest are slow variants."""
+    return [seed if seed < default else pytest.param(seed, marks=pytest.mark.slow) for seed in range(count)]
+
+
+@pytest.mark.parametrize("seed", seeds(8, default=3))
 def test_preprocess_reruns_over_changing_inputs_and_settings_stay_exactly_once(tmp_path: Path, seed: int) -> None:
     source, output = tmp_path / "in", tmp_path / "out"
     rng = random.Random(seed)
@@ -218,7 +223,7 @@ def good_keys(output: Path) -> list[str]:
     return sorted(row["key"] for rows in table for row in rows if row["status"] == "ok")
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", seeds(4, default=2))
 def test_webdataset_tars_hold_each_good_input_once_across_formats_chunk_sizes_and_layouts(
     tmp_path: Path, seed: int
 ) -> None:
@@ -270,7 +275,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
     return load_model(str(save_bundle(tmp_path_factory.mktemp("model") / "model.pt")))
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", seeds(3, default=1))
 def test_inference_reruns_over_changing_inputs_keep_one_prediction_row_per_input(
     tmp_path: Path, model: LoadedModel, seed: int
 ) -> None:
