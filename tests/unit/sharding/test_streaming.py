@@ -4,6 +4,8 @@ cannot split a key, reruns keep their layout, and the planner never holds the wh
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +17,9 @@ from steps.io.storage import LocalStorage, ObjectInfo
 from steps.layout import PLAN_LAYOUT_KEY
 from steps.sharding.plan import plan_shards
 from steps.sharding.plan_store import read_shard_keys
-from steps.sharding.planning import prepare_run, stream_plan
+from steps.sharding.planning import StreamedPlan, prepare_run, stream_plan
 from steps.sharding.sizing import Sizing
+from tests.support.flows import REPO
 
 
 def sha_names(count: int, start: int = 0) -> list[str]:
@@ -86,26 +89,36 @@ def generated_pages(count: int, page: int = 1000) -> Iterator[list[ObjectInfo]]:
         yield [ObjectInfo(name, 1) for name in sha_names(min(page, count - start), start)]
 
 
-def test_planner_memory_is_bounded_by_shards_not_by_the_dataset(tmp_path: Path) -> None:
-    count = 40_000
+def planner_memory(out: str) -> tuple[int, int, int, int]:
+    """(shards, keys planned, traced peak while planning, traced size of all keys held) for 100,000
+    keys: enough that the planner's fixed costs (prefix counters, buffers) are small beside them."""
+    count = 100_000
+
+    def plan(pages: Iterator[list[ObjectInfo]], into: str) -> StreamedPlan:
+        storage, sizing = LocalStorage(into), Sizing(1000)
+        return stream_plan(
+            pages, storage, sizing=sizing, max_shards=256, prefix_width=0, threads=2, buffer_bytes=256 << 10
+        )
+
+    plan(generated_pages(2000), f"{out}/warm-up")  # first-use imports and caches are not the planner's keys
     tracemalloc.start()
     held = [o.key for page in generated_pages(count) for o in page]
     all_keys = tracemalloc.get_traced_memory()[0]
     del held
     tracemalloc.reset_peak()
     base = tracemalloc.get_traced_memory()[0]
-    planned = stream_plan(
-        generated_pages(count),
-        LocalStorage(tmp_path / "out"),
-        sizing=Sizing(500),
-        max_shards=256,
-        prefix_width=0,
-        threads=2,
-        buffer_bytes=256 << 10,
-    )
+    planned = plan(generated_pages(count), out)
     peak = tracemalloc.get_traced_memory()[1] - base
     tracemalloc.stop()
-    assert sum(r.images for r in planned.refs) == count and len(planned.refs) == 256
+    return len(planned.refs), sum(r.images for r in planned.refs), peak, all_keys
+
+
+def test_planner_memory_is_bounded_by_shards_not_by_the_dataset(tmp_path: Path) -> None:
+    # In a fresh process: tracemalloc counts every thread, and other tests leave servers running.
+    measure = f"from tests.unit.sharding.test_streaming import planner_memory as m; print(*m({str(tmp_path)!r}))"
+    done = subprocess.run([sys.executable, "-c", measure], cwd=REPO, capture_output=True, text=True, check=True)
+    shards, planned, peak, all_keys = map(int, done.stdout.split())
+    assert (shards, planned) == (256, 100_000)
     # Holding every key would cost ``all_keys``; the planner holds a buffer and a few shards.
     assert peak < all_keys / 2, (peak, all_keys)
 
