@@ -67,6 +67,11 @@ def usd(value: float) -> str:
     return f"${value:.{decimals}f}"
 
 
+def gigabytes(value: float) -> str:
+    """A data size given in GB, to 3 significant digits in the unit that reads best (MB under 1 GB)."""
+    return f"{value:.3g} GB" if value >= 1 else f"{value * 1000:.3g} MB"
+
+
 def column_decimals(values: Sequence[float], least: int = 2) -> int:
     """Decimals that keep every distinct value of a column distinct and give the smallest non-zero
     one at least two significant digits: a ranking's reason stays visible in the cells."""

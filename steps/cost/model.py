@@ -38,7 +38,7 @@ from steps.cost.prices import PriceBook, PriceQuote
 from steps.cost.resources import StepResources
 from steps.errors import ConfigError
 from steps.io.validation import check_names
-from steps.report import Table, fixed, usd
+from steps.report import Table, fixed, gigabytes, usd
 
 GB = 1e9
 
@@ -148,6 +148,7 @@ class Ranking:
     quotes: tuple[RegionQuote, ...]  # best first
     explanation: str
     prices: str  # which price source, and how old
+    images: int = 0  # how many images the job processes; 0: not counted
 
     @property
     def best(self) -> RegionQuote:
@@ -159,20 +160,17 @@ class Ranking:
 
     def table(self, limit: int | None = None) -> Table:
         """Best first, the deciding column (expected $) right after the candidate; the same
-        decimals down a column, enough to tell every row apart."""
+        decimals down a column, enough to tell every row apart. When the job counts images the
+        dollar columns are per million images (a short run costs fractions of a cent; the
+        headline keeps the run's own total)."""
         quotes = self.quotes[:limit]
-        per_million = all(q.usd_per_million_images is not None for q in quotes)
-        header = ["#", "region", "instance", "spot $/h", "task-hours", "expected $"]
-        columns = [
-            fixed([q.spot_price for q in quotes], 3),
-            fixed([q.task_hours for q in quotes]),
-            fixed([q.total_cost for q in quotes]),
-        ]
-        if per_million:
-            header.append("$ per M images")
-            columns.append(fixed([q.usd_per_million_images or 0.0 for q in quotes]))
-        header += ["egress $", "rework $ (risk)"]
-        columns += [fixed([q.egress_cost for q in quotes]), fixed([q.rework_cost for q in quotes])]
+        images = self.images
+        unit, scale = ("$/M images", 1e6 / images) if images else ("$", 1.0)
+        header = ["#", "region", "instance", "spot $/h", "task-hours"]
+        header += [f"expected {unit}", f"egress {unit}", f"rework {unit} (risk)"]
+        columns = [fixed([q.spot_price for q in quotes], 3), fixed([q.task_hours for q in quotes])]
+        for cost in ("total_cost", "egress_cost", "rework_cost"):
+            columns.append(fixed([getattr(q, cost) * scale for q in quotes]))
         rows = []
         for i, q in enumerate(quotes):
             cells = [column[i] for column in columns]
@@ -224,9 +222,9 @@ def explain(best: RegionQuote, other: RegionQuote | None, home: str | None) -> s
     elif d_compute < -notable:
         cons.append(f"a higher spot price ({prices})")
     if other.egress_cost - best.egress_cost > notable:
-        pros.append(f"it avoids moving {other.moved_gb:g} GB across regions ({usd(other.egress_cost)})")
+        pros.append(f"it avoids moving {gigabytes(other.moved_gb)} across regions ({usd(other.egress_cost)})")
     elif best.egress_cost - other.egress_cost > notable:
-        cons.append(f"{usd(best.egress_cost)} to move {best.moved_gb:g} GB")
+        cons.append(f"{usd(best.egress_cost)} to move {gigabytes(best.moved_gb)}")
     # Rework follows compute; only a different band is a reason of its own.
     safer = best.interruption_probability < other.interruption_probability
     riskier = best.interruption_probability > other.interruption_probability
@@ -298,6 +296,7 @@ def rank(
         tuple(quotes),
         explain(quotes[0], rival(quotes, job.home), job.home),
         f"{book.describe(today or datetime.now(UTC).date())}; {capacity.note}",
+        job.images or 0,
     )
 
 

@@ -13,7 +13,7 @@ from steps.cost.resources import StepResources
 from steps.cost.throughput import ImageCost, image_cost
 from steps.errors import ConfigError
 from steps.io.storage import is_s3, open_storage, s3_client
-from steps.report import Report
+from steps.report import Report, gigabytes
 
 
 def data_region(uri: str, config: Mapping) -> str:
@@ -108,7 +108,7 @@ class RegionChoice:
         return self.ranking.rows()
 
     def report(self) -> Report:
-        data = ", ".join(f"{gb:.3g} GB in {r}" for r, gb in sorted(self.data_gb.items())) or "no input data"
+        data = ", ".join(f"{gigabytes(gb)} in {r}" for r, gb in sorted(self.data_gb.items())) or "no input data"
         best = self.best
         return Report(
             "Region choice",

@@ -11,6 +11,9 @@ from steps.sharding.summary import RunSummary, ShardStats
 
 EXAMPLES_SHOWN = 3  # per reason, on the card
 DURATION_ROWS = 20  # the slowest shards listed; the headline covers them all
+# A card holds every shard's row and bar up to here; a run of thousands of shards lists the first
+# ones by name (every shard's numbers are in the join's ``shard_stats`` artifacts and the manifests).
+SHARD_ROWS = 100
 
 
 def totals_table(summary: RunSummary) -> Table:
@@ -51,9 +54,19 @@ def cost_rows(summary: RunSummary) -> list[list[object]]:
     ]
 
 
+def first_shards(title: str, shards: Sequence[ShardStats]) -> tuple[str, Sequence[ShardStats]]:
+    """``title`` and the shards a card shows: all of them, or the first ``SHARD_ROWS`` by name, said so."""
+    if len(shards) <= SHARD_ROWS:
+        return title, shards
+    return f"{title} (the first {SHARD_ROWS} of {len(shards)} by name)", sorted(shards, key=lambda s: s.name)[
+        :SHARD_ROWS
+    ]
+
+
 def shard_table(stats: Sequence[ShardStats]) -> Table:
+    title, stats = first_shards("Shards", stats)
     return Table(
-        "Shards",
+        title,
         ["shard", "images", "ok", "rejected", "seconds", "images/s", "attempts", "reused chunks", "state"],
         [
             [
@@ -93,9 +106,9 @@ def rejects_tables(stats: Sequence[ShardStats]) -> list[Table]:
 
 
 def throughput_chart(stats: Sequence[ShardStats]) -> Chart:
-    worked = [s for s in stats if not s.skipped]
+    title, worked = first_shards("Throughput per shard", [s for s in stats if not s.skipped])
     return Chart(
-        "Throughput per shard",
+        title,
         bar_chart_png(
             [s.name for s in worked], [s.images_per_second for s in worked], "images/s", "images/s per shard"
         ),

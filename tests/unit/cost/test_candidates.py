@@ -63,7 +63,7 @@ def test_explicit_type_of_the_wrong_kind_is_refused(capsys: pytest.CaptureFixtur
     args = ["regions", "rank", "--instance-types", "c7i.xlarge", "--task-hours", "1", "--snapshot-only"]
     assert main(args) == 2  # --gpu defaults to 1: a CPU type cannot hold the task
     assert main([*args, "--gpu", "0", "--images", "1000000"]) == 0
-    assert "$ per M images" in capsys.readouterr().out
+    assert "expected $/M images" in capsys.readouterr().out
 
 
 def test_instances_hold_as_many_tasks_as_fit_and_the_job_has() -> None:
@@ -84,7 +84,7 @@ def test_region_card_tells_every_row_apart_in_dollars_per_million(tmp_path: Path
     # 2,000 images cost fractions of a cent: the card's columns get the decimals to show the ranking.
     choice = shipped_choice("preprocess", tmp_path, images=2000, tasks=2)
     table = choice.report().sections[0]
-    assert table.header[:7] == ["#", "region", "instance", "spot $/h", "task-hours", "expected $", "$ per M images"]
+    assert table.header[:6] == ["#", "region", "instance", "spot $/h", "task-hours", "expected $/M images"]
     expected = [row[5] for row in table.rows]
     totals = [q.total_cost for q in choice.ranking.quotes[: len(expected)]]
     pairs = zip(expected, expected[1:], totals, totals[1:], strict=False)

@@ -260,6 +260,5 @@ def test_a_tiny_job_is_not_called_a_tie() -> None:
     assert ranking.best.region == "us-east-2"
     assert ranking.explanation.startswith("us-east-2 g4dn.xlarge where the data is: $0.00021 expected, $0.00012 less")
     assert ranking.explanation.endswith(
-        "because its spot price is lower ($0.200/h vs $0.300/h) and it avoids moving 0.001 GB across regions "
-        "($0.000020)."
+        "because its spot price is lower ($0.200/h vs $0.300/h) and it avoids moving 1 MB across regions ($0.000020)."
     )

@@ -1,6 +1,6 @@
 """Shard durations: stragglers are the clearly slow shards, each with the reasons the numbers give."""
 
-from steps.sharding.report import durations_table
+from steps.sharding.report import SHARD_ROWS, durations_table, shard_table, throughput_chart
 from steps.sharding.stragglers import ShardTiming, durations
 from steps.sharding.summary import ShardStats
 
@@ -46,3 +46,16 @@ def test_the_report_table_lists_processed_shards_slowest_first() -> None:
     assert [row[0] for row in table.rows] == ["b", "c", "a"]
     assert table.rows[0][-1].startswith("3.6x median: ") and table.rows[1][-1] == ""
     assert "stragglers: b" in table.title
+
+
+def test_a_run_of_thousands_of_shards_keeps_its_card_tables_bounded() -> None:
+    stats = [ShardStats(f"{i:04x}", 10, 10, 0, skipped=False, seconds=1.0 + i % 7) for i in range(3000)]
+    table, chart = shard_table(stats[::-1]), throughput_chart(stats)
+    assert [row[0] for row in table.rows] == [f"{i:04x}" for i in range(SHARD_ROWS)]
+    assert (
+        table.title
+        == chart.title.replace("Throughput per shard", "Shards")
+        == (f"Shards (the first {SHARD_ROWS} of 3000 by name)")
+    )
+    assert len(durations_table(stats).rows) == 20
+    assert shard_table(stats[:5]).title == "Shards" and len(shard_table(stats[:5]).rows) == 5
