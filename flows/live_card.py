@@ -105,7 +105,7 @@ class ShardCard(LiveCard[ShardProgress]):
         super().__init__(card_id)
         self.shard, self.attempt = shard, attempt
         self.latest: ShardProgress | None = None
-        self.title = Markdown(f"# Shard {shard}\n\nattempt {attempt + 1}: reading what is already committed…")
+        self.title = Markdown(f"# Shard {shard}\n\nattempt {attempt}: reading what is already committed…")
         self.card.append(self.title)
         self.bar: ProgressBar | None = None
 
@@ -155,7 +155,7 @@ class ShardCard(LiveCard[ShardProgress]):
         )
 
     def _status(self, now: ShardProgress) -> str:
-        attempt = f"attempt {self.attempt + 1}"
+        attempt = f"attempt {self.attempt}"
         if self.failure:
             return f"{attempt} **failed** at {now.done}/{now.images} images: {self.failure}"
         if now.complete_earlier:

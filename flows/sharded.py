@@ -6,8 +6,8 @@ A subclass declares its own ``config`` (a Metaflow ``Config`` named "config", wh
 shared Parameters their defaults, and whose ``[resources]`` are its shard step's and decide which
 instance types are priced), its ``process_shard`` and ``join`` steps, ``VERB`` for the headline,
 ``SHARD_FILES`` and ``THROUGHPUT_FLOW`` (its config/throughput.toml section); it may extend ``check_settings``.
-The foreach runs over shard names (the UI shows each task's name; Metaflow cuts other values to
-30 characters); everything else a shard task needs travels as artifacts or in the shard's key
+The foreach runs over shard names (a shard task's card is titled by its shard and its log lines
+start with it; the Metaflow UI's timeline labels tasks by task id); everything else a shard task needs travels as artifacts or in the shard's key
 file under the output, so the fan-out stays small at any scale.
 """
 
@@ -126,7 +126,7 @@ class ShardedFlow(FlowSpec):
         self.shard_plan = plan.describe()
         # Plain dicts, not ShardRef: the Metaflow UI and notebooks can show them without this package.
         self.shards = [asdict(ref) for ref in plan.shards]
-        self.shard_names = [ref.name for ref in plan.shards]  # the foreach: the UI names each task by it
+        self.shard_names = [ref.name for ref in plan.shards]  # the foreach: each task's self.input
         log(f"planned {plan.images} images into {len(plan.shards)} shards: {plan.reason}")
         self.next(self.select_region)
 
@@ -160,7 +160,7 @@ class ShardedFlow(FlowSpec):
 
     def begin_attempt(self, target: Storage) -> AttemptClock:
         """In a shard task, before any work: record this attempt's start (billing counts killed ones)."""
-        log(f"shard {self.input}: attempt {current.retry_count + 1} of task {current.pathspec}")
+        log(f"shard {self.input}: attempt {current.retry_count} of task {current.pathspec}")
         return start_attempt(target, current.run_id, self.input, current.retry_count)
 
     def merge_shards(self, inputs) -> list[ShardStats]:

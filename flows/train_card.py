@@ -67,7 +67,7 @@ class TrainCard(LiveCard[TrainingEvent]):
         self.history: dict[str, list[float]] = {"train_loss": [], "val_accuracy": []}
         self.checkpoints: deque[CheckpointWritten] = deque(maxlen=CHECKPOINTS_SHOWN)
         self.checkpoints_written = 0
-        self.title = Markdown(f"# Training\n\nattempt {attempt + 1}: loading the data…")
+        self.title = Markdown(f"# Training\n\nattempt {attempt}: loading the data…")
         self.card.append(self.title)
         self.epoch_bar: ProgressBar | None = None
 
@@ -112,7 +112,7 @@ class TrainCard(LiveCard[TrainingEvent]):
         started = self.started
         if started is None:
             if self.failure:
-                self.title.update(f"# Training\n\nattempt {self.attempt + 1} **failed**: {self.failure}")
+                self.title.update(f"# Training\n\nattempt {self.attempt} **failed**: {self.failure}")
             return
         if self.epoch_bar is None:
             self._build(started)
@@ -150,7 +150,7 @@ class TrainCard(LiveCard[TrainingEvent]):
         self.checkpoint_table.update(self._checkpoints())
 
     def _status(self, started: TrainingStarted, done: int) -> str:
-        attempt = f"attempt {self.attempt + 1}"
+        attempt = f"attempt {self.attempt}"
         resumed = ""
         if self.resumed is not None:
             r = self.resumed

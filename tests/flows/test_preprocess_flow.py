@@ -66,7 +66,7 @@ def test_local_run_writes_outputs_manifests_report_and_rerun_skips(sample_dir: P
     names = run["start"].task.data.shard_names
     assert names == sorted(names) and {type(n) for n in names} == {str}
     assert {t["_foreach_stack"].data[-1].value for t in run["process_shard"]} == set(names)
-    assert f"shard {names[0]}: attempt 1 of task " in first.output
+    assert f"shard {names[0]}: attempt 0 of task " in first.output
 
     # A CPU step is priced on a CPU instance, locally from the calibrated rate; one $ per million
     # images in the summary, the headline printed at the end, and the report card.
