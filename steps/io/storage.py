@@ -121,6 +121,8 @@ def s3_client(max_connections: int = 16, fail_fast: bool = False):
     import botocore.session
     from botocore.config import Config
 
+    from steps.io.list_parser import FastListParserFactory
+
     if fail_fast:
         config = Config(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 2, "mode": "standard"})
     else:
@@ -132,9 +134,7 @@ def s3_client(max_connections: int = 16, fail_fast: bool = False):
         )
     endpoint = os.environ.get("METAFLOW_S3_ENDPOINT_URL") or None
     session = botocore.session.get_session()
-    # Timestamps stay the strings S3 sent: nothing here reads them, and parsing them (dateutil,
-    # per object) is ~80% of the client CPU a 1,000-key LIST page costs (bench/scale.py).
-    session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
+    session.register_component("response_parser_factory", FastListParserFactory())  # listing's CPU floor
     return boto3.session.Session(botocore_session=session).client("s3", endpoint_url=endpoint, config=config)
 
 
