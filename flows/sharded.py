@@ -7,8 +7,9 @@ shared Parameters their defaults, and whose ``[resources]`` are its shard step's
 instance types are priced), its ``process_shard`` and ``join`` steps, ``VERB`` for the headline,
 ``SHARD_FILES`` and ``THROUGHPUT_FLOW`` (its config/throughput.toml section); it may extend ``check_settings``.
 The foreach runs over shard names (a shard task's card is titled by its shard and its log lines
-start with it; the Metaflow UI's timeline labels tasks by task id); everything else a shard task needs travels as artifacts or in the shard's key
-file under the output, so the fan-out stays small at any scale.
+start with it; the Metaflow UI's timeline labels tasks by task id); everything else a shard task
+needs travels as artifacts or in the shard's key file under the output, so the fan-out stays small
+at any scale.
 """
 
 import time
