@@ -18,11 +18,11 @@ install: $(BIN)/python
 
 demo: install
 	$(BIN)/spot-batch sample-data $(DEMO)/images --count 240
-	$(BIN)/python flows/preprocess.py run --input $(DEMO)/images --output $(DEMO)/preprocessed --shard-size 64
+	$(BIN)/python flows/preprocess.py run --input $(DEMO)/images --output $(DEMO)/preprocessed --shard-size 64 --max-shards 4
 	$(BIN)/python flows/train.py run --input $(DEMO)/images --output $(DEMO)/train
 	# Held-out photos (another seed: new crops, scales and colours) for an honest accuracy.
 	$(BIN)/spot-batch sample-data $(DEMO)/holdout --count 120 --seed 1
-	$(BIN)/python flows/infer.py run --input $(DEMO)/holdout --output $(DEMO)/predictions --model latest --shard-size 64
+	$(BIN)/python flows/infer.py run --input $(DEMO)/holdout --output $(DEMO)/predictions --model latest --shard-size 64 --max-shards 4
 	$(BIN)/spot-batch verify $(DEMO)/predictions --input $(DEMO)/holdout
 	$(BIN)/spot-batch predictions $(DEMO)/predictions --labels $(DEMO)/holdout
 
