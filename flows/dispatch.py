@@ -39,7 +39,7 @@ from notifying import notify_on_exit
 
 from steps.config_files import config_file
 from steps.cost.placement import batch_settings, data_region
-from steps.cost.resources import flow_resources
+from steps.cost.resources import StepResources, flow_resources
 from steps.dispatch.manifest import ManifestRow, load_manifest, row_identity, rows_from_inputs
 from steps.dispatch.results import FAILED, REUSED, SUCCEEDED, RowResult, build_report, merged_summary
 from steps.errors import ConfigError
@@ -98,7 +98,10 @@ class DispatchFlow(FlowSpec):
             raise ConfigError("--manifest", self.manifest, "exactly one of --manifest or --inputs", "pass one")
         rows = load_manifest(self.manifest) if self.manifest else rows_from_inputs(self.inputs)
         parameters = child_parameters(self.child_flow)
-        self.row_plan = [self.plan_row(row, parameters) for row in rows]
+        # `--with batch:queue=` puts every step of a child run on one queue: its work step's kind
+        # (CPU for preprocess, GPU for train and infer, as their configs ask) decides which.
+        resources = flow_resources(self.child_flow)
+        self.row_plan = [self.plan_row(row, parameters, resources) for row in rows]
         outputs = [p["output"] for p in self.row_plan]
         if len(set(outputs)) != len(outputs):
             raise ConfigError(
@@ -111,15 +114,12 @@ class DispatchFlow(FlowSpec):
             log(f"line {p['line']}: {self.child_flow} in {p['region']}: {p['input']} -> {p['output']}")
         self.next(self.run_row, foreach="row_plan")
 
-    def plan_row(self, row: ManifestRow, parameters: dict) -> dict:
+    def plan_row(self, row: ManifestRow, parameters: dict, resources: StepResources) -> dict:
         region = row.region or data_region(row.input, self.regions)
         if not (row.output or self.output):
             raise ConfigError(
                 f"--manifest line {row.line}", row.input, "an output column or --output", "add one of them"
             )
-        # `--with batch:queue=` puts every step of the child run on one queue: its work step's kind
-        # (CPU for preprocess, GPU for train and infer, as their configs ask) decides which.
-        resources = flow_resources(self.child_flow)
         env, decospecs = batch_settings(region, self.regions, resources) if self.compute == "batch" else ({}, [])
         output = row.output or regional_output(self.output, row.input, region, self.regions)
         arguments = row_arguments(self.child_flow, row, parameters)
