@@ -145,21 +145,26 @@ class WebDatasetPacker:
         self.packed[index] = tars
         return written
 
-    def stored(self, index: int, present: set[str]) -> ChunkTars | None:
+    def stored(self, index: int, present: set[str]) -> tuple[int, ChunkTars | None]:
+        """Chunk ``index`` and what its stored index says its tars hold (None: no complete set)."""
         key = webdataset_index_key(self.shard, index)
         if key not in present:
-            return None
+            return index, None
         tars = ChunkTars(**json.loads(self.target.read(key)))
-        return tars if set(tars.keys(self.shard, index)) <= present else None
+        return index, tars if set(tars.keys(self.shard, index)) <= present else None
 
     def finish(self, manifest: pa.Table) -> int:
         """Pack the chunks of ``manifest`` (the shard's rows, in key order) whose tars are missing
         or hold other samples; delete every other file of the shard's folder; return how many."""
         present = {o.key for o in self.target.list(webdataset_directory(self.shard) + "/")}
+        ranges = chunk_ranges(manifest.num_rows, self.chunk_size)
+        # The indexes of chunks this process did not pack, read in parallel (one GET each on S3).
+        unread = [index for index in range(len(ranges)) if index not in self.packed]
+        known = {**dict(map_bounded(lambda i: self.stored(i, present), unread, self.threads)), **self.packed}
         wanted, repacked = set(), 0
-        for index, span in enumerate(chunk_ranges(manifest.num_rows, self.chunk_size)):
+        for index, span in enumerate(ranges):
             chunk = manifest.slice(span.start, len(span))
-            tars = self.packed.get(index) or self.stored(index, present)
+            tars = known[index]
             if tars is None or tars.samples_sha256 != self.digest(self.good_rows(chunk)):
                 self(chunk)
                 tars, repacked = self.packed[index], repacked + 1
