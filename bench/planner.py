@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/planner.py [--images 330000] [--concurrency 35] [--submit-rate 50]
 
-N sha256-named keys are planned with the real ``steps.sharding.plan.plan_shards`` at each forced width
+N sha256-named keys are planned with the real ``steps.planning.prefixes.plan_shards`` at each forced width
 (so shard sizes are the real, slightly uneven ones). Each shard is one task: it is submitted at
 ``--submit-rate`` jobs/s (AWS Batch SubmitJob ≈ 50 TPS per account), waits for one of
 ``--concurrency`` slots, pays ``--start-s`` of start-up (instance/container/Python start, ~60 s
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from common import print_machine_info, print_table
 
-from steps.sharding.plan import MAX_WIDTH, plan_shards
+from steps.planning.prefixes import MAX_WIDTH, plan_shards
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,9 @@ from common import print_machine_info, print_table, s3_server
 from steps.cost.throughput import image_cost, images_for, read_throughput
 from steps.io.concurrency import map_bounded
 from steps.io.storage import LocalStorage, S3Storage, s3_client
-from steps.sharding.plan import ShardRange, plan_shards
-from steps.sharding.plan_store import write_shard_keys
-from steps.sharding.planning import prepare_run
+from steps.planning.prefixes import ShardRange, plan_shards
+from steps.planning.run_plan import prepare_run
+from steps.planning.store import write_shard_keys
 from tests.support.offline import LOOPBACK_ONLY_ENV
 
 BUCKET = "scale-bench"

@@ -29,9 +29,9 @@ from steps.inference.shard import INFER_FILES, infer_shard
 from steps.io.storage import open_storage
 from steps.io.validation import check_names
 from steps.models.loading import MODEL_FORMS, class_names_for, load_model
+from steps.output.attempts import attempt_seconds
 from steps.progress import log
-from steps.sharding.attempts import attempt_seconds
-from steps.sharding.summary import RunSummary, shard_stats
+from steps.stats.summary import RunSummary, shard_stats
 
 LATEST = "latest"
 

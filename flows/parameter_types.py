@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from metaflow._vendor import click
 
-from steps.sharding.plan import MAX_WIDTH
+from steps.planning.prefixes import MAX_WIDTH
 
 
 def _bounded(base: click.ParamType, name: str, problem: Callable[[float], str]) -> click.ParamType:

@@ -18,11 +18,11 @@ from steps.config_files import config_file
 from steps.errors import ConfigError
 from steps.io.storage import open_storage
 from steps.io.validation import check_names
+from steps.output.attempts import attempt_seconds
 from steps.preprocess.report import build_report
 from steps.preprocess.shard import PREPROCESS_DEVICES, PREPROCESS_FILES, preprocess_shard, tensor_device
 from steps.preprocess.webdataset import FORMATS, WebDatasetPacker, read_label_map
-from steps.sharding.attempts import attempt_seconds
-from steps.sharding.summary import RunSummary, shard_stats
+from steps.stats.summary import RunSummary, shard_stats
 
 
 # config/ travels in the code package too, so remote tasks can read it like a local run.

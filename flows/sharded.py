@@ -34,15 +34,15 @@ from steps.cost.resources import StepResources
 from steps.cost.throughput import image_cost
 from steps.io.storage import Storage, open_storage
 from steps.io.validation import check_output
-from steps.layout import plan_keys_key
+from steps.output.attempts import AttemptClock, start_attempt
+from steps.output.layout import plan_keys_key
+from steps.output.lease import acquire, heartbeat, release
+from steps.output.supersede import ShardFiles, retire_superseded
+from steps.planning.run_plan import prepare_run
+from steps.planning.store import read_shard_keys
 from steps.progress import log
-from steps.sharding.attempts import AttemptClock, start_attempt
-from steps.sharding.lease import acquire, heartbeat, release
-from steps.sharding.plan_store import read_shard_keys
-from steps.sharding.planning import prepare_run
-from steps.sharding.summary import RunSummary, ShardStats
-from steps.sharding.supersede import ShardFiles, retire_superseded
 from steps.spot import on_cloud
+from steps.stats.summary import RunSummary, ShardStats
 
 
 class ShardedFlow(FlowSpec):

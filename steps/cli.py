@@ -28,7 +28,7 @@ def _csv(text: str) -> list[str]:
 
 def _sample_data(args: argparse.Namespace) -> int:
     from steps.demo.sample_data import generate
-    from steps.layout import LABELS_FILE
+    from steps.output.layout import LABELS_FILE
 
     written = generate(args.directory, args.count, args.seed)
     bad = sum(1 for s in written if s.label is None)
@@ -91,7 +91,7 @@ def _regions_rank(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from steps.sharding.preview import PlanSettings, format_facts, plan_facts, preview
+    from steps.planning.preview import PlanSettings, format_facts, plan_facts, preview
 
     settings = PlanSettings(
         args.flow, args.manifest, args.shard_size, args.task_minutes, args.max_shards, args.prefix_width, args.threads

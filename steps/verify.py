@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from steps.io.parquet import parquet_to_table
 from steps.io.storage import Storage, open_storage
-from steps.layout import (
+from steps.output.layout import (
     EDGES_DIR,
     MANIFEST_DIR,
     PLAN_DIR,
@@ -27,8 +27,8 @@ from steps.layout import (
     planned_shard_name,
     resized_key,
 )
-from steps.sharding.inputs import list_inputs
-from steps.sharding.inventory import manifest_pages
+from steps.planning.inputs import list_inputs
+from steps.planning.inventory import manifest_pages
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """What a run's work cost on the chosen instance: billed task time, or the calibrated rate locally.
 
 On AWS Batch or Kubernetes every attempt of every task (killed and retried ones too,
-``steps.sharding.attempts``) is billed task time, at the chosen instance's spot price shared by
+``steps.output.attempts``) is billed task time, at the chosen instance's spot price shared by
 the tasks one instance runs side by side. A laptop's seconds say nothing about an instance, so a
 local run is priced as the same work would cost there: the images it processed at the calibrated
 seconds per image (config/throughput.toml), scaled up by the share of laptop time its retried

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from steps.layout import LABELS_FILE
+from steps.output.layout import LABELS_FILE
 
 # Source photo → label. Colour photographs of clearly different scenes.
 SOURCES = {

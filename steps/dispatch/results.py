@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from steps.report import Report, Table
-from steps.sharding.summary import RunSummary
+from steps.stats.summary import RunSummary
 
 SUCCEEDED, FAILED, REUSED = "succeeded", "failed", "done earlier"
 

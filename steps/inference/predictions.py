@@ -22,7 +22,7 @@ import pyarrow as pa
 from steps.io.concurrency import map_bounded
 from steps.io.parquet import parquet_to_table
 from steps.io.storage import Storage, open_storage
-from steps.layout import LABELS_FILE, PREDICTIONS_DIR
+from steps.output.layout import LABELS_FILE, PREDICTIONS_DIR
 
 SCHEMA = pa.schema(
     [

@@ -13,8 +13,8 @@ from steps.imaging.codec import thumbnail_jpeg
 from steps.inference.predictions import Scores, score
 from steps.io.storage import Storage
 from steps.report import Chart, Images, Report, Table, bar_chart_png, human
-from steps.sharding.report import durations_table, rejects_tables, shard_table, throughput_chart, totals_table
-from steps.sharding.summary import RunSummary, ShardStats
+from steps.stats.report import durations_table, rejects_tables, shard_table, throughput_chart, totals_table
+from steps.stats.summary import RunSummary, ShardStats
 
 SAMPLE_IMAGES = 6  # per row of the card
 SAMPLES_PER_SHARD = 3  # of each kind (misclassified, correct) a shard sends the join

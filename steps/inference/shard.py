@@ -33,11 +33,11 @@ from steps.inference.pipeline import (
 from steps.inference.predictions import SCHEMA
 from steps.io.concurrency import Prefetcher
 from steps.io.storage import Storage
-from steps.layout import PART_STEM, shard_directory
 from steps.models.loading import LoadedModel, class_names_for
+from steps.output.layout import PART_STEM, shard_directory
+from steps.output.ledger import ChunkLedger, ShardOutcome, run_chunked, shard_state
+from steps.output.supersede import ShardFiles
 from steps.progress import Progress, ProgressCallback
-from steps.sharding.ledger import ChunkLedger, ShardOutcome, run_chunked, shard_state
-from steps.sharding.supersede import ShardFiles
 
 
 def no_derived_files(key: str) -> tuple[str, ...]:

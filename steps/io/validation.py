@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from steps.errors import ConfigError
 from steps.io.storage import S3Storage, Storage, is_s3, open_storage
-from steps.layout import PROBE_DIR
+from steps.output.layout import PROBE_DIR
 
 
 def check_input(uri: str) -> Storage:

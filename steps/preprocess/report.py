@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 from steps.imaging.codec import thumbnail_jpeg
 from steps.io.storage import Storage
-from steps.layout import edges_key, resized_key
+from steps.output.layout import edges_key, resized_key
 from steps.report import Images, Report
-from steps.sharding.report import durations_table, rejects_tables, shard_table, throughput_chart, totals_table
-from steps.sharding.summary import RunSummary, ShardStats
+from steps.stats.report import durations_table, rejects_tables, shard_table, throughput_chart, totals_table
+from steps.stats.summary import RunSummary, ShardStats
 
 
 def build_report(stats: Sequence[ShardStats], summary: RunSummary, source: Storage, target: Storage) -> Report:

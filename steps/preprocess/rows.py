@@ -10,7 +10,7 @@ import time
 
 from steps.errors import RejectedInput
 from steps.io.storage import Storage, read_input
-from steps.layout import edges_key, resized_key
+from steps.output.layout import edges_key, resized_key
 from steps.preprocess.image import preprocess_image
 
 

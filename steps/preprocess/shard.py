@@ -17,12 +17,12 @@ import pyarrow as pa
 
 from steps.io.concurrency import map_bounded
 from steps.io.storage import Storage
-from steps.layout import edges_key, key_stem, ledger_directory, resized_key, webdataset_directory
+from steps.output.layout import edges_key, key_stem, ledger_directory, resized_key, webdataset_directory
+from steps.output.ledger import ChunkLedger, ShardOutcome, run_chunked, shard_state
+from steps.output.supersede import ShardFiles, remove_derived
 from steps.preprocess.rows import preprocess_one
 from steps.preprocess.webdataset import WebDatasetPacker
 from steps.progress import Progress, ProgressCallback, log
-from steps.sharding.ledger import ChunkLedger, ShardOutcome, run_chunked, shard_state
-from steps.sharding.supersede import ShardFiles, remove_derived
 
 if TYPE_CHECKING:
     import torch

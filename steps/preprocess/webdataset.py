@@ -1,7 +1,7 @@
 """``--format webdataset``: training-ready tar shards beside the resized images and edge maps.
 
 Each committed chunk of a shard also becomes ``webdataset/<shard>/chunk-NNNNN-PPP.tar``
-(steps/layout.py), holding per good sample::
+(steps/output/layout.py), holding per good sample::
 
     <id>.jpg        the resized image
     <id>.edges.png  its edge map
@@ -40,7 +40,7 @@ import pyarrow as pa
 
 from steps.io.concurrency import map_bounded
 from steps.io.storage import Storage
-from steps.layout import (
+from steps.output.layout import (
     LABELS_FILE,
     edges_key,
     resized_key,
@@ -49,8 +49,8 @@ from steps.layout import (
     webdataset_sample_id,
     webdataset_tar_key,
 )
+from steps.output.ledger import chunk_ranges
 from steps.progress import log
-from steps.sharding.ledger import chunk_ranges
 
 FORMATS = ("files", "webdataset")
 MAX_TAR_BYTES = 1_000_000_000

@@ -10,7 +10,7 @@ from typing import Any
 from steps.errors import ConfigError
 from steps.io.storage import is_s3, join_uri
 from steps.io.validation import check_output, check_positive
-from steps.layout import CHECKPOINTS_DIR
+from steps.output.layout import CHECKPOINTS_DIR
 
 
 @dataclass(frozen=True)

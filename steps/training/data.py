@@ -21,8 +21,8 @@ from steps.imaging.codec import decode
 from steps.io.concurrency import map_bounded
 from steps.io.storage import Storage, open_storage, read_input
 from steps.io.validation import check_input
-from steps.layout import LABELS_FILE
 from steps.models.architectures import IMAGENET_MEAN, IMAGENET_STD
+from steps.output.layout import LABELS_FILE
 from steps.training.webdataset_input import describe_webdataset, is_webdataset_input, load_webdataset
 
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from steps.io.storage import join_uri, open_storage
-from steps.layout import model_key
 from steps.models.bundle import ModelBundle
+from steps.output.layout import model_key
 from steps.progress import log
 from steps.training.checkpoints import CheckpointStore
 from steps.training.config import TrainConfig

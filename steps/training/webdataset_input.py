@@ -20,7 +20,7 @@ import torch
 from steps.errors import ConfigError, RejectedInput
 from steps.imaging.codec import decode
 from steps.io.storage import Storage
-from steps.layout import LABELS_FILE, MANIFEST_DIR, WEBDATASET_DIR, object_stem, webdataset_directory
+from steps.output.layout import LABELS_FILE, MANIFEST_DIR, WEBDATASET_DIR, object_stem, webdataset_directory
 
 
 def webdataset_tars(storage: Storage) -> list[str]:

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from steps.sharding.plan import shard_prefix
+from steps.planning.prefixes import shard_prefix
 from steps.verify import verify
 from tests.support.flows import REPO, S3Server, run_flow, upload_dir
 from tests.support.models import save_bundle

@@ -14,7 +14,7 @@ import torch
 
 from steps.io.storage import LocalStorage
 from steps.models.architectures import build_architecture
-from steps.sharding.lease import acquire, release
+from steps.output.lease import acquire, release
 from tests.support.flows import run_flow
 from tests.support.models import CLASSES
 

@@ -13,8 +13,8 @@ import pytest
 
 from steps.inference.predictions import load_labels, load_predictions
 from steps.io.storage import LocalStorage
+from steps.planning.inputs import list_inputs
 from steps.report import usd
-from steps.sharding.inputs import list_inputs
 from tests.support.flows import S3Server, card_text, run_flow, run_flow_killing, upload_dir
 from tests.support.models import CLASSES, save_bundle, save_torchscript
 

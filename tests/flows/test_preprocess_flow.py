@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from steps.report import usd
-from steps.sharding.rejects import count_reasons
+from steps.stats.rejects import count_reasons
 from tests.support.flows import SPOT_BATCH, S3Server, card_text, run_flow, upload_dir
 
 SHARDING = ("--shard-size", "20", "--threads", "4", "--chunk-size", "8")

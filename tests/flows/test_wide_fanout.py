@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from steps.sharding.rejects import EXAMPLES_PER_REASON
-from steps.sharding.summary import RunSummary, ShardStats
+from steps.stats.rejects import EXAMPLES_PER_REASON
+from steps.stats.summary import RunSummary, ShardStats
 
 REPO = Path(__file__).resolve().parents[2]
 

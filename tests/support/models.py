@@ -36,9 +36,9 @@ def save_trained_bundle(path: Path, images: Path, input_size: int = 32, epochs: 
     ``images``: confident predictions, so comparisons of input pipelines are not decided by
     the near-ties of a random model's outputs."""
     from steps.inference.pipeline import prepare_image
-    from steps.layout import LABELS_FILE
     from steps.models.architectures import IMAGENET_MEAN, IMAGENET_STD
     from steps.models.loading import TRAINFLOW_CROP_FRACTION
+    from steps.output.layout import LABELS_FILE
 
     rows = [line.split(",") for line in (images / LABELS_FILE).read_text().splitlines()[1:]]
     crops = [prepare_image((images / key).read_bytes(), input_size, TRAINFLOW_CROP_FRACTION) for key, _ in rows]

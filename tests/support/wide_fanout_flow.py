@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "flows"))
 from metaflow import FlowSpec, Parameter, step
 from sharded import ShardedFlow
 
-from steps.sharding.summary import RunSummary, ShardStats
+from steps.stats.summary import RunSummary, ShardStats
 
 
 class WideFanoutFlow(FlowSpec):

@@ -7,8 +7,8 @@ import pyarrow as pa
 import pytest
 
 from steps.io.storage import open_storage
+from steps.output.ledger import ChunkLedger, run_chunked
 from steps.progress import MAX_REASON_KINDS, OTHER_REASONS, Progress, ShardProgress, reason_kind
-from steps.sharding.ledger import ChunkLedger, run_chunked
 
 KEYS = [f"k{i:03d}" for i in range(23)]
 BAD = {

@@ -21,7 +21,7 @@ from steps.inference.predictions import load_predictions
 from steps.inference.shard import infer_shard
 from steps.io.storage import LocalStorage
 from steps.models.loading import LoadedModel, load_model
-from steps.sharding.inputs import list_inputs
+from steps.planning.inputs import list_inputs
 from tests.support.models import save_trained_bundle
 
 CPU = torch.device("cpu")

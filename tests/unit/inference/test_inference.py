@@ -20,7 +20,7 @@ from steps.io.concurrency import Prefetcher
 from steps.io.storage import LocalStorage
 from steps.models.architectures import build_architecture
 from steps.models.loading import class_names_for, load_model
-from steps.sharding.inputs import list_inputs
+from steps.planning.inputs import list_inputs
 from tests.support.models import CLASSES, save_bundle, save_torchscript
 
 # TorchScript is deprecated upstream but still what many teams export; we load it on purpose.

@@ -10,7 +10,7 @@ import pyarrow as pa
 import webdataset as wds
 
 from steps.io.storage import LocalStorage
-from steps.layout import edges_key, manifest_key, resized_key
+from steps.output.layout import edges_key, manifest_key, resized_key
 from steps.preprocess.webdataset import WebDatasetPacker, read_label_map
 from steps.training.webdataset_input import describe_webdataset, is_webdataset_input, samples
 

@@ -9,9 +9,9 @@ import pytest
 
 from steps.errors import SpotInterruption
 from steps.io.storage import open_storage
-from steps.layout import manifest_key
+from steps.output.layout import manifest_key
+from steps.output.ledger import ChunkLedger, ShardOutcome, chunk_ranges, run_chunked
 from steps.progress import Progress
-from steps.sharding.ledger import ChunkLedger, ShardOutcome, chunk_ranges, run_chunked
 
 KEYS = [f"k{i:03d}" for i in range(23)]
 

@@ -8,8 +8,8 @@ import pytest
 
 from steps.cost.throughput import ImageCost, image_cost, images_for, read_throughput, task_minutes
 from steps.errors import ConfigError
-from steps.sharding.plan import PrefixCounts, cell_of, plan_layout
-from steps.sharding.sizing import Sizing
+from steps.planning.prefixes import PrefixCounts, cell_of, plan_layout
+from steps.planning.sizing import Sizing
 
 COST = ImageCost("preprocess", "4 vCPUs", 6.0, "test figure")  # 10,000 images = 1 minute
 

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 
 from steps.cost.billing import BillingRate
-from steps.sharding.ledger import ShardOutcome
-from steps.sharding.summary import RunSummary, ShardStats, shard_stats
+from steps.output.ledger import ShardOutcome
+from steps.stats.summary import RunSummary, ShardStats, shard_stats
 
 
 def stats(

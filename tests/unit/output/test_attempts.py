@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from steps.io.storage import open_storage
-from steps.layout import attempt_key
-from steps.sharding.attempts import AttemptClock, attempt_seconds, start_attempt
+from steps.output.attempts import AttemptClock, attempt_seconds, start_attempt
+from steps.output.layout import attempt_key
 
 
 def test_earlier_attempts_last_until_the_next_one_started(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from steps.io.storage import ObjectInfo, Storage
-from steps.layout import METADATA_NAMES
+from steps.output.layout import METADATA_NAMES
 
 
 def input_pages(storage: Storage) -> Iterator[list[ObjectInfo]]:

@@ -1,8 +1,8 @@
 """Shard durations: stragglers are the clearly slow shards, each with the reasons the numbers give."""
 
-from steps.sharding.report import SHARD_ROWS, durations_table, shard_table, throughput_chart
-from steps.sharding.stragglers import ShardTiming, durations
-from steps.sharding.summary import ShardStats
+from steps.stats.report import SHARD_ROWS, durations_table, shard_table, throughput_chart
+from steps.stats.stragglers import ShardTiming, durations
+from steps.stats.summary import ShardStats
 
 
 def typical(name: str) -> ShardTiming:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from steps.report import Table
-from steps.sharding.rejects import count_reasons, first_examples, reason_kind
-from steps.sharding.report import rejects_tables
-from steps.sharding.summary import ShardStats
+from steps.stats.rejects import count_reasons, first_examples, reason_kind
+from steps.stats.report import rejects_tables
+from steps.stats.summary import ShardStats
 
 REJECTS = [
     ("a.jpg", "corrupt or truncated image data: broken data stream when reading image file"),

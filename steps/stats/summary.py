@@ -10,9 +10,9 @@ import math
 from dataclasses import dataclass, fields, replace
 
 from steps.cost.billing import BillingRate, Work, bill
+from steps.output.ledger import ShardOutcome
 from steps.report import usd
-from steps.sharding.ledger import ShardOutcome
-from steps.sharding.rejects import count_reasons, first_examples
+from steps.stats.rejects import count_reasons, first_examples
 
 SAMPLES_PER_SHARD = 2
 
@@ -29,7 +29,7 @@ class ShardStats:
     reused_chunks: int = 0
     reused_images: int = 0  # in chunks an earlier attempt or run committed
     attempt_seconds: tuple[float, ...] = ()  # every attempt of this task in this run, the final one last
-    reasons: tuple[tuple[str, int], ...] = ()  # (kind of reject, count): steps.sharding.rejects
+    reasons: tuple[tuple[str, int], ...] = ()  # (kind of reject, count): steps.stats.rejects
     rejects: tuple[tuple[str, str], ...] = ()  # (key, reason): the first few of each kind
     samples: tuple[str, ...] = ()  # a few good keys, for before/after thumbnails
     stale_files: int = 0  # files of earlier runs removed: their keys are no longer in this shard

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from steps.errors import ConfigError
 from steps.io.listing import PAGE
 from steps.io.storage import ObjectInfo, S3Storage, Storage, is_s3, open_storage
-from steps.layout import METADATA_NAMES
+from steps.output.layout import METADATA_NAMES
 
 _ARN = "arn:aws:s3:::"
 

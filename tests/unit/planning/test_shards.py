@@ -3,8 +3,8 @@ import hashlib
 import pytest
 
 from steps.errors import ConfigError
-from steps.layout import object_stem
-from steps.sharding.plan import choose_width, plan_shards, shard_prefix
+from steps.output.layout import object_stem
+from steps.planning.prefixes import choose_width, plan_shards, shard_prefix
 
 
 def sha_keys(count: int) -> list[str]:

@@ -23,7 +23,7 @@ import pyarrow as pa
 from steps.errors import SpotInterruption
 from steps.io.parquet import parquet_to_table, table_to_parquet
 from steps.io.storage import Storage
-from steps.layout import manifest_key
+from steps.output.layout import manifest_key
 from steps.progress import Progress, ProgressCallback, log
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from json.encoder import encode_basestring  # the C encoder json.dumps(ensure_ascii=False) uses
 from pathlib import Path
 
-from steps.sharding.plan import MAX_WIDTH, PrefixCounts, ShardRange, cell_of
+from steps.planning.prefixes import MAX_WIDTH, PrefixCounts, ShardRange, cell_of
 
 BUCKET_WIDTH = 3  # 4,096 bucket files: one holds 1/4096 of the keys (24k of 10^8)
 _CELLS_PER_BUCKET = 16 ** (MAX_WIDTH - BUCKET_WIDTH)

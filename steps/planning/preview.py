@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from steps.config_files import config_file
 from steps.cost.prices import parse_snapshot, read_snapshot
 from steps.cost.throughput import ImageCost, image_cost, read_throughput
-from steps.sharding.planning import RunPlan, prepare_run
+from steps.planning.run_plan import RunPlan, prepare_run
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from typing import Protocol
 
 from steps.errors import ConfigError, SpotInterruption
 from steps.io.storage import LocalStorage, S3Storage, Storage, s3_client
-from steps.layout import LEASE_KEY
+from steps.output.layout import LEASE_KEY
 from steps.progress import log
 
 LEASE_TTL_S = 1800.0  # no heartbeat for this long: the holder is presumed dead (covers queue waits)

@@ -28,7 +28,7 @@ METADATA_NAMES = frozenset({LABELS_FILE})  # files at the input root that descri
 PLAN_DIR = "_plan"
 PLAN_LAYOUT_KEY = f"{PLAN_DIR}/layout.json"
 MANIFEST_DIR = "_manifests"
-LEASE_KEY = "_lease.json"  # the one-writer lease: which run writes this output (steps.sharding.lease)
+LEASE_KEY = "_lease.json"  # the one-writer lease: which run writes this output (steps.output.lease)
 PROBE_DIR = "_probe"  # write-permission probes in ``start``, deleted at once
 ATTEMPTS_DIR = "_attempts"  # one start record per task attempt: what killed attempts billed
 

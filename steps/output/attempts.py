@@ -1,7 +1,7 @@
 """Every attempt of a shard task, killed ones included: what the run's instances billed.
 
 A SIGKILLed attempt (a spot loss) leaves no Metaflow artifacts, so each attempt writes one small
-start record to the output location (``steps.layout.attempt_key``) before it does any work. The
+start record to the output location (``steps.output.layout.attempt_key``) before it does any work. The
 attempt that succeeds reads the records of the earlier attempts of this run and times them: an
 attempt lasted until the next one started. That is an upper bound (it includes the wait before
 the retry, 0 minutes in config/*.toml, and on AWS Batch the new job's queue time) — a bill is
@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 
 from steps.io.storage import Storage
-from steps.layout import attempt_key
+from steps.output.layout import attempt_key
 
 
 @dataclass(frozen=True)

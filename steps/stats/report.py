@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from steps.report import Chart, Table, bar_chart_png, human, usd
-from steps.sharding.rejects import merge_counts, reason_kind
-from steps.sharding.stragglers import ShardTiming, durations
-from steps.sharding.summary import RunSummary, ShardStats
+from steps.stats.rejects import merge_counts, reason_kind
+from steps.stats.stragglers import ShardTiming, durations
+from steps.stats.summary import RunSummary, ShardStats
 
 EXAMPLES_SHOWN = 3  # per reason, on the card
 DURATION_ROWS = 20  # the slowest shards listed; the headline covers them all

@@ -14,8 +14,8 @@ import pytest
 
 from steps.errors import ConfigError, SpotInterruption
 from steps.io.storage import LocalStorage, S3Storage, Storage
-from steps.layout import LEASE_KEY
-from steps.sharding.lease import LeaseLost, acquire, heartbeat, lease_store, release, renew
+from steps.output.layout import LEASE_KEY
+from steps.output.lease import LeaseLost, acquire, heartbeat, lease_store, release, renew
 from steps.spot import is_transient
 from tests.support.flows import S3Server
 

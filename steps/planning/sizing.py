@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from steps.cost.throughput import ImageCost, images_for, task_minutes
 from steps.errors import ConfigError
-from steps.sharding.plan import ShardLayout
+from steps.planning.prefixes import ShardLayout
 
 MAX_TASK_FACTOR = 3  # packed shards may run up to 3x --task-minutes (10 -> 30) before the plan is refused
 

@@ -9,7 +9,7 @@ planner therefore picks the smallest width whose shards hold no more than a targ
 images, within the foreach fan-out limit.
 
 The layout is chosen from key *counts* per prefix alone (``PrefixCounts``, 65,536 counters), so
-a 10^8-key plan needs no key in memory: ``steps.sharding.spill`` streams the keys into the
+a 10^8-key plan needs no key in memory: ``steps.planning.spill`` streams the keys into the
 chosen shards. The plan is a pure function of the set of keys: same input, same shards, same
 output names.
 """
@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from steps.errors import ConfigError
-from steps.layout import key_stem, object_stem
+from steps.output.layout import key_stem, object_stem
 
 _SHA256_NAME = re.compile(r"^[0-9a-fA-F]{64}$")
 

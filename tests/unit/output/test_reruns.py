@@ -27,14 +27,14 @@ from steps.errors import SpotInterruption
 from steps.inference.shard import INFER_FILES, infer_shard
 from steps.io.parquet import parquet_to_table
 from steps.io.storage import LocalStorage, Storage
-from steps.layout import PLAN_KEYS_SUFFIX
 from steps.models.loading import LoadedModel, load_model
+from steps.output.layout import PLAN_KEYS_SUFFIX
+from steps.output.supersede import ShardFiles, layout_misfit, retire_superseded
+from steps.planning.prefixes import PrefixCounts, cell_of
+from steps.planning.run_plan import RunPlan, prepare_run
+from steps.planning.store import read_shard_keys
 from steps.preprocess.shard import PREPROCESS_FILES, preprocess_shard
 from steps.preprocess.webdataset import WebDatasetPacker, read_label_map
-from steps.sharding.plan import PrefixCounts, cell_of
-from steps.sharding.plan_store import read_shard_keys
-from steps.sharding.planning import RunPlan, prepare_run
-from steps.sharding.supersede import ShardFiles, layout_misfit, retire_superseded
 from steps.verify import verify
 from tests.support.models import save_bundle
 

@@ -11,15 +11,15 @@ from steps.cost.throughput import ImageCost
 from steps.errors import ConfigError
 from steps.io.storage import ObjectInfo, Storage, is_s3, open_storage
 from steps.io.validation import check_input, check_output, check_positive
-from steps.layout import plan_keys_key
+from steps.output.layout import plan_keys_key
+from steps.output.supersede import layout_misfit
+from steps.planning.inputs import input_pages
+from steps.planning.inventory import manifest_pages
+from steps.planning.prefixes import PrefixCounts, ShardLayout, cell_of, plan_layout
+from steps.planning.sizing import Sizing
+from steps.planning.spill import KeySpill
+from steps.planning.store import ShardRef, stored_layout, write_layout, write_shard_keys
 from steps.progress import log
-from steps.sharding.inputs import input_pages
-from steps.sharding.inventory import manifest_pages
-from steps.sharding.plan import PrefixCounts, ShardLayout, cell_of, plan_layout
-from steps.sharding.plan_store import ShardRef, stored_layout, write_layout, write_shard_keys
-from steps.sharding.sizing import Sizing
-from steps.sharding.spill import KeySpill
-from steps.sharding.supersede import layout_misfit
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def layout_for_output(
     still fits the settings, so a rerun's shards line up with the manifests already there.
 
     Otherwise the output is planned anew and ``start`` retires the earlier shards
-    (``steps.sharding.supersede``): shards of two layouts would count keys twice.
+    (``steps.output.supersede``): shards of two layouts would count keys twice.
     """
     earlier = stored_layout(target)
     if earlier is not None:
@@ -145,8 +145,8 @@ def prepare_run(
 ) -> RunPlan:
     """Validate locations, list the input in parallel, plan shards and store each shard's key
     list (``stream_plan``). ``shard_size`` 0 sizes shards by ``task_minutes`` of ``cost``
-    (``steps.sharding.sizing``). A ``manifest`` (an S3 Inventory manifest.json or a key list, see
-    ``steps.sharding.inventory``) names the input keys instead of the listing. ``store=False``
+    (``steps.planning.sizing``). A ``manifest`` (an S3 Inventory manifest.json or a key list, see
+    ``steps.planning.inventory``) names the input keys instead of the listing. ``store=False``
     (``spot-batch plan``) writes nothing, not even the write probe under the output."""
     check_positive("--threads", threads)
     if _within(output_uri, input_uri):

@@ -14,11 +14,11 @@ import pytest
 
 from steps.errors import ConfigError
 from steps.io.storage import LocalStorage, ObjectInfo
-from steps.layout import PLAN_LAYOUT_KEY
-from steps.sharding.plan import plan_shards
-from steps.sharding.plan_store import read_shard_keys
-from steps.sharding.planning import StreamedPlan, prepare_run, stream_plan
-from steps.sharding.sizing import Sizing
+from steps.output.layout import PLAN_LAYOUT_KEY
+from steps.planning.prefixes import plan_shards
+from steps.planning.run_plan import StreamedPlan, prepare_run, stream_plan
+from steps.planning.sizing import Sizing
+from steps.planning.store import read_shard_keys
 from tests.support.flows import REPO
 
 
@@ -115,7 +115,7 @@ def planner_memory(out: str) -> tuple[int, int, int, int]:
 
 def test_planner_memory_is_bounded_by_shards_not_by_the_dataset(tmp_path: Path) -> None:
     # In a fresh process: tracemalloc counts every thread, and other tests leave servers running.
-    measure = f"from tests.unit.sharding.test_streaming import planner_memory as m; print(*m({str(tmp_path)!r}))"
+    measure = f"from tests.unit.planning.test_streaming import planner_memory as m; print(*m({str(tmp_path)!r}))"
     done = subprocess.run([sys.executable, "-c", measure], cwd=REPO, capture_output=True, text=True, check=True)
     shards, planned, peak, all_keys = map(int, done.stdout.split())
     assert (shards, planned) == (256, 100_000)

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from steps.io.concurrency import map_bounded
 from steps.io.storage import Storage
-from steps.layout import PLAN_LAYOUT_KEY, plan_keys_key
-from steps.sharding.plan import ShardLayout, ShardRange
-from steps.sharding.spill import decode_keys, encode_key
+from steps.output.layout import PLAN_LAYOUT_KEY, plan_keys_key
+from steps.planning.prefixes import ShardLayout, ShardRange
+from steps.planning.spill import decode_keys, encode_key
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ def stored_layout(storage: Storage) -> tuple[int, tuple[str, ...]] | None:
 
 def write_layout(storage: Storage, layout: ShardLayout) -> None:
     """Store the layout (width, packed ranges): reruns into this output keep it, so their shards
-    line up with the manifests already there (see ``steps.sharding.planning.prepare_run``)."""
+    line up with the manifests already there (see ``steps.planning.run_plan.prepare_run``)."""
     storage.write(PLAN_LAYOUT_KEY, json.dumps({"width": layout.width, "starts": list(layout.starts)}).encode())
 
 

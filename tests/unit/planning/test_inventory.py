@@ -15,8 +15,8 @@ import pytest
 from steps.errors import ConfigError
 from steps.io.parquet import table_to_parquet
 from steps.io.storage import LocalStorage, open_storage
-from steps.sharding.plan_store import read_shard_keys
-from steps.sharding.planning import prepare_run
+from steps.planning.run_plan import prepare_run
+from steps.planning.store import read_shard_keys
 
 KEYS = [hashlib.sha256(str(i).encode()).hexdigest() + ".jpg" for i in range(60)] + ["with space+plus.jpg"]
 

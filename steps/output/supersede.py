@@ -22,10 +22,17 @@ from dataclasses import dataclass
 from steps.io.concurrency import map_bounded
 from steps.io.parquet import parquet_to_table
 from steps.io.storage import Storage
-from steps.layout import MANIFEST_DIR, PLAN_DIR, manifest_key, manifest_shard_name, plan_keys_key, planned_shard_name
+from steps.output.layout import (
+    MANIFEST_DIR,
+    PLAN_DIR,
+    manifest_key,
+    manifest_shard_name,
+    plan_keys_key,
+    planned_shard_name,
+)
+from steps.planning.prefixes import PrefixCounts, range_name, shard_prefix
+from steps.planning.store import ShardRef, read_shard_keys, stored_layout
 from steps.progress import log
-from steps.sharding.plan import PrefixCounts, range_name, shard_prefix
-from steps.sharding.plan_store import ShardRef, read_shard_keys, stored_layout
 
 
 def no_directories(shard_name: str) -> tuple[str, ...]:
