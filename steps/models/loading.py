@@ -206,8 +206,9 @@ def _load_torchvision(spec: str) -> LoadedModel:
         module.load_state_dict(state)
     except pickle.UnpicklingError as err:
         raise not_tensors("weights file", weights_uri) from err
-    except (RuntimeError, TypeError, AttributeError, zipfile.BadZipFile) as err:
-        detail = str(err).splitlines()[0][:160]
+    except (RuntimeError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as err:
+        # An empty or truncated file raises a bare EOFError: say what the file is instead.
+        detail = str(err).splitlines()[0][:160] if str(err).strip() else f"the {len(data)}-byte file ends early"
         raise ConfigError(
             "weights file",
             weights_uri,
