@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 
 from cards import render
+from clean_errors import configuration_checked
 from dispatch_children import FLOWS, SHARDED, child_parameters, flow_file, row_arguments
 from metaflow import Config, FlowSpec, Parameter, Runner, card, config_expr, package_sources, step
 from notifying import notify_on_exit
@@ -53,7 +54,15 @@ def regional_output(template: str, uri: str, region: str, regions: Mapping) -> s
     """``--output`` with ``{bucket}``, ``{region}`` and ``{staging}`` filled in for one input."""
     bucket = uri[len("s3://") :].split("/", 1)[0] if uri.startswith("s3://") else ""
     staging = regions["regions"].get(region, {}).get("staging_bucket", "")
-    return template.format(bucket=bucket, region=region, staging=staging.rstrip("/"))
+    try:
+        return template.format(bucket=bucket, region=region, staging=staging.rstrip("/"))
+    except (KeyError, IndexError, ValueError) as err:  # an unknown {field}, a {0}, an unmatched brace
+        raise ConfigError(
+            "--output",
+            template,
+            "a location whose only {fields} are {bucket}, {region} and {staging}",
+            f"remove or rename the field ({type(err).__name__}: {err}); write a literal brace as {{{{ or }}}}",
+        ) from err
 
 
 def earlier_success(flow_name: str, tag: str):
@@ -90,6 +99,14 @@ class DispatchFlow(FlowSpec):
     @step
     def start(self):
         self.started_at = time.time()
+        with configuration_checked():
+            self.plan_rows()
+        for p in self.row_plan:
+            log(f"line {p['line']}: {self.child_flow} in {p['region']}: {p['input']} -> {p['output']}")
+        self.next(self.run_row, foreach="row_plan")
+
+    def plan_rows(self) -> None:
+        """Check the settings and plan one child run per row into ``row_plan``; ConfigError for anything unusable."""
         if self.compute not in ("local", "batch"):
             raise ConfigError("--compute", self.compute, "local or batch", "pass --compute local or --compute batch")
         if self.child_flow not in FLOWS:
@@ -110,9 +127,6 @@ class DispatchFlow(FlowSpec):
                 "a distinct output per input",
                 "use {bucket} or {region} in --output (or an output column) so runs do not overwrite each other",
             )
-        for p in self.row_plan:
-            log(f"line {p['line']}: {self.child_flow} in {p['region']}: {p['input']} -> {p['output']}")
-        self.next(self.run_row, foreach="row_plan")
 
     def plan_row(self, row: ManifestRow, parameters: dict, resources: StepResources) -> dict:
         region = row.region or data_region(row.input, self.regions)

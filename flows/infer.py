@@ -22,13 +22,10 @@ from sharded import ShardedFlow
 
 from steps.config_files import config_file
 from steps.errors import ConfigError
-from steps.inference.pipeline import DECODE_CHOICES
-from steps.inference.predictions import Scores, load_labels
-from steps.inference.report import Sample, build_report, shard_scores
-from steps.inference.shard import INFER_FILES, infer_shard
+from steps.inference.files import INFER_FILES
 from steps.io.storage import open_storage
 from steps.io.validation import check_names
-from steps.models.loading import MODEL_FORMS, class_names_for, load_model
+from steps.models.forms import MODEL_FORMS
 from steps.output.attempts import attempt_seconds
 from steps.progress import log
 from steps.stats.summary import RunSummary, shard_stats
@@ -96,6 +93,10 @@ class InferFlow(ShardedFlow):
 
     def check_settings(self) -> None:
         """Also loads the model once, so a bad ``--model`` fails here, before any fan-out."""
+        # torch, pandas and the model code load in the steps that use them, not with the flow file.
+        from steps.inference.pipeline import DECODE_CHOICES
+        from steps.models.loading import class_names_for, load_model
+
         super().check_settings()
         check_names("--decode", [self.decode], DECODE_CHOICES, "a decoder: cpu, gpu or auto", "--decode")
         self.model_uri = latest_model_uri() if self.model_spec == LATEST else self.model_spec
@@ -109,6 +110,11 @@ class InferFlow(ShardedFlow):
     @retry(times=config.retry.times, minutes_between_retries=config.retry.minutes_between_retries)
     @step
     def process_shard(self):
+        from steps.inference.predictions import load_labels
+        from steps.inference.report import shard_scores
+        from steps.inference.shard import infer_shard
+        from steps.models.loading import load_model
+
         source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
         attempt = self.begin_attempt(target)
         with self.writing_output(target) as stop, ShardCard(self.input, current.retry_count) as on_progress:
@@ -139,6 +145,9 @@ class InferFlow(ShardedFlow):
     @card(type="blank", id="report")
     @step
     def join(self, inputs):
+        from steps.inference.predictions import Scores
+        from steps.inference.report import Sample, build_report
+
         stats = self.merge_shards(inputs)
         self.merge_artifacts(inputs, include=["model", "model_uri"])
         done = sorted(inputs, key=lambda i: i.shard_stats["name"])

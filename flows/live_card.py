@@ -1,9 +1,11 @@
 """Live cards: progress from steps/ drawn into a running task's realtime Metaflow card.
 
-The work only hands values over (a lock and an assignment). A daemon thread redraws the card
-every ``REFRESH_S`` seconds, so a slow refresh — Metaflow renders the card in a subprocess and,
-after a layout change, waits for it — never holds up the pipeline. Leaving the ``with`` block
-stops the thread and draws the last values, which Metaflow renders as the task's final card.
+The work only hands values over (a lock and an assignment). A daemon thread redraws the card, so a
+slow refresh — Metaflow renders the card in a subprocess and, after a layout change, waits for it —
+never holds up the pipeline. Each refresh costs a process that imports the flow file, so the thread
+redraws at the intervals ``steps.refresh`` schedules (5 s at first, growing to 60 s) and only when
+the figures moved. Leaving the ``with`` block stops the thread and draws the last values, which
+Metaflow renders as the task's final card.
 
     @card(type="blank", id=SHARD_CARD, refresh_interval=REFRESH_S)
     ...
@@ -20,8 +22,9 @@ from metaflow import current
 from metaflow.cards import Markdown, ProgressBar, Table, ValueBox
 
 from steps.progress import ShardProgress
+from steps.refresh import FIRST_S, next_interval
 
-REFRESH_S = 5  # the cards' refresh_interval too: Metaflow drops refreshes closer together than that
+REFRESH_S = int(FIRST_S)  # the cards' refresh_interval: Metaflow drops refreshes closer together than that
 SHARD_CARD = "progress"
 
 Value = TypeVar("Value")
@@ -47,6 +50,7 @@ class LiveCard(Generic[Value]):
         self.failure = ""
         self._lock = threading.Lock()
         self._changed = False
+        self._drawn: object = None  # the figures of the last redraw (``figures``)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._redraw_until_stopped, name=f"live-card-{card_id}", daemon=True)
 
@@ -57,6 +61,15 @@ class LiveCard(Generic[Value]):
     def draw(self) -> None:
         """Bring the card's components up to date with the state (in the card thread)."""
         raise NotImplementedError
+
+    def figures(self) -> object:
+        """What the card shows, comparable: a redraw is skipped when it did not change (called with the
+        lock held). None: always redraw."""
+        return None
+
+    def expected_seconds(self) -> float | None:
+        """How long the task is expected to run in all, once known: longer tasks redraw less often."""
+        return None
 
     def failed(self, error: BaseException) -> None:
         """Note that this attempt failed, for ``draw`` to say so (the last refresh stays visible)."""
@@ -83,17 +96,21 @@ class LiveCard(Generic[Value]):
 
     def _redraw_until_stopped(self) -> None:
         """Refreshes happen only here, so a failing one ends this thread, never the work."""
-        while not self._stop.wait(REFRESH_S):
+        interval = next_interval(None)
+        while not self._stop.wait(interval):
             self._redraw()
+            with self._lock:
+                interval = next_interval(interval, self.expected_seconds())
         # Metaflow renders no final card for a failed task: show the failure in the live one
         # (dropped if the last refresh was under REFRESH_S ago).
         self._redraw()
 
     def _redraw(self) -> None:
         with self._lock:
-            if not self._changed:
+            figures = self.figures()
+            if not self._changed or (figures is not None and figures == self._drawn):
                 return
-            self._changed = False
+            self._changed, self._drawn = False, figures
             self.draw()
         self.card.refresh()
 
@@ -111,6 +128,17 @@ class ShardCard(LiveCard[ShardProgress]):
 
     def absorb(self, value: ShardProgress) -> None:
         self.latest = value
+
+    def figures(self) -> object:
+        now = self.latest
+        if now is None:
+            return None
+        return (now.done, now.committed_chunks, now.rejected, now.finished, now.complete_earlier, self.failure)
+
+    def expected_seconds(self) -> float | None:
+        now = self.latest
+        eta = None if now is None else now.eta_seconds
+        return None if eta is None else now.seconds + eta
 
     def _build(self, first: ShardProgress) -> None:
         """The layout, once the shard's size is known: changing it later would re-render the page."""

@@ -26,10 +26,7 @@ from train_card import TRAIN_CARD, TrainCard
 from steps.config_files import config_file
 from steps.progress import log
 from steps.training.config import TRAIN_PARAMETERS, TrainConfig, settings_from
-from steps.training.data import check_dataset
-from steps.training.preflight import check_training
 from steps.training.report import build_report, headline
-from steps.training.run import train_run
 
 
 # config/ travels in the code package too, so remote tasks can read it like a local run.
@@ -81,6 +78,11 @@ class TrainFlow(FlowSpec):
 
     @step
     def start(self):
+        # torch loads in the steps that use it, not with the flow file (Metaflow imports it for every
+        # task and every card refresh).
+        from steps.training.data import check_dataset
+        from steps.training.preflight import check_training
+
         with configuration_checked():
             self.settings = settings_from({name: getattr(self, name) for name in TRAIN_PARAMETERS})
             self.dataset = check_dataset(self.input_uri)
@@ -98,6 +100,8 @@ class TrainFlow(FlowSpec):
     @retry(times=config.retry.times, minutes_between_retries=config.retry.minutes_between_retries)
     @step
     def train(self):
+        from steps.training.run import train_run
+
         with spot_guard() as stop, TrainCard(current.retry_count) as on_event:
             outcome = train_run(
                 TrainConfig(**self.settings),

@@ -3,9 +3,11 @@
 On AWS Batch or Kubernetes every attempt of every task (killed and retried ones too,
 ``steps.output.attempts``) is billed task time, at the chosen instance's spot price shared by
 the tasks one instance runs side by side. A laptop's seconds say nothing about an instance, so a
-local run is priced as the same work would cost there: the images it processed at the calibrated
-seconds per image (config/throughput.toml), scaled up by the share of laptop time its retried
-attempts added. Every bill carries its basis as one sentence.
+local run is priced as the same work would cost there: the images its attempts processed, killed
+attempts' committed chunks and the chunk each killed attempt lost in flight included, at the
+calibrated seconds per image (config/throughput.toml). Never a ratio of laptop times: a retry that
+only finds its shard complete takes ~0 s, and dividing by it made one run's bill 1,275 times too high.
+Every bill carries its basis as one sentence.
 """
 
 from __future__ import annotations
@@ -46,11 +48,11 @@ class BillingRate:
 class Work:
     """What the tasks of a run did: images processed now, attempts, and their task time."""
 
-    images: int  # processed by this run's attempts (reused chunks and skipped shards excluded)
+    images: int  # committed by this run's attempts, killed ones included (earlier runs' chunks excluded)
+    redone_images: int  # processed again after a kill: at most the chunk each killed attempt had in flight
     attempts: int
     retried_attempts: int
     billed_seconds: float  # every attempt
-    final_seconds: float  # the attempts that finished
 
 
 @dataclass(frozen=True)
@@ -74,18 +76,16 @@ def bill(rate: BillingRate, work: Work, *, on_cloud: bool) -> Bill:
             hours * rate.usd_per_task_hour,
             f"{rate.describe()} × {human(hours)} task-hours billed ({_attempts(work)})",
         )
-    # Retried attempts redo work; their laptop time relative to the final attempts' says how much.
-    rework = work.billed_seconds / work.final_seconds if work.final_seconds > 0 else 1.0
-    hours = work.images * rate.seconds_per_image / 3600 * rework
-    scaled = (
-        f" × {rework:.2f} for the retried attempts (laptop time of all attempts / of the final ones)"
-        if work.retried_attempts
+    hours = (work.images + work.redone_images) * rate.seconds_per_image / 3600
+    redone = (
+        f" + {work.redone_images} images redone after killed attempts (at most the chunk each had in flight)"
+        if work.redone_images
         else ""
     )
     return Bill(
         hours,
         hours * rate.usd_per_task_hour,
-        f"local run, priced as the same work on {rate.describe()}: {work.images} images × "
-        f"{rate.seconds_per_image * 1000:.3g} ms/image ({rate.rate_source}){scaled} = {human(hours)} task-hours "
+        f"local run, priced as the same work on {rate.describe()}: ({work.images} images{redone}) × "
+        f"{rate.seconds_per_image * 1000:.3g} ms/image ({rate.rate_source}) = {human(hours)} task-hours "
         f"({_attempts(work)}); laptop seconds are not billed",
     )

@@ -36,17 +36,7 @@ from steps.io.storage import Storage
 from steps.models.loading import LoadedModel, class_names_for
 from steps.output.layout import PART_STEM, shard_directory
 from steps.output.ledger import ChunkLedger, ShardOutcome, run_chunked, shard_state
-from steps.output.supersede import ShardFiles
 from steps.progress import Progress, ProgressCallback
-
-
-def no_derived_files(key: str) -> tuple[str, ...]:
-    """Predictions live only in the shard's parts: a removed key leaves no other file behind."""
-    return ()
-
-
-# Named functions, not lambdas: Metaflow pickles the flow class attribute that holds this.
-INFER_FILES = ShardFiles(chunk_directory=shard_directory, derived=no_derived_files)
 
 
 @dataclass(frozen=True)

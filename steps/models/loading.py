@@ -34,6 +34,7 @@ from steps.errors import ConfigError, not_tensors
 from steps.io.storage import is_s3, open_storage
 from steps.models.architectures import IMAGENET_MEAN, IMAGENET_STD, build_architecture
 from steps.models.bundle import ModelBundle
+from steps.models.forms import MODEL_FORMS
 
 
 def class_names_for(model: LoadedModel) -> list[str]:
@@ -79,9 +80,6 @@ IMAGENET_CROP_FRACTION = 0.875  # resize to 256, keep the centre 224
 
 
 TRAINFLOW_CROP_FRACTION = 1.0  # TrainFlow trains on the whole centred square (ImageOps.fit)
-
-
-MODEL_FORMS = "a TrainFlow model URI, a TorchScript file, or torchvision:<arch>:<weights file>"
 
 
 @dataclass
@@ -206,8 +204,9 @@ def _load_torchvision(spec: str) -> LoadedModel:
         module.load_state_dict(state)
     except pickle.UnpicklingError as err:
         raise not_tensors("weights file", weights_uri) from err
-    except (RuntimeError, TypeError, AttributeError, zipfile.BadZipFile) as err:
-        detail = str(err).splitlines()[0][:160]
+    except (RuntimeError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as err:
+        # An empty or truncated file raises a bare EOFError: say what the file is instead.
+        detail = str(err).splitlines()[0][:160] if str(err).strip() else f"the {len(data)}-byte file ends early"
         raise ConfigError(
             "weights file",
             weights_uri,

@@ -86,6 +86,7 @@ class ShardOutcome:
     skipped: bool = False  # complete in an earlier run, so nothing was done now
     reused_images: int = 0  # images of the reused chunks: not processed by this attempt
     stale_files: int = 0  # files of earlier runs removed because the plan no longer has their keys
+    chunk_size: int = 0  # images a chunk holds at most: what a killed attempt could lose in flight
 
 
 def stored_manifest(storage: Storage, name: str) -> pa.Table | None:
@@ -166,7 +167,9 @@ def run_chunked(
         log(f"shard {name}: complete in an earlier run (manifest exists), skipping")
         progress.complete_earlier()
         stale_files = finish(state.complete) if finish is not None else 0
-        return ShardOutcome(name, state.complete, 0, 0, 0.0, skipped=True, stale_files=stale_files)
+        return ShardOutcome(
+            name, state.complete, 0, 0, 0.0, skipped=True, stale_files=stale_files, chunk_size=chunk_size
+        )
     log(f"shard {name}: {len(keys)} images in {len(ranges)} chunks of up to {chunk_size}")
     tables = dict(state.reused)
     reused = len(tables)
@@ -197,5 +200,12 @@ def run_chunked(
     progress.finish(f"{reused} chunks reused")
     reused_images = sum(len(ranges[i]) for i in state.reused if i < len(ranges))
     return ShardOutcome(
-        name, manifest, len(ranges), reused, progress.elapsed_s, reused_images=reused_images, stale_files=stale_files
+        name,
+        manifest,
+        len(ranges),
+        reused,
+        progress.elapsed_s,
+        reused_images=reused_images,
+        stale_files=stale_files,
+        chunk_size=chunk_size,
     )

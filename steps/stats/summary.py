@@ -33,6 +33,7 @@ class ShardStats:
     rejects: tuple[tuple[str, str], ...] = ()  # (key, reason): the first few of each kind
     samples: tuple[str, ...] = ()  # a few good keys, for before/after thumbnails
     stale_files: int = 0  # files of earlier runs removed: their keys are no longer in this shard
+    chunk_size: int = 0  # images a chunk holds at most (0: not known, the shard bounds it)
 
     @property
     def worked_images(self) -> int:
@@ -42,6 +43,23 @@ class ShardStats:
     @property
     def images_per_second(self) -> float:
         return self.worked_images / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def killed_attempts(self) -> int:
+        return max(len(self.attempt_seconds) - 1, 0)
+
+    @property
+    def run_images(self) -> int:
+        """Images this run's attempts committed: the final attempt's own, plus on a retried task the chunks
+        its killed attempts committed (the final one reused them). Chunks of earlier runs are theirs."""
+        return self.worked_images + (self.reused_images if self.killed_attempts else 0)
+
+    @property
+    def redone_images(self) -> int:
+        """An upper bound of the work killed attempts lost: the chunk each had in flight. A retry that found
+        the shard complete ran no chunks (``chunks`` is 0): the last kill came after the final commit."""
+        killed_mid_shard = self.killed_attempts - (0 if self.chunks else 1)
+        return max(killed_mid_shard, 0) * min(self.chunk_size or self.images, self.images)
 
 
 def shard_stats(outcome: ShardOutcome, attempt_seconds: tuple[float, ...] = ()) -> ShardStats:
@@ -78,6 +96,7 @@ def shard_stats(outcome: ShardOutcome, attempt_seconds: tuple[float, ...] = ()) 
         rejects=first_examples(rejects),
         samples=tuple(ok_keys[::step][:SAMPLES_PER_SHARD]),
         stale_files=outcome.stale_files,
+        chunk_size=outcome.chunk_size,
     )
 
 
@@ -92,7 +111,8 @@ class RunSummary:
 
     images: int = 0
     images_this_run: int = 0  # images of shards processed by this run (not skipped as complete)
-    images_worked: int = 0  # images this run's tasks processed (reused chunks excluded)
+    images_worked: int = 0  # images this run's attempts committed (chunks reused from earlier runs excluded)
+    images_redone: int = 0  # at most: processed again after killed attempts (ShardStats.redone_images)
     processed: int = 0
     rejected: int = 0
     shards: int = 0
@@ -123,7 +143,8 @@ class RunSummary:
         return cls(
             images=stats.images,
             images_this_run=stats.images if worked else 0,
-            images_worked=stats.worked_images,
+            images_worked=stats.run_images,
+            images_redone=stats.redone_images,
             processed=stats.processed,
             rejected=stats.rejected,
             shards=1,
@@ -161,9 +182,7 @@ class RunSummary:
 
     def billed(self, rate: BillingRate, *, on_cloud: bool) -> RunSummary:
         """With the cost of this run's work at ``rate`` (``steps.cost.billing.bill``) and its basis."""
-        work = Work(
-            self.images_worked, self.attempts, self.retried_attempts, self.task_seconds, self.final_task_seconds
-        )
+        work = Work(self.images_worked, self.images_redone, self.attempts, self.retried_attempts, self.task_seconds)
         cost = bill(rate, work, on_cloud=on_cloud)
         return replace(
             self,

@@ -19,6 +19,7 @@ from steps.verify import verify
 from tests.support.fakes import fake_imds, flaky_s3_proxy
 from tests.support.flows import REPO, SPOT_BATCH, S3Server, card_text, run_flow, run_flow_killing, upload_dir
 from tests.support.models import save_bundle
+from tests.support.processes import look_alike_task
 
 ONE_SHARD = ("--shard-size", "1000", "--threads", "1", "--chunk-size", "4")
 
@@ -79,17 +80,20 @@ def test_sigkill_mid_shard_is_retried_to_an_identical_output(
         "between chunks": lambda: count(chunks, "*.parquet") >= 2,
         "late, random": lambda: count(out, "resized/*.jpg") >= random.Random(str(tmp_path)).randint(20, 55),
     }[point]
-    result, killed = run_flow_killing(
-        "preprocess",
-        tmp_path / "wd",
-        "--input",
-        str(fault_input),
-        "--output",
-        str(out),
-        *ONE_SHARD,
-        step="process_shard",
-        ready=ready,
-    )
+    # Another run's task on this machine, same command line: the kill must spare it.
+    with look_alike_task("process_shard") as stranger:
+        result, killed = run_flow_killing(
+            "preprocess",
+            tmp_path / "wd",
+            "--input",
+            str(fault_input),
+            "--output",
+            str(out),
+            *ONE_SHARD,
+            step="process_shard",
+            ready=ready,
+        )
+        assert stranger.poll() is None, "a process outside the flow's tree was killed"
     assert killed, f"the task finished before the kill point {point!r}"
     assert result.ok, result.output
     assert "(retry)" in result.output

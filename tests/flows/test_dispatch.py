@@ -64,20 +64,23 @@ def test_dispatch_runs_one_preprocess_per_region_and_merges(
     assert "Dispatched 2 PreprocessFlow rows: 2 ran, 0 done earlier, 0 failed; 32 images" in run.output
 
 
-def test_dispatch_rejects_an_output_that_collides(
-    s3_server: S3Server, regional_buckets: dict[str, str], tmp_path: Path
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("s3://images-us/same", "expected a distinct output per input"),
+        ("/out/{foo}", "--output '/out/{foo}': expected a location whose only {fields} are {bucket}, {region}"),
+    ],
+    ids=["collides", "unknown-field"],
+)
+def test_dispatch_rejects_a_bad_output_in_one_line(
+    output: str, message: str, s3_server: S3Server, regional_buckets: dict[str, str], tmp_path: Path
 ) -> None:
     run = run_flow(
-        "dispatch",
-        tmp_path,
-        "--inputs",
-        ",".join(regional_buckets.values()),
-        "--output",
-        "s3://images-us/same",
-        env=s3_server.env,
+        "dispatch", tmp_path, "--inputs", ",".join(regional_buckets.values()), "--output", output, env=s3_server.env
     )
     assert not run.ok
-    assert "expected a distinct output per input" in run.output
+    assert sum(message in line for line in run.output.splitlines()) == 1, run.output[-3000:]
+    assert "Traceback" not in run.output and "Internal error" not in run.output, run.output[-3000:]
 
 
 TRAIN_SETTINGS = "epochs=1,batch_size=8,image_size=32,seed=3"

@@ -12,9 +12,9 @@ Files in STATE_DIR:
   endpoint          written when the server is up: ``http://127.0.0.1:PORT``
   kill.json         optional: ``{"flow": F, "step": S, "on_put": REGEX}``. When a running first
                     attempt (retry 0) of flow F's step S PUTs an S3 key matching REGEX, its whole
-                    process group is SIGKILLed before the object is stored — the instance
-                    vanishing mid-write, as on a spot reclaim. Once per flow and step; run one
-                    task at a time to target it.
+                    process group (a job this server started, in its own session) is SIGKILLed
+                    before the object is stored — the instance vanishing mid-write, as on a spot
+                    reclaim. Once per flow and step; run one task at a time to target it.
   jobs.jsonl        one record per finished job (name, overrides, image, exit code, reason)
   jobs/<id>/        each job's working directory, ``output.log`` = its stdout + stderr
 
@@ -86,9 +86,10 @@ class LocalBatch:
             if target in self._killed_once or not targets:
                 return False
             self._killed_once.add(target)
-        for job, process in targets:
-            job.job_stopped_reason = "Host EC2 (instance i-0local) terminated."
-            os.killpg(process.pid, signal.SIGKILL)
+            # Only jobs this server started and has not reaped are in _running (see run).
+            for job, process in targets:
+                job.job_stopped_reason = "Host EC2 (instance i-0local) terminated."
+                os.killpg(process.pid, signal.SIGKILL)
         return True
 
     def run(self, job: Job) -> None:
@@ -118,12 +119,16 @@ class LocalBatch:
             )
             with self._lock:
                 self._running[job] = process
-            while process.poll() is None:
-                if job.stop:  # TerminateJob / CancelJob
-                    os.killpg(process.pid, signal.SIGKILL)
+            while True:
+                # Reap and signal under one lock: a group is only signalled while its leader, the job
+                # process this server started, is unreaped, so its ID cannot belong to anyone else.
+                with self._lock:
+                    if process.poll() is not None:
+                        del self._running[job]
+                        break
+                    if job.stop:  # TerminateJob / CancelJob
+                        os.killpg(process.pid, signal.SIGKILL)
                 time.sleep(POLL_S)
-            with self._lock:
-                del self._running[job]
         job.exit_code = process.returncode if process.returncode >= 0 else 128 - process.returncode
         job._mark_stopped(success=process.returncode == 0)
         self.record(job)

@@ -14,6 +14,7 @@ from pathlib import Path
 import boto3
 
 from tests.support.offline import LOOPBACK_ONLY_ENV
+from tests.support.processes import command_line, descendants, parent_pid
 
 REPO = Path(__file__).resolve().parents[2]
 SPOT_BATCH = str(Path(sys.executable).with_name("spot-batch"))  # the installed console script
@@ -132,42 +133,30 @@ def card_components(card: str) -> Iterator[dict]:
             stack.extend(item)
 
 
-def first_attempt_task_pids(step: str) -> list[int]:
-    """PIDs of ``step`` tasks on their first attempt (from Metaflow's task command line)."""
+def first_attempt_task_pids(root: int, step: str) -> list[int]:
+    """PIDs of ``step`` tasks on their first attempt (from Metaflow's task command line) below ``root``,
+    the flow process the test started: a look-alike task of another run on this machine is never picked."""
     pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
+    for pid in descendants(root):
+        cmdline = command_line(pid)
         is_task = b"step" in cmdline and step.encode() in cmdline and b"--retry-count" in cmdline
         if is_task and cmdline[cmdline.index(b"--retry-count") + 1] == b"0":
-            pids.append(int(entry.name))
+            pids.append(pid)
     return pids
 
 
 def spawned_children(parent: int) -> list[int]:
     """PIDs of the multiprocessing-spawned children of ``parent`` (e.g. training ranks), oldest first."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            # Field 4 of stat is the parent PID; the command (field 2) may hold spaces, so split after it.
-            ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == parent and b"--multiprocessing-fork" in cmdline:
-            found.append(int(entry.name))
-    return sorted(found)
+    return [
+        pid
+        for pid in descendants(parent)
+        if parent_pid(pid) == parent and b"--multiprocessing-fork" in b"\0".join(command_line(pid))
+    ]
 
 
-def first_attempt_rank_pids(step: str) -> list[int]:
-    """The last-spawned training rank of each first-attempt ``step`` task."""
-    return [children[-1] for task in first_attempt_task_pids(step) if (children := spawned_children(task))]
+def first_attempt_rank_pids(root: int, step: str) -> list[int]:
+    """The last-spawned training rank of each first-attempt ``step`` task below ``root``."""
+    return [children[-1] for task in first_attempt_task_pids(root, step) if (children := spawned_children(task))]
 
 
 def run_flow_killing(
@@ -177,11 +166,11 @@ def run_flow_killing(
     step: str,
     ready: Callable[[], bool],
     env: dict[str, str] | None = None,
-    victims: Callable[[str], list[int]] = first_attempt_task_pids,
+    victims: Callable[[int, str], list[int]] = first_attempt_task_pids,
 ) -> tuple[FlowRun, bool]:
-    """Run a flow, SIGKILL its first-attempt ``step`` task (or the processes ``victims(step)``
-    names) once ``ready()`` (a spot loss seen from outside: no hook in the code under test), and
-    let ``@retry`` finish it.
+    """Run a flow, SIGKILL its first-attempt ``step`` task (or the processes ``victims(flow_pid, step)``
+    names among the flow process's descendants) once ``ready()`` (a spot loss seen from outside: no hook
+    in the code under test), and let ``@retry`` finish it.
 
     Returns the run and whether the kill happened before the task finished on its own.
     """
@@ -201,7 +190,7 @@ def run_flow_killing(
     deadline = time.monotonic() + 300
     while process.poll() is None and not killed and time.monotonic() < deadline:
         if ready():
-            for pid in victims(step):
+            for pid in victims(process.pid, step):
                 os.kill(pid, signal.SIGKILL)
                 killed = True
         time.sleep(0.002)

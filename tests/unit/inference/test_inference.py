@@ -184,3 +184,16 @@ def test_infer_shard_writes_every_key_once_and_resumes_missing_parts(sample_dir:
     assert np.allclose(after["score"].fillna(0), before["score"].fillna(0), atol=1e-5)
 
     assert run().outcome.skipped  # manifest present: the whole shard is skipped
+
+
+def test_empty_or_truncated_weights_are_one_line_config_errors(tmp_path: Path) -> None:
+    whole = tmp_path / "whole.pth"
+    torch.save(build_architecture("resnet18", 1000).state_dict(), whole)
+    empty, truncated = tmp_path / "empty.pth", tmp_path / "truncated.pth"
+    empty.write_bytes(b"")
+    truncated.write_bytes(whole.read_bytes()[:100])
+    for weights, detail in ((empty, "the 0-byte file ends early"), (truncated, "")):
+        with pytest.raises(ConfigError, match="a state_dict for torchvision resnet18") as info:
+            load_model(f"torchvision:resnet18:{weights}")
+        message = str(info.value)
+        assert "\n" not in message and detail in message and message.endswith(")"), message

@@ -24,7 +24,8 @@ import pytest
 from PIL import Image
 
 from steps.errors import SpotInterruption
-from steps.inference.shard import INFER_FILES, infer_shard
+from steps.inference.files import INFER_FILES
+from steps.inference.shard import infer_shard
 from steps.io.parquet import parquet_to_table
 from steps.io.storage import LocalStorage, Storage
 from steps.models.loading import LoadedModel, load_model

@@ -65,18 +65,25 @@ def test_on_cloud_every_attempt_is_billed_killed_ones_included() -> None:
     assert RunSummary().usd_per_million_images is None
 
 
-def test_locally_the_calibrated_rate_is_priced_and_retries_scale_it() -> None:
-    # 3,600 images at a calibrated 1 s each = 1 task-hour. The laptop spent 30 + 60 s in all and
-    # 60 s in the final attempt: retries added half again, so 1.5 task-hours at $0.08/h = $0.12.
-    run = RunSummary.of_shard(stats("0", 3600, 0, 60.0, attempts=(30.0, 60.0)))
-    billed = run.billed(rate(0.08), on_cloud=False)
-    assert billed.task_hours == pytest.approx(1.5)
-    assert billed.estimated_usd == pytest.approx(0.12)
+def test_locally_the_calibrated_rate_prices_the_work_and_the_chunk_a_kill_lost() -> None:
+    # 2,400 images in 2 chunks: the killed attempt committed one (1,200 images) and lost the second in
+    # flight; the retry reused the first and processed the second. At a calibrated 1 s each:
+    # 2,400 + 1,200 redone = 1 task-hour, at $0.08/h = $0.08; per million images: $0.08 / 2,400.
+    killed = replace(stats("0", 2400, 0, 60.0, attempts=(30.0, 60.0)), reused_images=1200, chunk_size=1200)
+    billed = RunSummary.of_shard(killed).billed(rate(0.08), on_cloud=False)
+    assert (billed.images_worked, billed.images_redone) == (2400, 1200)
+    assert billed.task_hours == pytest.approx(1.0)
+    assert billed.estimated_usd == pytest.approx(0.08)
+    assert billed.usd_per_million_images == pytest.approx(0.08 / 2400 * 1e6)
     assert billed.cost_basis.startswith("local run, priced as the same work on no GPU, 4 vCPU a task on spot ")
-    assert "3600 images × 1e+03 ms/image (test) × 1.50 for the retried attempts" in billed.cost_basis
-    assert billed.cost_basis.endswith("= 1.5 task-hours (2 attempts incl. 1 retried); laptop seconds are not billed")
+    assert (
+        "(2400 images + 1200 images redone after killed attempts (at most the chunk each had in flight)) "
+        "× 1e+03 ms/image (test)" in billed.cost_basis
+    )
+    assert billed.cost_basis.endswith("= 1 task-hours (2 attempts incl. 1 retried); laptop seconds are not billed")
     clean = RunSummary.of_shard(stats("0", 3600, 0, 60.0, attempts=(60.0,))).billed(rate(0.08), on_cloud=False)
     assert clean.estimated_usd == pytest.approx(0.08)
+    assert "redone" not in clean.cost_basis
 
 
 def test_reused_images_are_neither_throughput_nor_billed_work() -> None:

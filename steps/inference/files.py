@@ -1,0 +1,16 @@
+"""Where InferFlow's shard tasks write: torch-free, so flows/infer.py can name it when imported
+(Metaflow imports the flow file for every task and every card refresh)."""
+
+from __future__ import annotations
+
+from steps.output.layout import shard_directory
+from steps.output.supersede import ShardFiles
+
+
+def no_derived_files(key: str) -> tuple[str, ...]:
+    """Predictions live only in the shard's parts: a removed key leaves no other file behind."""
+    return ()
+
+
+# Named functions, not lambdas: Metaflow pickles the flow class attribute that holds this.
+INFER_FILES = ShardFiles(chunk_directory=shard_directory, derived=no_derived_files)
