@@ -70,8 +70,15 @@ def test_local_run_writes_outputs_manifests_report_and_rerun_skips(sample_dir: P
 
     # A CPU step is priced on a CPU instance, locally from the calibrated rate; one $ per million
     # images in the summary, the headline printed at the end, and the report card.
-    region_card = card_text("preprocess", tmp_path / "wd", f"{run.id}/select_region")
+    # The region selector runs in start (no task of its own); a local run is told it is local.
+    assert sorted(step.id for step in run) == ["end", "join", "process_shard", "start"]
+    region_card = card_text("preprocess", tmp_path / "wd", f"{run.id}/start")
     assert "A task asks for no GPU, 4 vCPU" in region_card and "g4dn" not in region_card
+    verdict = run.data.run_region
+    assert verdict["run_region"] == "local" and verdict["saving_usd"] is None
+    assert verdict["chosen"] == f"{run['start'].task.data.region_table[0]['region']} {run.data.instance_type}"
+    assert summary["run_region"] == verdict["sentence"] and verdict["sentence"].startswith("Local run: on AWS Batch")
+    assert verdict["sentence"] in first.output and "Local run: on AWS Batch" in region_card
     assert summary["cost_basis"].startswith("local run, priced as the same work on no GPU, 4 vCPU, 8000 MB a task")
     assert summary["instance_types"] == run.data.instance_type and "xlarge" in summary["instance_types"]
     per_million = f"{usd(summary['usd_per_million_images'])} per million images"  # card JSON escapes ≈

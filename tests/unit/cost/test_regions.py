@@ -1,5 +1,5 @@
 """The region cost model on hand-built price books (every number below is worked out by hand),
-the CLI, and ``choose_region`` as a flow's select_region step calls it."""
+the CLI, and ``choose_region`` as a sharded flow's start calls it."""
 
 from __future__ import annotations
 
