@@ -185,7 +185,8 @@ def choose_region(
     prices: PriceBook,
     capacity: Capacity = NO_CAPACITY,
 ) -> RegionChoice:
-    """Pick the region and instance type for a run's foreach step, among the regions in ``regions_config``.
+    """Pick the region and instance type for a run's foreach step, among the regions in ``regions_config``
+    that have a queue of the step's kind (``queue_key``): a run needs one to land on.
 
     ``inputs``: each input URI → its total bytes (a run's plan, or steps/dispatch/placing.py's
     listing). ``images``: how many images the run processes, in ``tasks`` tasks of ``resources`` each (the step's
@@ -196,6 +197,15 @@ def choose_region(
     from ``steps.cost.prices.load_prices``. ``capacity``: placement scores and price volatility
     (``steps.cost.capacity.live_capacity``), which make scarce or volatile pairs riskier.
     """
+    key = queue_key(resources)
+    regions = [name for name, settings in regions_config["regions"].items() if settings.get(key)]
+    if not regions:
+        raise ConfigError(
+            "config/regions.toml",
+            sorted(regions_config["regions"]),
+            f"a region with a {key}",
+            f'add {key} = "..." under [regions.<region>]',
+        )
     estimate = regions_config["estimate"]
     costs = candidate_costs(
         prices, resources, estimate["architectures"], lambda t: calibrated_cost(throughput, flow, resources, t)
@@ -212,13 +222,12 @@ def choose_region(
         float(estimate["checkpoint_minutes"]),
         images,
     )
-    ranking = rank(prices, job, list(regions_config["regions"]), capacity=capacity)
+    ranking = rank(prices, job, regions, capacity=capacity)
     best = ranking.best
-    target = regions_config["regions"][best.region]
     return RegionChoice(
         region=best.region,
         instance_type=best.instance_type,
-        batch_queue=str(target[queue_key(resources)]),
+        batch_queue=str(regions_config["regions"][best.region][key]),
         resources=resources,
         data_gb=data_gb,
         ranking=ranking,

@@ -31,7 +31,7 @@ def selector_says(flow: str, uri: str) -> dict:
     resources = flow_resources(flow)
     book = parse_snapshot(read_snapshot())
     fits = tuple(q for q in book.quotes if resources.tasks_per_instance(q.shape) > 0)
-    regions = tomllib.loads(config_file("regions.toml").read_text())
+    regions = tomllib.loads(Path(config_file("regions.toml")).read_text())
     selector = Selector(flow, flow_defaults(flow), resources, read_throughput(), regions, replace(book, quotes=fits))
     return place_row(uri, "", {}, selector).to_plain()
 
