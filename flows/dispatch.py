@@ -7,14 +7,16 @@ data, and merge what they did.
     python flows/dispatch.py run --flow preprocess --manifest jobs.csv --compute batch
 
 Manifest rows are ``region,input[,output][,name=value ...]`` (steps/dispatch/manifest.py); the
-region column is optional (the input's bucket decides, as for ``--inputs``), a missing output
+region column is optional (without it, as for ``--inputs``, the region selector decides), a missing output
 takes ``--output``'s template ({bucket}, {region}, {staging}), and ``name=value`` pairs are the
 child flow's parameters (``epochs=90``), checked against its Parameters in start.
 
 Design: one ordinary child run per row, launched with Metaflow's ``Runner`` from a foreach task,
-in the row's region (``steps.cost.placement.data_region`` when the row names none), writing to
-an output there. Moving data costs $0.02/GB across regions, usually more than the compute, so
-the work goes to the data. Separate runs rather than one flow
+in the row's region, writing to an output there. A row that names no region goes where
+``choose_region`` puts that row's flow and size (steps/dispatch/placing.py): moving data costs
+$0.02/GB across regions, often more than the compute, so the work usually goes to the data, but
+not when another region's price or risk saves more. The report shows each row's region, the
+runner-up and the reason. Separate runs rather than one flow
 with per-region branches because (1) a Metaflow run has one compute layer setting: per-region Batch
 queues need ``--with batch:queue=Q`` per run (and ``AWS_DEFAULT_REGION`` for the Batch API),
 (2) each child stays an ordinary run: its own card, resumable and retryable on its own, and
@@ -39,9 +41,12 @@ from metaflow import Config, FlowSpec, Parameter, Runner, card, config_expr, pac
 from notifying import notify_on_exit
 
 from steps.config_files import config_file
-from steps.cost.placement import batch_settings, data_region
+from steps.cost.capacity import live_capacity
+from steps.cost.placement import batch_settings
+from steps.cost.prices import load_prices
 from steps.cost.resources import StepResources, flow_resources
 from steps.dispatch.manifest import ManifestRow, load_manifest, row_identity, rows_from_inputs
+from steps.dispatch.placing import Selector, flow_defaults, place_row
 from steps.dispatch.results import FAILED, REUSED, SUCCEEDED, RowResult, build_report, merged_summary
 from steps.errors import ConfigError
 from steps.progress import log
@@ -84,6 +89,8 @@ class DispatchFlow(FlowSpec):
 
     config = Config("config", default=config_file("dispatch.toml"), parser=tomllib.loads)
     regions = Config("regions", default=config_file("regions.toml"), parser=tomllib.loads)
+    prices = Config("prices", default=config_file("prices.toml"), parser=tomllib.loads)
+    throughput = Config("throughput", default=config_file("throughput.toml"), parser=tomllib.loads)
 
     child_flow = Parameter("flow", default="preprocess", help=f"The flow each row runs: {', '.join(FLOWS)}.")
     manifest = Parameter("manifest", default="", help="File or s3:// object: region,input[,output][,name=value ...].")
@@ -102,7 +109,9 @@ class DispatchFlow(FlowSpec):
         with configuration_checked():
             self.plan_rows()
         for p in self.row_plan:
-            log(f"line {p['line']}: {self.child_flow} in {p['region']}: {p['input']} -> {p['output']}")
+            place = p["place"]
+            why = f" ({place['decided_by']}: {place['reason']})" if place["reason"] else ""
+            log(f"line {p['line']}: {self.child_flow} in {p['region']}: {p['input']} -> {p['output']}{why}")
         self.next(self.run_row, foreach="row_plan")
 
     def plan_rows(self) -> None:
@@ -118,7 +127,8 @@ class DispatchFlow(FlowSpec):
         # `--with batch:queue=` puts every step of a child run on one queue: its work step's kind
         # (CPU for preprocess, GPU for train and infer, as their configs ask) decides which.
         resources = flow_resources(self.child_flow)
-        self.row_plan = [self.plan_row(row, parameters, resources) for row in rows]
+        selector = self.region_selector(resources, len(rows))
+        self.row_plan = [self.plan_row(row, parameters, selector) for row in rows]
         outputs = [p["output"] for p in self.row_plan]
         if len(set(outputs)) != len(outputs):
             raise ConfigError(
@@ -128,22 +138,40 @@ class DispatchFlow(FlowSpec):
                 "use {bucket} or {region} in --output (or an output column) so runs do not overwrite each other",
             )
 
-    def plan_row(self, row: ManifestRow, parameters: dict, resources: StepResources) -> dict:
-        region = row.region or data_region(row.input, self.regions)
+    def region_selector(self, resources: StepResources, rows: int) -> Selector:
+        """Prices (live when AWS answers) and capacity, fetched once for every row."""
+        prices = load_prices(self.prices, keep=lambda q: resources.tasks_per_instance(q.shape) > 0)
+        return Selector(
+            self.child_flow,
+            flow_defaults(self.child_flow),
+            resources,
+            self.throughput,
+            self.regions,
+            prices,
+            live_capacity(prices, prices.instance_types, rows),
+        )
+
+    def plan_row(self, row: ManifestRow, parameters: dict, selector: Selector) -> dict:
         if not (row.output or self.output):
             raise ConfigError(
                 f"--manifest line {row.line}", row.input, "an output column or --output", "add one of them"
             )
-        env, decospecs = batch_settings(region, self.regions, resources) if self.compute == "batch" else ({}, [])
-        output = row.output or regional_output(self.output, row.input, region, self.regions)
         arguments = row_arguments(self.child_flow, row, parameters)
+        place = place_row(row.input, row.region, arguments, selector)
+        region = place.region
+        env, decospecs = (
+            batch_settings(region, self.regions, selector.resources) if self.compute == "batch" else ({}, [])
+        )
+        output = row.output or regional_output(self.output, row.input, region, self.regions)
         return {
             "line": row.line,
             "region": region,
+            "place": place.to_plain(),
             "input": row.input,
             "output": output,
             "parameters": arguments,
-            "tag": TAG_PREFIX + row_identity(self.child_flow, region, row.input, output, arguments),
+            # The manifest's own region: a rerun reuses a done row even if prices now choose another.
+            "tag": TAG_PREFIX + row_identity(self.child_flow, row.region, row.input, output, arguments),
             "env": env,
             "with": decospecs,
         }
@@ -151,7 +179,7 @@ class DispatchFlow(FlowSpec):
     @step
     def run_row(self):
         plan = self.input
-        row = {k: plan[k] for k in ("line", "region", "input", "output", "parameters")}
+        row = {k: plan[k] for k in ("line", "region", "place", "input", "output", "parameters")}
         earlier = earlier_success(FLOWS[self.child_flow], plan["tag"])
         if earlier is not None:
             result = RowResult(**row, status=REUSED, run=earlier.pathspec, summary=dict(earlier.data.summary))

@@ -1,6 +1,10 @@
 """ShardedFlow: what PreprocessFlow and InferFlow share.
 
-    start → select_region → process_shard (one task per shard) → join → end
+    start → process_shard (one task per shard) → join → end
+
+``start`` plans the shards and asks the region selector where this work should run (its card);
+a run cannot move itself, so the choice is for the next run, and ``run_region`` says how this
+run's own region compares (steps/cost/run_region.py).
 
 A subclass declares its own ``config`` (a Metaflow ``Config`` named "config", whose keys give the
 shared Parameters their defaults, and whose ``[resources]`` are its shard step's and decide which
@@ -28,9 +32,10 @@ from spot_guard import spot_guard
 from steps.config_files import config_file
 from steps.cost.billing import BillingRate
 from steps.cost.capacity import live_capacity
-from steps.cost.placement import choose_region
+from steps.cost.placement import RegionChoice, choose_region
 from steps.cost.prices import load_prices
 from steps.cost.resources import StepResources
+from steps.cost.run_region import judge_run_region, region_of_run
 from steps.cost.throughput import image_cost
 from steps.io.storage import Storage, open_storage
 from steps.io.validation import check_output
@@ -100,6 +105,7 @@ class ShardedFlow(FlowSpec):
         """Fail in ``start``, before any fan-out, on what the Parameter types cannot check (one
         ConfigError line: value, expected, fix); numbers are checked at parse time."""
 
+    @card(type="blank", id="region")
     @step
     def start(self):
         self.started_at = time.time()
@@ -119,6 +125,7 @@ class ShardedFlow(FlowSpec):
                     cost=image_cost(self.throughput, self.THROUGHPUT_FLOW, vcpus=self.config.resources.cpu),
                     manifest=self.manifest,
                 )
+                choice = self.rank_regions(plan.input_bytes, plan.images, len(plan.shards))
                 retired = retire_superseded(output, plan.shards, self.SHARD_FILES, self.threads)
             except BaseException:
                 release(output, self.lease)
@@ -129,31 +136,31 @@ class ShardedFlow(FlowSpec):
         self.shards = [asdict(ref) for ref in plan.shards]
         self.shard_names = [ref.name for ref in plan.shards]  # the foreach: each task's self.input
         log(f"planned {plan.images} images into {len(plan.shards)} shards: {plan.reason}")
-        self.next(self.select_region)
+        verdict = judge_run_region(choice, region_of_run())
+        self.region_table = choice.region_table
+        self.instance_type = choice.instance_type
+        self.billing_rate = choice.billing_rate().to_artifact()
+        self.run_region = verdict.to_artifact()
+        log(choice.explanation)
+        log(verdict.sentence)
+        render(choice.report(verdict.sentence))
+        self.next(self.process_shard, foreach="shard_names")
 
-    @card(type="blank", id="region")
-    @step
-    def select_region(self):
-        """Rank regions x instance types that fit the shard step's resources; record the choice."""
+    def rank_regions(self, input_bytes: int, images: int, shards: int) -> RegionChoice:
+        """Rank regions x instance types that fit the shard step's resources for this run's work."""
         resources = StepResources.from_config(self.config["resources"])
         prices = load_prices(self.prices, keep=lambda q: resources.tasks_per_instance(q.shape) > 0)
-        choice = choose_region(
-            {self.input_uri: self.shard_plan["input_bytes"]},
-            self.shard_plan["images"],
+        return choose_region(
+            {self.input_uri: input_bytes},
+            images,
             resources=resources,
-            tasks=len(self.shard_names),
+            tasks=shards,
             flow=self.THROUGHPUT_FLOW,
             throughput=self.throughput,
             regions_config=self.regions,
             prices=prices,
-            capacity=live_capacity(prices, prices.instance_types, len(self.shard_names)),
+            capacity=live_capacity(prices, prices.instance_types, shards),
         )
-        self.region_table = choice.region_table
-        self.region, self.instance_type, self.batch_queue = choice.region, choice.instance_type, choice.batch_queue
-        self.billing_rate = choice.billing_rate().to_artifact()
-        log(choice.explanation)
-        render(choice.report())
-        self.next(self.process_shard, foreach="shard_names")
 
     def shard_keys(self, target: Storage) -> list[str]:
         """In a shard task: this shard's keys, from its key file under the output."""
@@ -167,7 +174,8 @@ class ShardedFlow(FlowSpec):
     def merge_shards(self, inputs) -> list[ShardStats]:
         """In a join: carry the run's artifacts over, store ``rejects``, return the shards' stats by name."""
         self.merge_artifacts(
-            inputs, include=["started_at", "shard_plan", "superseded", "lease", "instance_type", "billing_rate"]
+            inputs,
+            include=["started_at", "shard_plan", "superseded", "lease", "instance_type", "billing_rate", "run_region"],
         )
         stats = sorted((ShardStats(**i.shard_stats) for i in inputs), key=lambda s: s.name)
         # The first few examples of each reason per shard; every reject is in the shard manifests.
@@ -179,7 +187,7 @@ class ShardedFlow(FlowSpec):
         retired = self.superseded["files"]
         run = replace(shards, seconds=time.time() - self.started_at, stale_files=shards.stale_files + retired)
         run = run.billed(BillingRate(**self.billing_rate), on_cloud=on_cloud())
-        self.summary = run.to_artifact()
+        self.summary = {**run.to_artifact(), "run_region": self.run_region["sentence"]}
         log(f"merged {run.shards} shards: {run.processed} ok, {run.rejected} rejected; {run.cost_line()}")
         return run
 
@@ -194,3 +202,4 @@ class ShardedFlow(FlowSpec):
         release(open_storage(self.output_uri), self.lease)
         self.headline = RunSummary.from_artifact(self.summary).headline(self.VERB, self.output_uri)
         log(self.headline)
+        log(self.summary["run_region"])

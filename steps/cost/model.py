@@ -23,8 +23,8 @@ memory and GPUs. For each candidate region R and instance type T:
   how many. Ranked by total, then region name, then instance type, so equal totals always rank
   the same way.
 
-``choose_region`` and ``data_region`` (steps/cost/placement.py) are the I/O edges that a flow's
-``select_region`` step calls; everything here is pure.
+``choose_region`` and ``data_region`` (steps/cost/placement.py) are the I/O edges that a sharded
+flow's ``start`` and DispatchFlow's rows call; everything here is pure.
 """
 
 from __future__ import annotations
@@ -71,8 +71,12 @@ class Job:
 
     @property
     def home(self) -> str | None:
-        """The region holding the most data (ties: by name), or None when there is none."""
-        return min(self.data_gb, key=lambda r: (-self.data_gb[r], r)) if self.data_gb else None
+        return home_region(self.data_gb)
+
+
+def home_region(data_gb: Mapping[str, float]) -> str | None:
+    """The region holding the most data (ties: by name), or None when there is none."""
+    return min(data_gb, key=lambda r: (-data_gb[r], r)) if data_gb else None
 
 
 @dataclass(frozen=True)

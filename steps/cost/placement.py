@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 from steps.cost.billing import BillingRate
 from steps.cost.capacity import Capacity
-from steps.cost.model import GB, NO_CAPACITY, Job, Ranking, RegionQuote, rank
+from steps.cost.model import GB, NO_CAPACITY, Job, Ranking, RegionQuote, explain, home_region, rank
 from steps.cost.prices import PriceBook
 from steps.cost.resources import StepResources
 from steps.cost.throughput import ImageCost, image_cost
 from steps.errors import ConfigError
-from steps.io.storage import is_s3, open_storage, s3_client
+from steps.io.storage import is_s3, s3_client
 from steps.report import Report, gigabytes
 
 
@@ -32,11 +32,6 @@ def data_region(uri: str, config: Mapping) -> str:
         return str(config["default_region"])
     # S3 reports us-east-1 as no constraint and, for old buckets, eu-west-1 as "EU".
     return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
-
-
-def input_sizes(uris: Iterable[str]) -> dict[str, int]:
-    """Total bytes under each input location (one listing each)."""
-    return {uri: sum(o.size for o in open_storage(uri).list()) for uri in uris}
 
 
 def queue_key(resources: StepResources | None) -> str:
@@ -103,11 +98,32 @@ class RegionChoice:
         return self.ranking.best
 
     @property
+    def home(self) -> str | None:
+        """The region holding most of the input."""
+        return home_region(self.data_gb)
+
+    @property
+    def runner_up(self) -> RegionQuote | None:
+        """The best option in another region: what choosing this region beat (None: one region only)."""
+        return next((q for q in self.ranking.quotes if q.region != self.region), None)
+
+    @property
+    def reason(self) -> str:
+        """One sentence: why this region rather than the runner-up's, by the cost terms that decided it."""
+        return explain(self.best, self.runner_up, self.home)
+
+    def run_command(self) -> str:
+        """How a user starts a run in the chosen region, on its queue."""
+        env = f"AWS_DEFAULT_REGION={self.region}"
+        return f"`{env} python flows/<flow>.py run --with batch:queue={self.batch_queue} ...`"
+
+    @property
     def region_table(self) -> list[dict]:
         """The ``region_table`` artifact: the ranked rows, best first."""
         return self.ranking.rows()
 
-    def report(self) -> Report:
+    def report(self, verdict: str = "") -> Report:
+        """The region card; ``verdict`` (``steps.cost.run_region``) says whether this run is where it would go."""
         data = ", ".join(f"{gigabytes(gb)} in {r}" for r, gb in sorted(self.data_gb.items())) or "no input data"
         best = self.best
         return Report(
@@ -116,8 +132,7 @@ class RegionChoice:
             f"that hold one ({len({q.instance_type for q in self.ranking.quotes})} types). "
             f"{best.task_hours:.3g} task-hours estimated on {best.instance_type} from {self.rate.describe()}; {data}. "
             f"{self.ranking.prices}. "
-            f"To run there: `AWS_DEFAULT_REGION={self.region} python flows/<flow>.py run "
-            f"--with batch:queue={self.batch_queue} ...`",
+            f"To run there: {self.run_command()}" + (f"\n\n{verdict}" if verdict else ""),
             [self.ranking.table(CARD_ROWS if len(self.ranking.quotes) > CARD_ROWS else None)],
         )
 
@@ -170,10 +185,11 @@ def choose_region(
     prices: PriceBook,
     capacity: Capacity = NO_CAPACITY,
 ) -> RegionChoice:
-    """Pick the region and instance type for a run's foreach step, among the regions in ``regions_config``.
+    """Pick the region and instance type for a run's foreach step, among the regions in ``regions_config``
+    that have a queue of the step's kind (``queue_key``): a run needs one to land on.
 
-    ``inputs``: each input URI → its total bytes (``input_sizes`` measures them). ``images``: how
-    many images the run processes, in ``tasks`` tasks of ``resources`` each (the step's
+    ``inputs``: each input URI → its total bytes (a run's plan, or steps/dispatch/placing.py's
+    listing). ``images``: how many images the run processes, in ``tasks`` tasks of ``resources`` each (the step's
     ``@resources``). ``throughput``: parsed config/throughput.toml, whose ``flow`` section gives a
     task's calibrated cost per image on each instance type (a type without one is no candidate).
     ``regions_config``: parsed config/regions.toml (a dict or a Metaflow ``Config``): candidate
@@ -181,6 +197,15 @@ def choose_region(
     from ``steps.cost.prices.load_prices``. ``capacity``: placement scores and price volatility
     (``steps.cost.capacity.live_capacity``), which make scarce or volatile pairs riskier.
     """
+    key = queue_key(resources)
+    regions = [name for name, settings in regions_config["regions"].items() if settings.get(key)]
+    if not regions:
+        raise ConfigError(
+            "config/regions.toml",
+            sorted(regions_config["regions"]),
+            f"a region with a {key}",
+            f'add {key} = "..." under [regions.<region>]',
+        )
     estimate = regions_config["estimate"]
     costs = candidate_costs(
         prices, resources, estimate["architectures"], lambda t: calibrated_cost(throughput, flow, resources, t)
@@ -197,13 +222,12 @@ def choose_region(
         float(estimate["checkpoint_minutes"]),
         images,
     )
-    ranking = rank(prices, job, list(regions_config["regions"]), capacity=capacity)
+    ranking = rank(prices, job, regions, capacity=capacity)
     best = ranking.best
-    target = regions_config["regions"][best.region]
     return RegionChoice(
         region=best.region,
         instance_type=best.instance_type,
-        batch_queue=str(target[queue_key(resources)]),
+        batch_queue=str(regions_config["regions"][best.region][key]),
         resources=resources,
         data_gb=data_gb,
         ranking=ranking,

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from steps.report import Report, Table
+from steps.dispatch.placing import NAMED, RowPlace
+from steps.report import Report, Table, usd
 from steps.stats.summary import RunSummary
 
 SUCCEEDED, FAILED, REUSED = "succeeded", "failed", "done earlier"
@@ -24,6 +25,7 @@ class RowResult:
     status: str  # SUCCEEDED, FAILED or REUSED (an earlier successful child run of the same row)
     run: str = ""  # the child run's pathspec
     parameters: dict[str, Any] = field(default_factory=dict)
+    place: dict[str, Any] = field(default_factory=dict)  # steps.dispatch.placing.RowPlace: how the region was decided
     summary: dict[str, Any] | None = None
     error: str = ""  # FAILED: the child run's own error line
 
@@ -88,4 +90,30 @@ def build_report(flow: str, results: list[RowResult], merged: RunSummary | None)
             for r in results
         ],
     )
-    return Report(f"Dispatch of {flow}", headline(flow, results, merged), [table])
+    return Report(f"Dispatch of {flow}", headline(flow, results, merged), [table, placement_table(results)])
+
+
+def placement_table(results: list[RowResult]) -> Table:
+    """Per row: the region, who decided it, the selector's choice, its runner-up and the reason."""
+    rows = []
+    for r in results:
+        place = RowPlace(**r.place) if r.place else RowPlace(r.region, NAMED)
+        chosen = f"{place.region} {place.instance_type}".strip()
+        cost = "" if place.expected_usd is None else usd(place.expected_usd)
+        rows.append(
+            [
+                r.line,
+                r.input,
+                place.data_region or "–",
+                chosen,
+                place.decided_by,
+                cost,
+                place.runner_up or "–",
+                place.reason or "–",
+            ]
+        )
+    return Table(
+        "Where each row ran",
+        ["line", "input", "data in", "chosen", "decided by", "expected $", "runner-up", "reason"],
+        rows,
+    )

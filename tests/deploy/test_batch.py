@@ -11,6 +11,7 @@ configuration ask for.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -183,6 +184,13 @@ def test_flow_runs_on_batch_and_survives_a_killed_task(
     assert [j["exitCode"] for j in shard_jobs if j["jobName"] == retry] == [0]
     assert len(shard_jobs) == 3  # two shards, one retry
     assert "resuming, 1/" in run.output  # the retry kept the committed chunk
+
+    # The run's own region comes from its Batch job's environment (Metaflow sets the driver's
+    # AWS_DEFAULT_REGION there), judged against the selector's choice in the card and the summary.
+    data = run.client_run().data
+    assert data.run_region["run_region"] == os.environ["AWS_DEFAULT_REGION"]
+    assert data.run_region["sentence"].startswith(f"This run is in {os.environ['AWS_DEFAULT_REGION']}")
+    assert data.summary["run_region"] == data.run_region["sentence"]
 
     step = flow_graph(REPO / "flows" / f"{case.flow}.py", tmp_path)[case.step]
     expected = {

@@ -1,30 +1,50 @@
-"""Multi-region dispatch, end to end: two "regions" are two buckets on the loopback S3 server,
-one created with an eu-west-1 location constraint, so the bucket-location lookup is real too.
-Manifests dispatch TrainFlow and InferFlow; a failing row is recorded, then redone alone."""
+"""Multi-region dispatch, end to end: "regions" are buckets on the loopback S3 server, created
+with location constraints, so the bucket-location lookup is real too. Rows without a region go
+where the region selector puts them. Manifests dispatch TrainFlow and InferFlow; a failing row is
+recorded, then redone alone."""
 
 from __future__ import annotations
 
+import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from steps.config_files import config_file
+from steps.cost.prices import parse_snapshot, read_snapshot
+from steps.cost.resources import flow_resources
+from steps.cost.throughput import read_throughput
 from steps.demo.sample_data import generate
+from steps.dispatch.placing import Selector, flow_defaults, place_row
 from steps.io.storage import open_storage
-from tests.support.flows import S3Server, run_flow, upload_dir
+from tests.support.flows import S3Server, card_text, run_flow, upload_dir
 
 IMAGES_PER_BUCKET = 10
 EXTRA_FILES = 6  # generate() adds a CMYK JPEG, a PNG, a greyscale JPEG and three bad files
 BAD_FILES = 3
 
 
+def selector_says(flow: str, uri: str) -> dict:
+    """Where ``choose_region`` puts a row of ``flow`` without a region, asked here as DispatchFlow's
+    start asks it (the flow's live price lookup falls back to the same snapshot offline)."""
+    resources = flow_resources(flow)
+    book = parse_snapshot(read_snapshot())
+    fits = tuple(q for q in book.quotes if resources.tasks_per_instance(q.shape) > 0)
+    regions = tomllib.loads(Path(config_file("regions.toml")).read_text())
+    selector = Selector(flow, flow_defaults(flow), resources, read_throughput(), regions, replace(book, quotes=fits))
+    return place_row(uri, "", {}, selector).to_plain()
+
+
 @pytest.fixture(scope="module")
 def regional_buckets(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """region → input location, each holding its own small sample set."""
+    """region → input location, each holding its own small sample set. sa-east-1 has no queue in
+    config/regions.toml: a run cannot go next to that data."""
     client = s3_server.client()
     client.create_bucket(Bucket="images-us")
-    client.create_bucket(Bucket="images-eu", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    client.create_bucket(Bucket="images-sa", CreateBucketConfiguration={"LocationConstraint": "sa-east-1"})
     inputs = {}
-    for region, bucket, seed in (("us-east-1", "images-us", 3), ("eu-west-1", "images-eu", 4)):
+    for region, bucket, seed in (("us-east-1", "images-us", 3), ("sa-east-1", "images-sa", 4)):
         directory = tmp_path_factory.mktemp(bucket)
         generate(directory, count=IMAGES_PER_BUCKET, seed=seed)
         (directory / "labels.csv").unlink()
@@ -51,10 +71,20 @@ def test_dispatch_runs_one_preprocess_per_region_and_merges(
     per_bucket = IMAGES_PER_BUCKET + EXTRA_FILES
     assert data.summary["images"] == 2 * per_bucket
     assert data.summary["rejected"] == 2 * BAD_FILES
+    # No region column: each row runs where the selector says for its flow and size, not simply
+    # where its data is; the sa-east-1 data has no queue there, so its row runs elsewhere.
+    chosen = [selector_says("preprocess", uri) for uri in regional_buckets.values()]
+    assert [r["place"] for r in data.rows] == chosen
+    assert [(p["decided_by"], p["data_region"]) for p in chosen] == [("selector", r) for r in regional_buckets]
+    assert chosen[1]["region"] != "sa-east-1" and chosen[1]["runner_up"] and chosen[1]["reason"]
     assert [(r["region"], r["input"], r["output"], r["status"]) for r in data.rows] == [
-        ("us-east-1", "s3://images-us/raw", "s3://images-us/preprocessed", "succeeded"),
-        ("eu-west-1", "s3://images-eu/raw", "s3://images-eu/preprocessed", "succeeded"),
+        (chosen[0]["region"], "s3://images-us/raw", "s3://images-us/preprocessed", "succeeded"),
+        (chosen[1]["region"], "s3://images-sa/raw", "s3://images-sa/preprocessed", "succeeded"),
     ]
+    # The report shows, per row, the chosen region, the runner-up and the reason.
+    report = card_text("dispatch", tmp_path, f"{run.client_run().id}/join")
+    for place in chosen:
+        assert place["runner_up"] in report and place["reason"] in report
     for region_run in data.rows:
         assert region_run["summary"]["images"] == per_bucket
         assert region_run["run"].startswith("PreprocessFlow/")
@@ -145,7 +175,11 @@ def test_dispatch_trains_per_row_a_failing_row_is_reported_and_a_rerun_redoes_on
     infer = run_flow("dispatch", tmp_path, "--flow", "infer", "--manifest", str(infer_manifest), env=s3_server.env)
     assert infer.ok, infer.output[-3000:]
     data = infer.client_run().data
-    assert [(r["region"], r["status"]) for r in data.rows] == [("us-east-1", "succeeded"), ("eu-west-1", "succeeded")]
+    chosen = [selector_says("infer", f"s3://{b}/raw") for b in labelled_buckets]
+    assert [p["data_region"] for p in chosen] == ["us-east-1", "eu-west-1"]
+    assert [(r["region"], r["place"], r["status"]) for r in data.rows] == [
+        (p["region"], p, "succeeded") for p in chosen
+    ]
     per_bucket = IMAGES_PER_BUCKET + 2 + EXTRA_FILES
     assert data.summary["images"] == 2 * per_bucket == sum(r["summary"]["images"] for r in data.rows)
     assert data.summary["labelled"] == sum(labelled.values())

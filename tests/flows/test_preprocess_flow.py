@@ -12,7 +12,7 @@ from PIL import Image
 
 from steps.report import usd
 from steps.stats.rejects import count_reasons
-from tests.support.flows import SPOT_BATCH, S3Server, card_text, run_flow, upload_dir
+from tests.support.flows import SPOT_BATCH, FlowRun, S3Server, card_text, run_flow, upload_dir
 
 SHARDING = ("--shard-size", "20", "--threads", "4", "--chunk-size", "8")
 
@@ -22,6 +22,20 @@ def good_and_bad(sample_dir: Path) -> tuple[set[str], set[str]]:
         good = {row["key"] for row in csv.DictReader(f)}
     everything = {p.name for p in sample_dir.iterdir()} - {"labels.csv"}
     return good, everything - good
+
+
+def assert_region_chosen_in_start_and_the_run_told_it_is_local(first: FlowRun, workdir: Path) -> None:
+    """The region selector runs in start (no task of its own); a local run is told it is local."""
+    run = first.client_run()
+    assert sorted(step.id for step in run) == ["end", "join", "process_shard", "start"]
+    region_card = card_text("preprocess", workdir, f"{run.id}/start")
+    assert "A task asks for no GPU, 4 vCPU" in region_card and "g4dn" not in region_card
+    verdict = run.data.run_region
+    assert verdict["run_region"] == "local" and verdict["saving_usd"] is None
+    assert verdict["chosen"] == f"{run['start'].task.data.region_table[0]['region']} {run.data.instance_type}"
+    assert run.data.summary["run_region"] == verdict["sentence"]
+    assert verdict["sentence"].startswith("Local run: on AWS Batch") and verdict["sentence"] in first.output
+    assert "Local run: on AWS Batch" in region_card
 
 
 def test_local_run_writes_outputs_manifests_report_and_rerun_skips(sample_dir: Path, tmp_path: Path) -> None:
@@ -70,8 +84,7 @@ def test_local_run_writes_outputs_manifests_report_and_rerun_skips(sample_dir: P
 
     # A CPU step is priced on a CPU instance, locally from the calibrated rate; one $ per million
     # images in the summary, the headline printed at the end, and the report card.
-    region_card = card_text("preprocess", tmp_path / "wd", f"{run.id}/select_region")
-    assert "A task asks for no GPU, 4 vCPU" in region_card and "g4dn" not in region_card
+    assert_region_chosen_in_start_and_the_run_told_it_is_local(first, tmp_path / "wd")
     assert summary["cost_basis"].startswith("local run, priced as the same work on no GPU, 4 vCPU, 8000 MB a task")
     assert summary["instance_types"] == run.data.instance_type and "xlarge" in summary["instance_types"]
     per_million = f"{usd(summary['usd_per_million_images'])} per million images"  # card JSON escapes ≈

@@ -1,11 +1,12 @@
 """The region cost model on hand-built price books (every number below is worked out by hand),
-the CLI, and ``choose_region`` as a flow's select_region step calls it."""
+the CLI, and ``choose_region`` as a sharded flow's start calls it."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
+from dataclasses import replace
 from datetime import date
 
 import pytest
@@ -237,6 +238,24 @@ def test_choose_region_reads_bucket_regions(s3_server: S3Server, monkeypatch: py
 
     monkeypatch.setenv("METAFLOW_S3_ENDPOINT_URL", "http://127.0.0.1:1")  # no S3 at all: default, quickly
     assert choose({"s3://in-eu/raw": 1}, 1).data_gb == {"us-east-2": 1e-9}
+
+
+def test_only_regions_with_a_queue_of_the_steps_kind_are_candidates(tmp_path: object) -> None:
+    # eu-west-1 would win (the data is there) but has no CPU queue: a CPU step cannot land there.
+    regions = {**REGIONS_CONFIG, "regions": {**REGIONS_CONFIG["regions"], "us-east-2": {"cpu_batch_queue": "c-use2"}}}
+    gpu_book = book(("us-east-2", "c6i.xlarge", 0.20, "<5%"), ("eu-west-1", "c6i.xlarge", 0.10, "<5%"))
+    cpu_only = tuple(replace(q, shape=InstanceShape(vcpus=4, memory_gib=8)) for q in gpu_book.quotes)
+    prices = replace(gpu_book, quotes=cpu_only)
+    settings = {"resources": CPU_STEP, "tasks": 1, "flow": "preprocess", "throughput": THROUGHPUT, "prices": prices}
+    choice = choose_region({str(tmp_path): 10**9}, 1000, regions_config=regions, **settings)
+    assert (choice.region, choice.batch_queue, choice.runner_up) == ("us-east-2", "c-use2", None)
+    assert choice.reason.endswith("the only candidate.")
+    with pytest.raises(
+        ConfigError,
+        match=r"^config/regions.toml \['eu-west-1', 'us-east-2'\]: expected a region with a cpu_batch_queue; "
+        r'add cpu_batch_queue = "\.\.\." under \[regions\.<region>\]',
+    ):
+        choose_region({str(tmp_path): 10**9}, 1000, regions_config=REGIONS_CONFIG, **settings)
 
 
 def test_batch_settings_put_a_run_on_the_regions_queue() -> None:
