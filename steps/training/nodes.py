@@ -68,9 +68,10 @@ class Gang:
 
 
 def gang_port(run_id: str, attempt: int, given: str | None = None) -> int:
-    """The store's port: ``given`` (Kubernetes JobSets set ``MF_MASTER_PORT``), else one derived
-    from (run, attempt), so an attempt never meets a previous attempt's stragglers."""
-    if given:
+    """The store's port: ``given`` (``MF_MASTER_PORT``, when a JobSet names one: Metaflow 2.19 writes
+    "None"), else one derived from (run, attempt), so an attempt never meets a previous attempt's
+    stragglers."""
+    if given and given.isdigit():
         return int(given)
     return 20000 + derive_seed(0, "gang", run_id, attempt) % 30000
 

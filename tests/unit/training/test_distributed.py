@@ -161,3 +161,4 @@ def test_peer_loss_is_transient_and_each_attempt_meets_on_its_own_port() -> None
     assert is_peer_loss(gloo) and not is_peer_loss(RuntimeError("size mismatch")) and not is_peer_loss(OSError())
     assert gang_port("7", 0) != gang_port("7", 1) and 20000 <= gang_port("7", 0) < 50000
     assert gang_port("7", 0) == gang_port("7", 0) and gang_port("7", 3, "3339") == 3339
+    assert gang_port("7", 0, "None") == gang_port("7", 0)  # what Metaflow 2.19's JobSets set
