@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from steps.errors import ConfigError
+from steps.progress import log
 
 SPOT_TYPES = ("SPOT", "FARGATE_SPOT")
 
@@ -35,7 +36,14 @@ def check_gang_queue(nodes: int, environ: Mapping[str, str]) -> None:
     queue = environ.get("AWS_BATCH_JQ_NAME")
     if nodes < 2 or "AWS_BATCH_JOB_ID" not in environ or not queue:
         return
-    spot = spot_environments(queue)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        spot = spot_environments(queue)
+    except (BotoCoreError, ClientError) as error:
+        # Batch's Describe calls take no resource ARNs: a least-privilege job role may lack them.
+        log(f"could not check job queue {queue} for Spot compute environments ({error}); it must be On-Demand")
+        return
     if spot:
         raise ConfigError(
             "--nodes",
