@@ -3,10 +3,13 @@ resumes bit-identically; a deterministic error in the ranks is reported as not w
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,13 +19,14 @@ import torch
 from steps.errors import ConfigError, SpotInterruption
 from steps.io.storage import open_storage
 from steps.spot import is_transient
+from steps.training import nodes
 from steps.training.checkpoints import CheckpointStore, checkpoint_name
 from steps.training.config import TrainConfig
 from steps.training.data import Dataset, load_dataset
 from steps.training.determinism import epoch_order, rank_batch
 from steps.training.distributed import RankFailed, RankLost, fit_on_ranks, ranks_per_node
 from steps.training.events import CheckpointWritten, EpochDone, Resumed, TrainingEvent, TrainingStarted
-from steps.training.nodes import Gang, gang_port, is_peer_loss
+from steps.training.nodes import Gang, NodeWatch, gang_port, is_peer_loss
 from tests.support.flows import spawned_children
 from tests.unit.training.conftest import tiny_config
 
@@ -124,6 +128,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow  # two trainings of 4 ranks (2.5 min on 2 busy cores); the flow test runs the gang by default
 def test_a_gang_of_two_nodes_trains_bit_identically_to_one_node_with_as_many_ranks(
     sample_dir: Path, tmp_path: Path, tiny_data: Dataset, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -162,3 +167,34 @@ def test_peer_loss_is_transient_and_each_attempt_meets_on_its_own_port() -> None
     assert gang_port("7", 0) != gang_port("7", 1) and 20000 <= gang_port("7", 0) < 50000
     assert gang_port("7", 0) == gang_port("7", 0) and gang_port("7", 3, "3339") == 3339
     assert gang_port("7", 0, "None") == gang_port("7", 0)  # what Metaflow 2.19's JobSets set
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float) -> float:
+    """Seconds until ``condition()`` holds (fails the test after ``timeout_s``)."""
+    began = time.monotonic()
+    while not condition():
+        assert time.monotonic() - began < timeout_s, "timed out"
+        time.sleep(0.05)
+    return time.monotonic() - began
+
+
+def test_a_silent_node_or_a_lost_main_node_is_noticed_in_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The heartbeat watch alone (no training): what ends a node's wait when no socket closes."""
+    monkeypatch.setattr(nodes, "LOST_AFTER_S", 2.0)
+    port = free_port()
+    main, other = NodeWatch(Gang(0, 2, "127.0.0.1", port)), NodeWatch(Gang(1, 2, "127.0.0.1", port))
+    time.sleep(3 * nodes.BEAT_S)
+    assert main.lost is None and other.lost is None  # both beat
+    other.close()  # node 1 stops beating without saying it is done: an instance gone silent
+    assert wait_for(lambda: main.lost, 10) < 6
+    assert main.lost.startswith("node 1 of 2 stopped answering for ")
+
+    port = free_port()
+    serving, client = NodeWatch(Gang(0, 2, "127.0.0.1", port)), NodeWatch(Gang(1, 2, "127.0.0.1", port))
+    time.sleep(2 * nodes.BEAT_S)
+    serving.close()
+    del serving  # node 0 and the store it serves are gone
+    gc.collect()
+    assert wait_for(lambda: client.lost, 10) < 5
+    assert client.lost.startswith("node 0 of 2 (the gang's store) is gone")
+    client.close()
