@@ -22,17 +22,28 @@ from tests.support.flows import REPO, FlowRun, card_text, run_flow
 from tests.support.processes import metaflow_tasks
 
 VENV_FIRST = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-# 41 training images in global batches of 8 over 4 ranks: 5 steps per epoch, 15 in all.
-GANG = ("--nodes", "2", "--processes", "2", "--epochs", "3", "--batch-size", "8", "--image-size", "24", "--seed", "3")
+# 41 training images in global batches of 8 over 4 ranks: 5 steps per epoch, 10 in all.
+GANG = ("--nodes", "2", "--processes", "2", "--epochs", "2", "--batch-size", "8", "--image-size", "24", "--seed", "3")
 # The surviving node must fail this soon after the kill, not at the collective timeout (30 min).
 FAIL_WITHIN_S = 30
+# Two nodes' tasks, four ranks and their cards start torch a dozen times: minutes on 2 busy cores.
+RUN_TIMEOUT_S = 1500
+pytestmark = pytest.mark.timeout(2 * RUN_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
 def straight(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[FlowRun, dict]:
     workdir = tmp_path_factory.mktemp("gang-straight")
     run = run_flow(
-        "train", workdir, "--input", str(sample_dir), "--output", str(workdir / "out"), *GANG, env=VENV_FIRST
+        "train",
+        workdir,
+        "--input",
+        str(sample_dir),
+        "--output",
+        str(workdir / "out"),
+        *GANG,
+        env=VENV_FIRST,
+        timeout=RUN_TIMEOUT_S,
     )
     return run, artifacts(run)
 
@@ -47,7 +58,7 @@ def test_two_nodes_of_two_ranks_train_as_one_group_of_four(straight: tuple[FlowR
     # A line per node at each checkpoint: rank 0's, and node 1's once past the barrier after it.
     written = [line for line in run.output.splitlines() if "checkpoint written (" in line]
     barrier = [line for line in run.output.splitlines() if "node 1 of 2 (ranks 2-3): past the barrier" in line]
-    assert len(written) == len(barrier) == 3  # one per epoch end
+    assert len(written) == len(barrier) == 2  # one per epoch end
     assert [len(run.client_run()[step].task.data.summary) > 0 for step in ("join", "end")] == [True, True]
     control = next(t for t in run.client_run()["train"] if t.data.node_index == 0)
     card = card_text("train", run.workdir, control.pathspec.split("/", 1)[1])
@@ -70,7 +81,7 @@ def test_a_killed_node_fails_the_gang_in_seconds_and_the_retry_resumes_bit_ident
     # Node 1's task process (only a descendant of this test's Popen) is SIGKILLed mid-run, once
     # rank 0 has committed 4 checkpoints: as a lost instance, with no hook in the code under test.
     killed_at = failed_after = None
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + RUN_TIMEOUT_S
     while process.poll() is None and failed_after is None and time.monotonic() < deadline:
         nodes = metaflow_tasks(process.pid, "train", retry_count=0)
         if killed_at is None and len(list(checkpoints.glob("*/ckpt-*.json"))) >= 4 and 1 in nodes:
@@ -80,7 +91,7 @@ def test_a_killed_node_fails_the_gang_in_seconds_and_the_retry_resumes_bit_ident
         elif killed_at is not None and not Path(f"/proc/{survivor}").exists():
             failed_after = time.monotonic() - killed_at
         time.sleep(0.01)
-    output, _ = process.communicate(timeout=600)
+    output, _ = process.communicate(timeout=RUN_TIMEOUT_S)
     run = FlowRun(subprocess.CompletedProcess(process.args, process.returncode, output, ""), tmp_path)
     assert killed_at is not None, "training finished before the kill"
     assert failed_after is not None and failed_after < FAIL_WITHIN_S, (failed_after, output[-3000:])
