@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := demo
 export USER ?= spot-batch
+# Metaflow's local @parallel (TrainFlow --nodes K) starts the other nodes as `python` from PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install demo test lint clean
 

@@ -3,6 +3,7 @@
     python flows/train.py run --input DIR_OR_S3 [--output DIR_OR_S3] [--epochs 8]
     python flows/train.py run --with batch --input s3://b/images --output s3://b/train
     python flows/train.py run --input DIR --processes 2      # two data-parallel ranks (gloo on CPU)
+    python flows/train.py run --input DIR --nodes 2 --processes 2   # a gang of 2 nodes x 2 ranks
 
 The input holds images plus ``labels.csv`` (``key,label``, keys relative to the input root), as
 ``spot-batch sample-data DIR`` writes. The model bundle lands at
@@ -10,14 +11,29 @@ The input holds images plus ``labels.csv`` (``key,label``, keys relative to the 
 ``<checkpoint root>/<run id>/``; a retried task resumes from the newest complete one.
 With several GPUs (``[resources] gpu`` in config/train.toml) the train step runs one
 data-parallel rank per GPU (``--processes`` overrides; see steps/training/distributed.py).
+``--nodes K`` makes the train step a Metaflow ``@parallel`` gang of K such instances (an AWS Batch
+multi-node parallel job, a Kubernetes JobSet); a join step follows it (steps/training/nodes.py).
 """
 
+import os
 import tomllib
 
 from cards import render
 from clean_errors import configuration_checked
 from live_card import REFRESH_S
-from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, package_sources, resources, retry, step
+from metaflow import (
+    Config,
+    FlowSpec,
+    Parameter,
+    card,
+    config_expr,
+    current,
+    package_sources,
+    parallel,
+    resources,
+    retry,
+    step,
+)
 from notifying import notify_on_exit
 from parameter_types import FRACTION, NON_NEGATIVE, NON_NEGATIVE_REAL, POSITIVE, POSITIVE_REAL
 from spot_guard import spot_guard
@@ -26,6 +42,7 @@ from train_card import TRAIN_CARD, TrainCard
 from steps.config_files import config_file
 from steps.progress import log
 from steps.training.config import TRAIN_PARAMETERS, TrainConfig, settings_from
+from steps.training.gang_queue import check_gang_queue
 from steps.training.report import build_report, headline
 
 
@@ -73,7 +90,13 @@ class TrainFlow(FlowSpec):
         "processes",
         type=NON_NEGATIVE,
         default=config_expr("config.processes"),
-        help="Data-parallel ranks (0 = one per visible GPU, else 1); --batch-size is split across them.",
+        help="Data-parallel ranks per node (0 = one per visible GPU, else 1); --batch-size is split across all.",
+    )
+    nodes = Parameter(
+        "nodes",
+        type=POSITIVE,
+        default=1,
+        help="Instances training together (a @parallel gang: Batch multi-node job, Kubernetes JobSet).",
     )
 
     @step
@@ -87,8 +110,9 @@ class TrainFlow(FlowSpec):
             self.settings = settings_from({name: getattr(self, name) for name in TRAIN_PARAMETERS})
             self.dataset = check_dataset(self.input_uri)
             check_training(TrainConfig(**self.settings), self.dataset)
+            check_gang_queue(self.nodes, os.environ)
         log(f"{self.dataset['images']} labelled images, {self.dataset['classes']} classes: {self.dataset['per_class']}")
-        self.next(self.train)
+        self.next(self.train, num_parallel=self.nodes)
 
     @card(type="blank", id=TRAIN_CARD, refresh_interval=REFRESH_S)
     @resources(
@@ -98,10 +122,19 @@ class TrainFlow(FlowSpec):
         shared_memory=config.resources.shared_memory,
     )
     @retry(times=config.retry.times, minutes_between_retries=config.retry.minutes_between_retries)
+    @parallel
     @step
     def train(self):
+        from steps.training.nodes import Gang, gang_port
         from steps.training.run import train_run
 
+        node = current.parallel
+        gang = Gang(
+            node.node_index,
+            node.num_nodes,
+            node.main_ip,
+            gang_port(current.run_id, current.retry_count, os.environ.get("MF_MASTER_PORT")),
+        )
         with spot_guard() as stop, TrainCard(current.retry_count) as on_event:
             outcome = train_run(
                 TrainConfig(**self.settings),
@@ -109,12 +142,21 @@ class TrainFlow(FlowSpec):
                 attempt=current.retry_count,
                 stop=stop,
                 on_event=on_event,
+                gang=gang,
             )
-        self.model_uri = outcome.model_uri
-        self.metrics = outcome.metrics
-        self.confusion = outcome.confusion
-        self.rejects = outcome.rejects
-        self.summary = outcome.summary
+        self.node_index = node.node_index
+        if outcome is not None:  # node 0's: the other nodes trained the same weights, saved nothing
+            self.model_uri = outcome.model_uri
+            self.metrics = outcome.metrics
+            self.confusion = outcome.confusion
+            self.rejects = outcome.rejects
+            self.summary = outcome.summary
+        self.next(self.join)
+
+    @step
+    def join(self, inputs):
+        """After the gang: node 0's model and metrics go on."""
+        self.merge_artifacts(inputs, exclude=["node_index"])
         self.next(self.end)
 
     @card(type="blank", id="report")

@@ -125,7 +125,7 @@ class TrainCard(LiveCard[TrainingEvent]):
             self.epoch_bar.update(
                 in_epoch, f"epoch {min(done + 1, started.epochs)}: batch {in_epoch}/{batch.batches_per_epoch}"
             )
-            self.rate.update(value=f"{batch.images_per_s:.1f}", subtitle=f"{started.world_size} × {started.device}")
+            self.rate.update(value=f"{batch.images_per_s:.1f}", subtitle=started.layout)
             self.next_checkpoint.update(
                 value=duration(batch.seconds_to_checkpoint), subtitle="or at the epoch end if sooner"
             )
@@ -164,7 +164,7 @@ class TrainCard(LiveCard[TrainingEvent]):
             return f"{attempt}: **finished** {started.epochs} epochs{resumed}"
         return (
             f"{attempt}: epoch {done + 1}/{started.epochs} on {started.train_images} images "
-            f"({started.world_size} × {started.device}){resumed}"
+            f"({started.layout}){resumed}"
         )
 
     def _checkpoints(self) -> str:

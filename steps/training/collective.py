@@ -25,8 +25,8 @@ class Group(Protocol):
         """Sum ``tensor`` across ranks, in place."""
         ...
 
-    def rank0_flags(self, flags: list[bool]) -> list[bool]:
-        """Rank 0's flags on every rank, so all ranks take the same branch."""
+    def any_flags(self, flags: list[bool]) -> list[bool]:
+        """Each flag set on any rank, on every rank, so all ranks take the same branch."""
         ...
 
     def rank0_value(self, value: Any) -> Any:
@@ -48,7 +48,7 @@ class Solo:
     def sum_(self, tensor: torch.Tensor) -> None:
         return None
 
-    def rank0_flags(self, flags: list[bool]) -> list[bool]:
+    def any_flags(self, flags: list[bool]) -> list[bool]:
         return flags
 
     def rank0_value(self, value: Any) -> Any:
@@ -77,9 +77,9 @@ class TorchGroup:
         if on_device is not tensor:
             tensor.copy_(on_device)
 
-    def rank0_flags(self, flags: list[bool]) -> list[bool]:
+    def any_flags(self, flags: list[bool]) -> list[bool]:
         shared = torch.tensor(flags, dtype=torch.int32, device=self.device)
-        dist.broadcast(shared, src=0)
+        dist.all_reduce(shared, op=dist.ReduceOp.MAX)
         return [bool(flag) for flag in shared.tolist()]
 
     def rank0_value(self, value: Any) -> Any:

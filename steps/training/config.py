@@ -32,7 +32,8 @@ class TrainConfig:
     checkpoint_every: float = 600.0
     keep_last: int = 3
     threads: int = 8
-    processes: int = 0  # data-parallel ranks; 0 = one per visible GPU, else 1
+    processes: int = 0  # data-parallel ranks per node; 0 = one per visible GPU, else 1
+    nodes: int = 1  # instances in the train step's @parallel gang
 
     def check(self) -> None:
         for name, value in (
@@ -57,7 +58,9 @@ class TrainConfig:
             )
         if self.processes < 0:
             raise ConfigError("--processes", self.processes, "0 (one per GPU) or a number of ranks", "pass e.g. 2")
-        check_images_per_rank(self.processes, self.batch_size)
+        if self.nodes < 1:
+            raise ConfigError("--nodes", self.nodes, "1 or more instances", "pass --nodes 1 (one instance) or more")
+        check_images_per_rank(self.processes * self.nodes, self.batch_size)
         if self.initial_weights and not is_s3(self.initial_weights) and not os.path.isfile(self.initial_weights):
             raise ConfigError(
                 "--initial-weights", self.initial_weights, "an existing weights file (local or s3://)", "check the path"

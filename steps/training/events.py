@@ -30,6 +30,13 @@ class TrainingStarted:
     epoch: int  # 0-based position this attempt starts from
     batch: int
     history: dict[str, list[float]]
+    nodes: int = 1  # instances the world_size ranks run on (a @parallel gang when > 1)
+
+    @property
+    def layout(self) -> str:
+        """Where the ranks run, for people: the rank count and device, and the node count of a gang."""
+        per_node = f"{self.world_size // self.nodes} × {self.device}"
+        return f"{self.nodes} nodes × {per_node}" if self.nodes > 1 else per_node
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,11 @@ def log_event(event: TrainingEvent) -> None:
             f"val_accuracy {event.val_accuracy:.3f}"
         )
     elif isinstance(event, TrainingStarted) and event.world_size > 1:
-        log(f"{event.world_size} data-parallel ranks on {event.device}, {event.batch_size} images per global batch")
+        where = f" ({event.layout})" if event.nodes > 1 else ""
+        log(
+            f"{event.world_size} data-parallel ranks on {event.device}{where}, "
+            f"{event.batch_size} images per global batch"
+        )
 
 
 def fan_out(*callbacks: TrainingCallback | None) -> TrainingCallback:

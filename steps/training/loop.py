@@ -1,8 +1,10 @@
 """The training loop of one rank: checkpoints on a timer and at epoch ends, resumes from the newest.
 
-Every rank runs this loop in lock step. Decisions that must be the same everywhere (stop for a
-spot notice, checkpoint now) are rank 0's, shared each step; rank 0 alone writes checkpoints and
-emits events, and every rank restores from the checkpoint rank 0 chose.
+Every rank runs this loop in lock step. Decisions that must be the same everywhere are shared
+each step: stop when any rank has seen a spot notice (in a gang, any node's), checkpoint when rank
+0's timer says so. Rank 0 alone writes checkpoints and emits events; a barrier follows each write
+(every rank waits for rank 0's word that the checkpoint is committed), and every rank restores
+from the checkpoint rank 0 chose.
 """
 
 from __future__ import annotations
@@ -77,18 +79,20 @@ def fit(
     device: torch.device | None = None,
     stop: StopSignal | None = None,
     on_event: TrainingCallback | None = None,
+    nodes: int = 1,
 ) -> FitResult:
     """Train, checkpointing every ``cfg.checkpoint_every`` seconds and at each epoch end.
 
-    When ``stop`` is set (a spot interruption notice; rank 0's counts) every rank stops after the
-    step in flight, rank 0 checkpoints, and SpotInterruption is raised so @retry resumes there.
-    ``on_event`` receives rank 0's events; other ranks emit none.
+    When ``stop`` is set on any rank (a spot interruption notice) every rank stops after the step
+    in flight, rank 0 checkpoints, and SpotInterruption is raised so @retry resumes there.
+    ``on_event`` receives every event on rank 0; on other ranks only ``Resumed`` and
+    ``CheckpointWritten`` (for a log line per node). ``nodes``: instances the ranks run on.
     """
     group = group or Solo()
     started = time.monotonic()
 
     def emit(event: TrainingEvent) -> None:
-        if on_event is not None and group.is_writer:
+        if on_event is not None and (group.is_writer or isinstance(event, Resumed | CheckpointWritten)):
             on_event(event)
 
     trainer = Trainer(cfg, data, group, device)
@@ -105,6 +109,7 @@ def fit(
             val_images=len(trainer.val_ids),
             world_size=group.world_size,
             device=trainer.device.type,
+            nodes=nodes,
             checkpoint_every_s=cfg.checkpoint_every,
             epoch=trainer.epoch,
             batch=trainer.batch,
@@ -118,22 +123,16 @@ def fit(
     def save(reason: str) -> None:
         nonlocal last_save
         state = trainer.state()  # collective: gathers every rank's RNG state
+        saved = None
         if group.is_writer:
             began = time.monotonic()
-            saved = store.save(trainer.step, state)
-            written.append(saved.uri)
-            emit(
-                CheckpointWritten(
-                    saved.uri,
-                    trainer.step,
-                    trainer.epoch,
-                    trainer.batch,
-                    saved.bytes,
-                    time.monotonic() - began,
-                    time.time(),
-                    reason,
-                )
-            )
+            committed = store.save(trainer.step, state)
+            saved = (committed.uri, committed.bytes, time.monotonic() - began, time.time())
+        # The barrier after the write: no rank runs ahead (into a collective that would time out
+        # while a slow write goes on) before rank 0 says the checkpoint is committed.
+        uri, size, write_s, written_at = group.rank0_value(saved)
+        written.append(uri)
+        emit(CheckpointWritten(uri, trainer.step, trainer.epoch, trainer.batch, size, write_s, written_at, reason))
         last_save = time.monotonic()
 
     while trainer.epoch < cfg.epochs:
@@ -142,7 +141,9 @@ def fit(
             loss = trainer.train_batch(order)
             steps_this_attempt += 1
             since_save = time.monotonic() - last_save
-            stopping, due = group.rank0_flags([stop is not None and stop.is_set(), since_save >= cfg.checkpoint_every])
+            stopping, due = group.any_flags(
+                [stop is not None and stop.is_set(), group.is_writer and since_save >= cfg.checkpoint_every]
+            )
             emit(
                 BatchDone(
                     epoch=trainer.epoch,

@@ -46,11 +46,29 @@ def curves_png(metrics: dict[str, list[float]]) -> bytes:
 
 
 def cost_table(summary: dict[str, Any], prices: PriceBook) -> Table:
-    """Images/s, GPU-hours and dollars of the training task; dollars only for GPU time, at the
-    cheapest 1-GPU spot price of the snapshot (a laptop's CPU seconds are not billed)."""
+    """Images/s, GPU-hours and dollars of the training task; dollars only for GPU time (a laptop's
+    CPU seconds are not billed). One instance: the cheapest 1-GPU spot price of the snapshot. A gang
+    of K nodes: K instances for the whole time, each the cheapest type with the node's GPUs, at its
+    On-Demand price (AWS Batch runs multi-node jobs on On-Demand capacity only)."""
     hours = summary["seconds"] / 3600
+    nodes = int(summary.get("nodes", 1))
     on_gpu = str(summary["device"]).startswith("cuda")
-    if on_gpu:
+    gpu_hours = hours * (summary["world_size"] if nodes > 1 else 1) if on_gpu else 0.0
+    if on_gpu and nodes > 1:
+        per_node = summary["world_size"] // nodes
+        fits = [q for q in prices.quotes if q.gpus >= per_node]
+        # Without a type of that many GPUs in the snapshot: that many 1-GPU prices per node.
+        quote = min(fits or [q for q in prices.quotes if q.gpus == 1], key=lambda q: (q.on_demand, q.region))
+        per_instance = quote.on_demand * (1 if fits else per_node)
+        dollars = usd(nodes * hours * per_instance)
+        shape = (
+            f"{quote.instance_type}" if fits else f"{per_node} × {quote.instance_type} (no {per_node}-GPU type priced)"
+        )
+        basis = (
+            f"{nodes} instances × {human(hours)} h × ${per_instance:.4g}/h On-Demand {shape} in {quote.region}: "
+            "Batch runs a gang on On-Demand only"
+        )
+    elif on_gpu:
         cheapest = min((q for q in prices.quotes if q.gpus == 1), key=lambda q: (q.spot, q.region, q.instance_type))
         dollars = usd(hours * cheapest.spot)
         basis = f"{human(hours)} GPU-hours × ${cheapest.spot:.4g}/h spot {cheapest.instance_type} in {cheapest.region}"
@@ -61,8 +79,9 @@ def cost_table(summary: dict[str, Any], prices: PriceBook) -> Table:
         ["item", "value"],
         [
             ["throughput (images/s, all epochs)", human(summary["images"] * summary["epochs"] / summary["seconds"])],
-            ["task-hours (h)", human(hours)],
-            ["GPU-hours (h)", human(hours if on_gpu else 0.0)],
+            ["instances", nodes],
+            ["task-hours (h)", human(hours * nodes)],
+            ["GPU-hours (h)", human(gpu_hours)],
             ["cost ($)", dollars],
             ["cost basis", basis],
         ],

@@ -1,6 +1,8 @@
 """The whole training step: load the data, train (resuming if a checkpoint exists), save the bundle.
 
-One rank trains in this process; several run as data-parallel processes (``distributed``).
+One rank trains in this process; several run as data-parallel processes (``distributed``), on this
+machine or, in a gang of ``nodes`` machines (``steps.training.nodes``), on each of them: every node
+loads the data itself, node 0 saves the bundle and reports.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from steps.progress import log
 from steps.training.checkpoints import CheckpointStore
 from steps.training.config import TrainConfig
 from steps.training.data import load_dataset
-from steps.training.distributed import fit_on_ranks, world_size_for
+from steps.training.distributed import fit_on_ranks, ranks_per_node
 from steps.training.events import TrainingCallback, fan_out, log_event
 from steps.training.loop import StopSignal, fit
+from steps.training.nodes import Gang
 
 
 @dataclass
@@ -33,26 +36,38 @@ def train_run(
     cfg: TrainConfig,
     run_id: str,
     attempt: int,
+    *,
     stop: StopSignal | None = None,
     on_event: TrainingCallback | None = None,
-) -> TrainOutcome:
+    gang: Gang | None = None,
+) -> TrainOutcome | None:
     """Load the data, train (resuming if a checkpoint exists), save the model bundle.
 
     ``on_event`` receives the training events (steps.training.events) in this process, after
-    they are logged, whatever the number of ranks.
+    they are logged, whatever the number of ranks. In a gang (``gang``, ``cfg.nodes`` > 1) this
+    is one node's part; only node 0 returns the outcome.
     """
     data = load_dataset(cfg.input_uri, cfg.image_size, cfg.threads)
     if data.rejects:
         first = data.rejects[0]
         log(f"{len(data.rejects)} unreadable images skipped, e.g. {first['key']}: {first['reason']}")
-    world_size = world_size_for(cfg.processes, cfg.batch_size)
+    ranks = ranks_per_node(cfg.processes, cfg.batch_size, cfg.nodes)
     store = CheckpointStore(open_storage(cfg.checkpoint_root), run_id, cfg.keep_last)
-    log(f"training {cfg.architecture} on {len(data.keys)} images ({len(data.class_names)} classes) to {store.uri}")
     events = fan_out(log_event, on_event)
-    if world_size == 1:
-        result = fit(cfg, data, store, stop=stop, on_event=events)
+    if gang is not None and gang.num_nodes > 1:
+        log(
+            f"node {gang.node_index} of {gang.num_nodes} (main {gang.main_ip}:{gang.port}): ranks "
+            f"{gang.node_index * ranks}-{gang.node_index * ranks + ranks - 1} of {gang.num_nodes * ranks}"
+        )
+        result = fit_on_ranks(cfg, data, run_id, ranks, gang=gang, stop=stop, on_event=events)
+        if result is None:
+            return None
     else:
-        result = fit_on_ranks(cfg, data, run_id, world_size, stop=stop, on_event=events)
+        log(f"training {cfg.architecture} on {len(data.keys)} images ({len(data.class_names)} classes) to {store.uri}")
+        if ranks == 1:
+            result = fit(cfg, data, store, stop=stop, on_event=events)
+        else:
+            result = fit_on_ranks(cfg, data, run_id, ranks, stop=stop, on_event=events)
     output = open_storage(cfg.output_uri)
     accuracy = result.history["val_accuracy"][-1]
     ModelBundle(
@@ -79,6 +94,7 @@ def train_run(
         "chance_accuracy": round(1 / len(data.class_names), 4),
         "device": result.device,
         "world_size": result.world_size,
+        "nodes": cfg.nodes,
         "seconds": round(result.seconds, 2),
         "attempt": attempt,
         "resumed_from": result.resumed_from,

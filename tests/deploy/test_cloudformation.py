@@ -70,13 +70,16 @@ def test_gpu_spot_environment_scales_to_zero_on_gpu_families() -> None:
     assert all(e["ComputeResources"]["MinvCpus"] == 0 for e in environments.values())
 
 
-def test_job_queues_try_spot_first_then_on_demand() -> None:
+def test_job_queues_try_spot_first_then_on_demand_and_gangs_get_on_demand_only() -> None:
     template = load("batch.yaml")
     environments = resources(template, "AWS::Batch::ComputeEnvironment")
-    for queue in resources(template, "AWS::Batch::JobQueue").values():
+    kinds = {}
+    for name, queue in resources(template, "AWS::Batch::JobQueue").items():
         ordered = sorted(queue["ComputeEnvironmentOrder"], key=lambda o: o["Order"])
-        kinds = [environments[o["ComputeEnvironment"]["Ref"]]["ComputeResources"]["Type"] for o in ordered]
-        assert kinds == ["SPOT", "EC2"]
+        kinds[name] = [environments[o["ComputeEnvironment"]["Ref"]]["ComputeResources"]["Type"] for o in ordered]
+    # Batch runs multi-node parallel jobs (TrainFlow --nodes K) on On-Demand capacity only.
+    assert kinds.pop("GpuOnDemandQueue") == ["EC2"]
+    assert kinds and all(order == ["SPOT", "EC2"] for order in kinds.values()), kinds
 
 
 def test_job_retry_strategy_retries_lost_instances_only() -> None:

@@ -65,3 +65,20 @@ def look_alike_task(step: str) -> Iterator[subprocess.Popen[bytes]]:
     finally:
         process.kill()
         process.wait()
+
+
+def option(arguments: list[bytes], name: str) -> str | None:
+    """The value after ``name`` in a command line, None when absent."""
+    flag = name.encode()
+    return arguments[arguments.index(flag) + 1].decode() if flag in arguments[:-1] else None
+
+
+def metaflow_tasks(root: int, step: str, retry_count: int) -> dict[int, int]:
+    """Node index -> pid of the Metaflow tasks of ``step``'s attempt ``retry_count`` below ``root``
+    (a @parallel gang's control task is node 0, ``--split-index k`` is node k)."""
+    found = {}
+    for pid in descendants(root):
+        arguments = command_line(pid)
+        if option(arguments, "step") == step and option(arguments, "--retry-count") == str(retry_count):
+            found[int(option(arguments, "--split-index") or 0)] = pid
+    return found

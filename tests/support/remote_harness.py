@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -171,3 +172,12 @@ def flow_graph(flow: Path, cwd: Path) -> dict[str, Step]:
         )
         for name, node in graph.items()
     }
+
+
+def jobset_manifest(template: dict) -> dict:
+    """The JobSet an Argo template creates for a @parallel step (YAML; Argo's unquoted ``{{=...}}``
+    values are quoted so it parses)."""
+    import yaml
+
+    manifest = template["resource"]["manifest"]
+    return yaml.safe_load(re.sub(r"^(\s*[\w-]+: )(\{\{.*\}\})\s*$", r"\1'\2'", manifest, flags=re.MULTILINE))

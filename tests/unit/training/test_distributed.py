@@ -3,9 +3,13 @@ resumes bit-identically; a deterministic error in the ranks is reported as not w
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
+import socket
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,12 +19,14 @@ import torch
 from steps.errors import ConfigError, SpotInterruption
 from steps.io.storage import open_storage
 from steps.spot import is_transient
+from steps.training import nodes
 from steps.training.checkpoints import CheckpointStore, checkpoint_name
 from steps.training.config import TrainConfig
 from steps.training.data import Dataset, load_dataset
 from steps.training.determinism import epoch_order, rank_batch
-from steps.training.distributed import RankFailed, RankLost, fit_on_ranks, world_size_for
+from steps.training.distributed import RankFailed, RankLost, fit_on_ranks, ranks_per_node
 from steps.training.events import CheckpointWritten, EpochDone, Resumed, TrainingEvent, TrainingStarted
+from steps.training.nodes import Gang, NodeWatch, gang_port, is_peer_loss
 from tests.support.flows import spawned_children
 from tests.unit.training.conftest import tiny_config
 
@@ -38,18 +44,23 @@ def test_each_rank_reads_its_own_slice_of_every_global_batch() -> None:
 
 def test_world_size_is_one_per_gpu_by_default_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
-    assert (world_size_for(0, 16), world_size_for(2, 16)) == (1, 2)
+    assert (ranks_per_node(0, 16), ranks_per_node(2, 16)) == (1, 2)
     with pytest.raises(ConfigError, match=r"--batch-size 6: expected at least 2 images per rank for 4 ranks"):
-        world_size_for(4, 6)
+        ranks_per_node(4, 6)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
-    assert world_size_for(0, 16) == 4
+    assert ranks_per_node(0, 16) == 4
     with pytest.raises(ConfigError, match=r"--processes 8: expected at most the 4 visible GPUs"):
-        world_size_for(8, 64)
+        ranks_per_node(8, 64)
     # Explicit values are checked in start, before anything runs.
     with pytest.raises(ConfigError, match="--batch-size 6"):
         TrainConfig("in", "out", "ckpt", batch_size=6, processes=4).check()
     with pytest.raises(ConfigError, match="--processes -1"):
         TrainConfig("in", "out", "ckpt", processes=-1).check()
+    # A gang splits the batch over every node's ranks.
+    with pytest.raises(ConfigError, match=r"--batch-size 6: expected at least 2 images per rank for 4 ranks"):
+        TrainConfig("in", "out", "ckpt", batch_size=6, processes=2, nodes=2).check()
+    with pytest.raises(ConfigError, match="--nodes 0"):
+        TrainConfig("in", "out", "ckpt", nodes=0).check()
 
 
 def two_rank_config(sample_dir: Path, root: Path, **changes: object) -> TrainConfig:
@@ -109,3 +120,81 @@ def test_a_spot_notice_checkpoints_and_a_bad_resume_is_not_retried(
     with pytest.raises(RankFailed, match=r"rank \d: ConfigError: checkpoint .*expected architecture") as failed:
         fit_on_ranks(other, load_dataset(str(sample_dir), image_size=24, threads=2), "mismatch", 2)
     assert not is_transient(failed.value)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow  # two trainings of 4 ranks (2.5 min on 2 busy cores); the flow test runs the gang by default
+def test_a_gang_of_two_nodes_trains_bit_identically_to_one_node_with_as_many_ranks(
+    sample_dir: Path, tmp_path: Path, tiny_data: Dataset, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """2 nodes x 2 ranks (each node's part in its own thread, as each node's task would run it)
+    against 1 node x 4 ranks: the same world size reads the same slices and reduces in the same
+    order, so the weights agree bit for bit on CPU."""
+    cfg = tiny_config(sample_dir, tmp_path, epochs=2, checkpoint_every=0, processes=2, nodes=2, batch_size=12)
+    port = free_port()
+    results: dict[int, object] = {}
+
+    def node(index: int) -> None:
+        gang = Gang(index, 2, "127.0.0.1", port)
+        results[index] = fit_on_ranks(cfg, tiny_data, "gang", 2, gang=gang)
+
+    other = threading.Thread(target=node, args=(1,))
+    other.start()
+    node(0)
+    other.join()
+    gang, quiet = results[0], results[1]
+    assert quiet is None, "only node 0 returns the result"
+    assert gang.world_size == 4
+    # A log line from node 1 at each of rank 0's checkpoints (one per step: checkpoint_every 0).
+    written = CheckpointStore(open_storage(cfg.checkpoint_root), "gang").committed_steps()[-1]
+    barrier = [
+        line for line in capfd.readouterr().out.splitlines() if "node 1 of 2 (ranks 2-3): past the barrier" in line
+    ]
+    assert len(barrier) == written and barrier[-1].endswith(f"ckpt-{written:010d}.pt, step {written}")
+    one_node = fit_on_ranks(replace(cfg, processes=4, nodes=1), tiny_data, "one-node", 4)
+    assert gang.history == one_node.history
+    assert all(torch.equal(gang.state_dict[k], one_node.state_dict[k]) for k in one_node.state_dict)
+
+
+def test_peer_loss_is_transient_and_each_attempt_meets_on_its_own_port() -> None:
+    gloo = RuntimeError("[gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:30132.")
+    assert is_peer_loss(gloo) and not is_peer_loss(RuntimeError("size mismatch")) and not is_peer_loss(OSError())
+    assert gang_port("7", 0) != gang_port("7", 1) and 20000 <= gang_port("7", 0) < 50000
+    assert gang_port("7", 0) == gang_port("7", 0) and gang_port("7", 3, "3339") == 3339
+    assert gang_port("7", 0, "None") == gang_port("7", 0)  # what Metaflow 2.19's JobSets set
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float) -> float:
+    """Seconds until ``condition()`` holds (fails the test after ``timeout_s``)."""
+    began = time.monotonic()
+    while not condition():
+        assert time.monotonic() - began < timeout_s, "timed out"
+        time.sleep(0.05)
+    return time.monotonic() - began
+
+
+def test_a_silent_node_or_a_lost_main_node_is_noticed_in_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The heartbeat watch alone (no training): what ends a node's wait when no socket closes."""
+    monkeypatch.setattr(nodes, "LOST_AFTER_S", 2.0)
+    port = free_port()
+    main, other = NodeWatch(Gang(0, 2, "127.0.0.1", port)), NodeWatch(Gang(1, 2, "127.0.0.1", port))
+    time.sleep(3 * nodes.BEAT_S)
+    assert main.lost is None and other.lost is None  # both beat
+    other.close()  # node 1 stops beating without saying it is done: an instance gone silent
+    assert wait_for(lambda: main.lost, 10) < 6
+    assert main.lost.startswith("node 1 of 2 stopped answering for ")
+
+    port = free_port()
+    serving, client = NodeWatch(Gang(0, 2, "127.0.0.1", port)), NodeWatch(Gang(1, 2, "127.0.0.1", port))
+    time.sleep(2 * nodes.BEAT_S)
+    serving.close()
+    del serving  # node 0 and the store it serves are gone
+    gc.collect()
+    assert wait_for(lambda: client.lost, 10) < 5
+    assert client.lost.startswith("node 0 of 2 (the gang's store) is gone")
+    client.close()
