@@ -185,6 +185,7 @@ def test_a_spot_notice_keeps_committed_chunks_and_drops_work_ahead_in_other_lane
     assert after.drop(columns=["top_k_scores", "score"]).equals(whole.drop(columns=["top_k_scores", "score"]))
 
 
+@pytest.mark.slow  # each spawned worker imports torch (~5-9 s of CPU); the thread lanes above are the fast case
 def test_a_worker_process_per_device_predicts_what_thread_lanes_do(
     sample_dir: Path, trained: LoadedModel, tmp_path: Path
 ) -> None:
