@@ -10,4 +10,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-exec timeout 480 "${PYTHON:-python3}" bench/gpu_check.py "$@"
+# -u: every row is printed as it is measured, so a timeout keeps the rows so far.
+exec timeout 480 "${PYTHON:-python3}" -u bench/gpu_check.py "$@"

@@ -23,6 +23,7 @@ from PIL import Image
 SOI, EOI = b"\xff\xd8", b"\xff\xd9"
 # Huffman-coded baseline, extended sequential and progressive frames: what nvJPEG decodes.
 TENSOR_FRAMES = {0xC0, 0xC1, 0xC2}
+PROGRESSIVE_FRAME = 0xC2
 OTHER_FRAMES = {0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 STANDALONE = {0x01, *range(0xD0, 0xD8)}
 START_OF_SCAN = 0xDA
@@ -40,6 +41,7 @@ class JpegHeader:
     height: int
     components: int  # 1 (gray) or 3 (YCbCr)
     orientation: int
+    progressive: bool = False  # SOF2: nvJPEG decodes it on its slow path (see tensor_decode.device_takes)
 
     @property
     def upright_size(self) -> tuple[int, int]:
@@ -113,12 +115,13 @@ def read_jpeg_header(data: bytes) -> JpegHeader | None:
     # Some writers pad the file with zeros after EOI; look at the tail only (no copy of the file).
     if not data.startswith(SOI) or not data[-64:].rstrip(b"\x00").endswith(EOI):
         return None
-    frame, orientation, seen_exif, scanned = None, 1, False, False
+    frame, orientation, seen_exif, scanned, progressive = None, 1, False, False, False
     for marker, segment in _segments(data):
         if _for_pillow(marker, segment):
             return None
         if marker in TENSOR_FRAMES:
             frame = _frame(segment)
+            progressive = marker == PROGRESSIVE_FRAME
         elif marker == 0xE1 and segment.startswith(EXIF_PREFIX) and not seen_exif:
             seen_exif = True  # Pillow reads the first Exif block only
             orientation = _exif_orientation(segment[len(EXIF_PREFIX) :])
@@ -128,4 +131,4 @@ def read_jpeg_header(data: bytes) -> JpegHeader | None:
     if frame is None or not scanned or frame[0] * frame[1] > Image.MAX_IMAGE_PIXELS:
         return None  # the Pillow path decodes it or rejects it with its reason
     width, height, components = frame
-    return JpegHeader(width, height, components, orientation if 1 <= orientation <= 8 else 1)
+    return JpegHeader(width, height, components, orientation if 1 <= orientation <= 8 else 1, progressive)

@@ -8,10 +8,18 @@ sends it down the Pillow path, which decodes or rejects it exactly as the CPU pi
 
 nvJPEG ignores EXIF orientation, so it is read from the header on the CPU (``jpeg_header``) and
 applied to the tensor here, the same way ``PIL.ImageOps.exif_transpose`` does.
+
+``device_takes`` says which images go to the device at all: progressive JPEGs stay on the CPU
+with CUDA (nvJPEG decodes them on its slow path: Huffman decoding on the CPU and a sync per
+image, under torchvision's global decoder lock), and nothing goes to a device whose decoder
+failed its one-time probe (a torchvision built without nvJPEG), which is said once on stderr.
 """
 
 from __future__ import annotations
 
+import functools
+import io
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -46,6 +54,39 @@ def upright(image: torch.Tensor, orientation: int) -> torch.Tensor:
     """``image`` (C, H, W) transposed as ``ImageOps.exif_transpose`` does for EXIF ``orientation``."""
     transform = _UPRIGHT.get(orientation)
     return image if transform is None else transform(image)
+
+
+@functools.cache
+def decoder_available(device: torch.device) -> bool:
+    """Whether ``decode_jpeg`` works on ``device``: one tiny decode, once per device and process.
+
+    When it does not, says so once, loudly, on stderr: every image then takes the Pillow path,
+    which is correct but decodes on the CPU at a fraction of the device's rate.
+    """
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (90, 120, 200)).save(buffer, "JPEG")
+    try:
+        decode_jpeg(torch.frombuffer(buffer.getvalue(), dtype=torch.uint8), mode=RGB, device=device)
+    except RuntimeError as err:
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        print(
+            f"spot-batch: WARNING: JPEG decoding on {device} is unavailable ({reason}); every image is "
+            "decoded by Pillow on the CPU instead, far slower. Install a torchvision built with nvJPEG "
+            "(the CUDA wheels are), or decode on the CPU knowingly (--decode cpu, --device cpu).",
+            file=sys.stderr,
+            flush=True,
+        )
+        return False
+    return True
+
+
+def device_takes(header: JpegHeader | None, device: torch.device) -> bool:
+    """Whether an image with this header is decoded on ``device``; otherwise the Pillow path takes it."""
+    if header is None or (header.progressive and device.type == "cuda"):
+        return False
+    return decoder_available(device)
 
 
 def _decode_each(tensors: list[torch.Tensor], mode: ImageReadMode, device: torch.device) -> list[torch.Tensor | None]:

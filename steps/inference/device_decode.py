@@ -25,7 +25,7 @@ import torch
 
 from steps.errors import RejectedInput
 from steps.imaging.jpeg_header import JpegHeader, read_jpeg_header
-from steps.imaging.tensor_decode import RGB, decode_jpegs
+from steps.imaging.tensor_decode import RGB, decode_jpegs, device_takes
 from steps.imaging.tensor_resize import resize_and_center_crop
 from steps.inference.pipeline import Batch, Prepared, prepare_item, read_item
 from steps.io.concurrency import map_bounded
@@ -79,9 +79,9 @@ class DeviceDecoder:
     def __call__(self, group: Sequence[Read]) -> Iterator[Batch | Prepared]:
         """One batch of every image of ``group`` that decodes (either way), then each reject."""
         # Pillow starts on what the device cannot take before the device decodes the rest.
-        pending = [self._pillow(r) for r in group if r.header is None]
+        pending = [self._pillow(r) for r in group if not device_takes(r.header, self.device)]
         with torch.cuda.stream(self.stream) if self.stream is not None else nullcontext():
-            keys, crops, refused = self._on_device([r for r in group if r.header is not None])
+            keys, crops, refused = self._on_device([r for r in group if device_takes(r.header, self.device)])
             pending += [self._pillow(r) for r in refused]
             rejects = []
             for future in pending:

@@ -116,6 +116,7 @@ def infer_shard(
     prefetch_batches: int = 4,
     decode: str = "cpu",
     devices: Sequence[torch.device] | None = None,
+    worker_processes: bool | None = None,
     stop: threading.Event | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> InferOutcome:
@@ -124,19 +125,32 @@ def infer_shard(
     Committed parts are skipped, a complete shard (manifest present) is skipped whole, and ``stop``
     ends the shard after the chunk in flight is committed (see ``steps.ledger.run_chunked``).
     ``decode`` is ``--decode`` (see ``decodes_on_device``); ``devices`` default to every visible one.
+    ``worker_processes`` runs each device's lane in a process of its own (``steps.inference.lanes``);
+    by default it does so with two or more GPUs.
     """
     devices = list(devices or visible_devices())
     settings = LaneSettings(source, class_names_for(model), batch_size, threads, workers, prefetch_batches, decode)
-    # Predictor moves its module to its device: every lane after the first gets its own copy.
-    models = [model] + [replace(model, module=copy.deepcopy(model.module)) for _ in devices[1:]]
-    predictors = [Predictor(m, device, top_k) for m, device in zip(models, devices, strict=True)]
     ledger = ChunkLedger(target, shard_directory(name), stem=PART_STEM)
     state = shard_state(target, ledger, name, keys, chunk_size)
     pending = state.pending(keys, chunk_size)
-    lanes = [
-        Prefetcher(lane_tables(settings, m, predictor, pending[lane :: len(devices)]), depth=1)
-        for lane, (m, predictor) in enumerate(zip(models, predictors, strict=True))
-    ]
+    if worker_processes is None:
+        worker_processes = len(devices) > 1 and all(device.type == "cuda" for device in devices)
+    if worker_processes:
+        from steps.inference.lanes import ProcessLane
+
+        lanes = [
+            ProcessLane(settings, model, device, top_k, pending[lane :: len(devices)])
+            for lane, device in enumerate(devices)
+        ]
+        predictors = []
+    else:
+        # Predictor moves its module to its device: every lane after the first gets its own copy.
+        models = [model] + [replace(model, module=copy.deepcopy(model.module)) for _ in devices[1:]]
+        predictors = [Predictor(m, device, top_k) for m, device in zip(models, devices, strict=True)]
+        lanes = [
+            Prefetcher(lane_tables(settings, m, predictor, pending[lane :: len(devices)]), depth=1)
+            for lane, (m, predictor) in enumerate(zip(models, predictors, strict=True))
+        ]
     turns = cycle(lanes)  # run_chunked asks for the pending chunks in plan order: chunk j is lane j % N's
 
     def process_chunk(chunk_keys: Sequence[str], progress: Progress) -> pa.Table:
@@ -161,7 +175,8 @@ def infer_shard(
     finally:
         for lane in lanes:
             lane.close()
-    return InferOutcome(outcome, sum(p.seconds for p in predictors), ",".join(str(d) for d in devices))
+    busy = [lane.model_seconds for lane in lanes] if worker_processes else [p.seconds for p in predictors]
+    return InferOutcome(outcome, sum(busy), ",".join(str(d) for d in devices))
 
 
 def prediction_row(key: str, scores: np.ndarray, labels: list[str]) -> dict:

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from steps.errors import ConfigError, RejectedInput
 from steps.io.listing import ObjectInfo, local_pages, s3_pages
+from steps.io.object_reader import object_reader
 
 _TEMP_PREFIX = ".tmp-"
 
@@ -148,6 +149,14 @@ class S3Storage:
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.threads = max_connections  # key ranges listed at once
         self._client = s3_client(max_connections)
+        self._reader = object_reader(bucket, self._client, max_connections)  # None: botocore reads
+
+    def __getstate__(self) -> dict:
+        """Pickled as its URI and pool size (for worker processes): clients are made anew there."""
+        return {"uri": self.uri, "max_connections": self.threads}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["uri"], state["max_connections"])
 
     def _key(self, key: str) -> str:
         return self.prefix + key
@@ -159,6 +168,8 @@ class S3Storage:
         return s3_pages(self._client, self.bucket, self.prefix, prefix, self.threads)
 
     def read(self, key: str) -> bytes:
+        if self._reader is not None:
+            return self._reader.read(self._key(key))
         return self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
 
     def write(self, key: str, data: bytes) -> None:

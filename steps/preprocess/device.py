@@ -27,7 +27,7 @@ from torchvision.io import encode_jpeg
 from steps.errors import RejectedInput
 from steps.imaging.codec import JPEG_QUALITY, encode
 from steps.imaging.jpeg_header import JpegHeader, read_jpeg_header
-from steps.imaging.tensor_decode import AS_STORED, decode_jpegs
+from steps.imaging.tensor_decode import AS_STORED, decode_jpegs, device_takes
 from steps.imaging.tensor_edges import sobel_edges
 from steps.imaging.tensor_resize import resize_to_fit
 from steps.io.concurrency import Prefetcher, map_bounded
@@ -57,7 +57,7 @@ class MadeOnDevice:
     input_bytes: int
     width: int
     height: int
-    resized_jpeg: bytes
+    resized: bytes | np.ndarray  # a JPEG encoded on the device, or gray pixels (H x W) for a CPU thread
     edges: np.ndarray  # uint8 H x W
 
 
@@ -74,31 +74,38 @@ def fetch(source: Storage, key: str, taken_by: str | None) -> Fetched:
 
 def on_device(group: Sequence[Fetched], size: int, device: torch.device) -> list[MadeOnDevice | Fetched]:
     """Outputs made on ``device`` for what it decodes; the other reads, for the Pillow path."""
-    jpegs = [f for f in group if f.header is not None]
+    jpegs = [f for f in group if device_takes(f.header, device)]
     images = decode_jpegs([f.data for f in jpegs], [f.header for f in jpegs], device, AS_STORED)
-    left = [f for f in group if f.header is None] + [f for f, image in zip(jpegs, images, strict=True) if image is None]
+    left = [f for f in group if not device_takes(f.header, device)]
+    left += [f for f, image in zip(jpegs, images, strict=True) if image is None]
     decoded = [(f, image) for f, image in zip(jpegs, images, strict=True) if image is not None]
     if not decoded:
         return left
     resized = [resize_to_fit(image, size).contiguous() for _, image in decoded]
     edges = [sobel_edges(image) for image in resized]
-    jpegs_out = encode_jpeg(resized, quality=JPEG_QUALITY)
+    # The device encoder takes three channels only (CUDA's refuses one), so gray images, which
+    # are rare, go back as pixels and are encoded as gray on a CPU thread, as the Pillow path does.
+    colour = [image for image in resized if image.shape[0] == 3]
+    encoded = iter(encode_jpeg(colour, quality=JPEG_QUALITY) if colour else [])
     # One copy back for all edge maps, not one synchronising copy per image.
     flat = torch.cat([e.flatten() for e in edges]).cpu().numpy()
     offsets = np.cumsum([0] + [e.numel() for e in edges])
     made: list[MadeOnDevice | Fetched] = []
-    for index, ((fetched, _), image, encoded) in enumerate(zip(decoded, resized, jpegs_out, strict=True)):
+    for index, ((fetched, _), image) in enumerate(zip(decoded, resized, strict=True)):
         width, height = fetched.header.upright_size
         edge_map = flat[offsets[index] : offsets[index + 1]].reshape(image.shape[-2:])
-        jpeg = encoded.cpu().numpy().tobytes()
-        made.append(MadeOnDevice(fetched.key, fetched.started, len(fetched.data), width, height, jpeg, edge_map))
+        output = next(encoded).cpu().numpy().tobytes() if image.shape[0] == 3 else image[0].cpu().numpy()
+        made.append(MadeOnDevice(fetched.key, fetched.started, len(fetched.data), width, height, output, edge_map))
     return made + left
 
 
 def finish(target: Storage, item: MadeOnDevice | Fetched, size: int) -> dict:
     """On a CPU thread: write a device result, or run the Pillow path; the manifest row."""
     if isinstance(item, MadeOnDevice):
-        write_outputs(target, item.key, item.resized_jpeg, encode(Image.fromarray(item.edges, "L"), "PNG"))
+        resized = (
+            item.resized if isinstance(item.resized, bytes) else encode(Image.fromarray(item.resized, "L"), "JPEG")
+        )
+        write_outputs(target, item.key, resized, encode(Image.fromarray(item.edges, "L"), "PNG"))
         return result_row(item.key, item.started, input_bytes=item.input_bytes, width=item.width, height=item.height)
     if item.data is None:
         return rejected_row(item.key, item.reason, item.started)

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import io
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
+from torchvision.transforms import InterpolationMode
 
-from steps.imaging.codec import decode, resize_to_fit
+from steps.imaging import tensor_decode, tensor_resize
+from steps.imaging.codec import center_crop, decode, fit_within, resize_to_fit
 from steps.imaging.edges import sobel_edges
 from steps.imaging.jpeg_header import read_jpeg_header
-from steps.imaging.tensor_decode import AS_STORED, RGB, decode_jpegs, upright
+from steps.imaging.tensor_decode import AS_STORED, RGB, decode_jpegs, decoder_available, device_takes, upright
 from steps.imaging.tensor_edges import sobel_edges as tensor_sobel_edges
 from steps.imaging.tensor_resize import resize_and_center_crop
 from steps.imaging.tensor_resize import resize_to_fit as tensor_resize_to_fit
@@ -73,7 +77,7 @@ def test_header_routes_what_tensor_decoders_cannot_take_to_pillow(sample_dir: Pa
     }
     for name, data in routed.items():
         assert read_jpeg_header(data) is None, name
-    assert read_jpeg_header(progressive) is not None
+    assert read_jpeg_header(progressive).progressive and not read_jpeg_header(good).progressive
     assert read_jpeg_header(gray).components == 1
     assert read_jpeg_header(good + b"\x00" * 10) is not None  # zero padding after EOI
     for path in sorted(sample_dir.glob("*.jpg")):  # every sample JPEG: routed, or agrees with Pillow
@@ -132,3 +136,72 @@ def test_tensor_sobel_is_the_numpy_sobel(mode: str) -> None:
 def test_upright_is_the_identity_for_unknown_orientations() -> None:
     tensor = torch.arange(6, dtype=torch.uint8).view(1, 2, 3)
     assert upright(tensor, 1) is tensor and upright(tensor, 0) is tensor
+
+
+def test_progressive_jpegs_are_decoded_on_the_cpu_with_cuda() -> None:
+    """nvJPEG decodes progressive JPEGs on its slow path; the CPU tensor decoder is fine with them."""
+    progressive, baseline = (read_jpeg_header(jpeg(photo(), progressive=p)) for p in (True, False))
+    assert not device_takes(progressive, torch.device("cuda", 0))  # decided from the header: no CUDA needed
+    assert device_takes(progressive, CPU) and device_takes(baseline, CPU)
+    assert not device_takes(None, CPU)
+
+
+def test_an_unavailable_device_decoder_is_said_once_and_routes_every_image_to_pillow(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_nvjpeg(*args: object, **kwargs: object) -> torch.Tensor:
+        raise RuntimeError("decode_jpeg_cuda: torchvision not compiled with nvJPEG support")
+
+    monkeypatch.setattr(tensor_decode, "decode_jpeg", no_nvjpeg)
+    decoder_available.cache_clear()
+    try:
+        header = read_jpeg_header(jpeg(photo()))
+        assert [device_takes(header, CPU) for _ in range(3)] == [False] * 3
+        warnings = [line for line in capsys.readouterr().err.splitlines() if "WARNING" in line]
+        assert len(warnings) == 1 and "not compiled with nvJPEG" in warnings[0] and "Pillow" in warnings[0]
+    finally:
+        decoder_available.cache_clear()
+    monkeypatch.undo()
+    assert device_takes(header, CPU)  # the real decoder, probed again
+
+
+def refuses_like_cuda(resize: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``F.resize`` that raises where CUDA's antialiased kernel does: its shared memory, 48 KB a block
+    (taps of one row and one column of outputs in float32, pytorch's ``upsample_gen2d_aa_out_frame``)."""
+
+    def resize_or_refuse(
+        image: torch.Tensor, size: list[int], interpolation: InterpolationMode, antialias: bool
+    ) -> torch.Tensor:
+        per_scale = 2 if interpolation == InterpolationMode.BICUBIC else 1
+        taps_h = 2 * math.ceil(per_scale * image.shape[-2] / size[0]) + 1
+        taps_w = 2 * math.ceil(per_scale * image.shape[-1] / size[1]) + 1
+        if antialias and (32 * taps_w + 33 * taps_h) * 4 > 48 * 1024:
+            raise RuntimeError("Too much shared memory required")
+        return resize(image, size, interpolation=interpolation, antialias=antialias)
+
+    return resize_or_refuse
+
+
+@pytest.mark.parametrize("huge", [(600, 9000), (9000, 9000)])
+def test_huge_downscales_shrink_in_blocks_first_and_stay_close_to_one_step(
+    huge: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    height, width = huge
+    pixels = np.asarray(photo(width // 30, height // 30).resize((width, height), Image.Resampling.BILINEAR))
+    tensor = torch.from_numpy(pixels.copy()).permute(2, 0, 1)
+    real = tensor_resize.F.resize
+    fit_width, fit_height = fit_within(width, height, 128)
+    crop = center_crop(width, height, 64, 0.875)
+    one_step_fit = real(tensor, [fit_height, fit_width], interpolation=InterpolationMode.BICUBIC, antialias=True)
+    one_step_crop = real(tensor, [crop.height, crop.width], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    one_step_crop = one_step_crop[:, crop.top : crop.top + 64, crop.left : crop.left + 64]
+    with pytest.raises(RuntimeError, match="shared memory"):
+        refuses_like_cuda(real)(tensor, [fit_height, fit_width], InterpolationMode.BICUBIC, True)
+    monkeypatch.setattr(tensor_resize.F, "resize", refuses_like_cuda(real))
+    for ours, theirs in (
+        (tensor_resize_to_fit(tensor, 128), one_step_fit),
+        (resize_and_center_crop(tensor, 64, 0.875), one_step_crop),
+    ):
+        assert ours.shape == theirs.shape and ours.dtype == torch.uint8
+        difference = (ours.int() - theirs.int()).abs()
+        assert difference.float().mean() < 1.0 and difference.max() <= 8, (difference.float().mean(), difference.max())

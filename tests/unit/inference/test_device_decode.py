@@ -4,10 +4,12 @@ one-lane-per-device dispatch of a shard."""
 from __future__ import annotations
 
 import io
+import pickle
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -16,13 +18,14 @@ from PIL import Image
 from steps.demo.sample_data import generate
 from steps.errors import SpotInterruption
 from steps.inference.device_decode import DeviceDecoder, device_batches
+from steps.inference.lanes import _portable, _restored
 from steps.inference.pipeline import Batch, Prepared, decodes_on_device, prepare_item
 from steps.inference.predictions import load_predictions
 from steps.inference.shard import infer_shard
 from steps.io.storage import LocalStorage
 from steps.models.loading import LoadedModel, load_model
 from steps.planning.inputs import list_inputs
-from tests.support.models import save_trained_bundle
+from tests.support.models import save_torchscript, save_trained_bundle
 
 CPU = torch.device("cpu")
 
@@ -40,7 +43,14 @@ def held_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def predict(directory: Path, out: Path, model: LoadedModel, decode: str, devices: list[torch.device]) -> pd.DataFrame:
+def predict(  # noqa: PLR0917 - the tests' one call shape
+    directory: Path,
+    out: Path,
+    model: LoadedModel,
+    decode: str,
+    devices: list[torch.device],
+    worker_processes: bool | None = None,
+) -> pd.DataFrame:
     source = LocalStorage(directory)
     infer_shard(
         name="all",
@@ -55,6 +65,7 @@ def predict(directory: Path, out: Path, model: LoadedModel, decode: str, devices
         workers=2,
         decode=decode,
         devices=devices,
+        worker_processes=worker_processes,
     )
     return load_predictions(str(out))
 
@@ -172,3 +183,23 @@ def test_a_spot_notice_keeps_committed_chunks_and_drops_work_ahead_in_other_lane
     assert resumed.outcome.skipped_chunks == len(parts)
     after = load_predictions(str(tmp_path / "out"))
     assert after.drop(columns=["top_k_scores", "score"]).equals(whole.drop(columns=["top_k_scores", "score"]))
+
+
+@pytest.mark.slow  # each spawned worker imports torch (~5-9 s of CPU); the thread lanes above are the fast case
+def test_a_worker_process_per_device_predicts_what_thread_lanes_do(
+    sample_dir: Path, trained: LoadedModel, tmp_path: Path
+) -> None:
+    """Several GPUs get a process each; two CPU "devices" as worker processes stand in for them here."""
+    one = predict(sample_dir, tmp_path / "one", trained, "gpu", [CPU])
+    processes = predict(sample_dir, tmp_path / "processes", trained, "gpu", [CPU, CPU], worker_processes=True)
+    assert processes.drop(columns=["top_k_scores", "score"]).equals(one.drop(columns=["top_k_scores", "score"]))
+    scores = (frame["score"].to_numpy(dtype=float) for frame in (processes, one))
+    assert np.allclose(*scores, atol=1e-5, equal_nan=True)  # NaN: the rejects
+
+
+def test_a_torchscript_model_crosses_to_a_worker_as_its_saved_bytes(tmp_path: Path) -> None:
+    model = load_model(str(save_torchscript(tmp_path / "model.pt")))
+    portable = pickle.loads(pickle.dumps(_portable(model)))
+    restored = _restored(portable)
+    x = torch.rand(2, 3, model.input_size, model.input_size)
+    assert torch.equal(restored.module(x), model.module(x)) and restored.class_names == model.class_names

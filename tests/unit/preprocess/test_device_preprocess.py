@@ -103,3 +103,35 @@ def test_device_path_resumes_missing_chunks_exactly_once(inputs: Path, tmp_path:
     resumed = run(inputs, out, torch.device("cpu"))
     assert resumed[COMPARED].equals(first[COMPARED])
     assert len(list((out / "resized").iterdir())) == (first["status"] == "ok").sum()
+
+
+def test_gray_jpegs_are_written_gray_past_an_encoder_that_takes_three_channels_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CUDA's encode_jpeg refuses one channel ("The number of channels should be 3"); the CPU's
+    takes it. With an encoder that refuses it as CUDA's does, gray images still come out, gray."""
+    import steps.preprocess.device as device_path
+
+    real_encode = device_path.encode_jpeg
+
+    def three_channels_only(images: list[torch.Tensor], quality: int) -> list[torch.Tensor]:
+        for image in images:
+            if image.shape[0] != 3:
+                raise RuntimeError(f"The number of channels should be 3, got: {image.shape[0]}")
+        return real_encode(images, quality=quality)
+
+    monkeypatch.setattr(device_path, "encode_jpeg", three_channels_only)
+    source = tmp_path / "in"
+    source.mkdir()
+    rng = np.random.default_rng(0)
+    colour = Image.fromarray(rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)).resize((600, 400))
+    colour.save(source / "colour.jpg", quality=92)
+    colour.convert("L").save(source / "gray.jpg", quality=92)
+    tensor = run(source, tmp_path / "tensor", torch.device("cpu"))
+    run(source, tmp_path / "pillow", None)
+    assert list(tensor["status"]) == ["ok", "ok"], list(tensor["reason"])
+    for stem, mode in (("colour", "RGB"), ("gray", "L")):
+        with Image.open(tmp_path / "tensor" / "resized" / f"{stem}.jpg") as made:
+            assert made.mode == mode
+        ours, theirs = (pixels(tmp_path / run_ / "resized" / f"{stem}.jpg") for run_ in ("tensor", "pillow"))
+        assert psnr(ours, theirs) >= 30.0, stem
