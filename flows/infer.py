@@ -111,6 +111,7 @@ class InferFlow(ShardedFlow):
     def process_shard(self):
         source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
         attempt = self.begin_attempt(target)
+        inputs, planned_images = self.shard_inputs()
         with self.writing_output(target) as stop, ShardCard(self.input, current.retry_count) as on_progress:
             result = infer_shard(
                 name=self.input,
@@ -127,6 +128,8 @@ class InferFlow(ShardedFlow):
                 decode=self.decode,
                 stop=stop,
                 on_progress=on_progress,
+                inputs=inputs,
+                images=planned_images,
             )
         stats = shard_stats(result.outcome, attempt_seconds(target, attempt))
         scores, samples = shard_scores(result.outcome.manifest, load_labels(source), stats.samples)

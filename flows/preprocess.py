@@ -62,6 +62,7 @@ class PreprocessFlow(ShardedFlow):
     def process_shard(self):
         source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
         attempt = self.begin_attempt(target)
+        inputs, planned_images = self.shard_inputs()
         with self.writing_output(target) as stop, ShardCard(self.input, current.retry_count) as on_progress:
             keys = self.shard_keys(target)
             pack = None
@@ -80,6 +81,8 @@ class PreprocessFlow(ShardedFlow):
                 stop=stop,
                 on_progress=on_progress,
                 pack=pack,
+                inputs=inputs,
+                images=planned_images,
             )
         self.shard_stats = asdict(shard_stats(outcome, attempt_seconds(target, attempt)))  # plain data: UI-readable
         self.next(self.join)
