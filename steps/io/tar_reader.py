@@ -20,6 +20,7 @@ so every tar of a plan has at least one row (what ``unit_of`` relies on).
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from zlib import adler32
@@ -32,6 +33,7 @@ IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp"})
 _BLOCK = 512
 _ZERO_BLOCK = bytes(_BLOCK)
 _REGULAR = (b"0", b"\0", b"7")  # regular files (7: contiguous)
+_LABELS = ("cls", "json")
 
 
 class TarDamage(Exception):
@@ -49,27 +51,8 @@ def unit_of(row_key: str) -> str:
     return row_key if cut < 0 else row_key[: cut + len(TAR_SUFFIX)]
 
 
-def _octal(field_bytes: bytes) -> int:
-    if field_bytes[:1] and field_bytes[0] & 0x80:  # GNU base-256 for sizes of 8 GB and more
-        return int.from_bytes(field_bytes[1:], "big")
-    text = field_bytes.rstrip(b"\0 ").lstrip(b" ")
-    try:
-        return int(text, 8) if text else 0
-    except ValueError:
-        return -1  # not a number: a damaged header
-
-
-def _byte_sum(block: bytes) -> int:
-    """The sum of up to 512 bytes, in C: Adler-32's low half is 1 + the sum mod 65521, exact for
-    256 bytes (at most 65,280); ``sum(block)`` costs ~10x more, three headers an image."""
-    return (adler32(block[:256]) & 0xFFFF) + (adler32(block[256:]) & 0xFFFF) - 2
-
-
-def _name(header: bytes) -> str:
-    name = header[:100].split(b"\0", 1)[0]
-    if header[257:262] == b"ustar" and header[345]:
-        name = header[345:500].split(b"\0", 1)[0] + b"/" + name
-    return name.decode("utf-8", "surrogateescape")
+# The ustar header fields read here, unpacked in one C call: name, size, checksum, type, magic, prefix.
+_HEADER = struct.Struct("100s24x12s12x8sc100x6s2x80x155s")
 
 
 def _pax_path(record: bytes) -> str | None:
@@ -84,31 +67,46 @@ def _pax_path(record: bytes) -> str | None:
 def tar_members(data: bytes) -> Iterator[tuple[str, int, int]]:
     """``(name, offset, size)`` of each regular member, in order; raises ``TarDamage`` where the
     bytes stop making sense (after yielding every complete member before it)."""
-    end, offset, next_name = len(data), 0, None
+    view, end, offset, next_name = memoryview(data), len(data), 0, None
+    unpack = _HEADER.unpack_from
     while offset < end:
-        header = data[offset : offset + _BLOCK]
-        if header == _ZERO_BLOCK:
-            return
-        if len(header) < _BLOCK:
+        if offset + _BLOCK > end:
             raise TarDamage("", f"truncated tar: a partial header at byte {offset}")
-        if _byte_sum(header) - _byte_sum(header[148:156]) + 8 * 32 != _octal(header[148:156]):
+        if not data[offset] and data[offset : offset + _BLOCK] == _ZERO_BLOCK:
+            return  # the end-of-archive blocks
+        name_field, size_field, sum_field, kind, magic, prefix = unpack(data, offset)
+        # The checksum sums the header with its own field as spaces. Adler-32's low half is 1 + the
+        # byte sum mod 65521: exact over 256 bytes (at most 65,280), and C where sum() is Python.
+        header_sum = (
+            (adler32(view[offset : offset + 256]) & 0xFFFF)
+            + (adler32(view[offset + 256 : offset + _BLOCK]) & 0xFFFF)
+            - 2
+        )
+        try:
+            stored_sum = int(sum_field.rstrip(b"\0 "), 8)
+            # GNU base-256 for sizes of 8 GB and more
+            size = int(size_field.rstrip(b"\0 "), 8) if size_field[0] < 0x80 else int.from_bytes(size_field[1:], "big")
+        except ValueError:
+            stored_sum = size = -1
+        if header_sum - sum(sum_field) + 8 * 32 != stored_sum or size < 0:
             raise TarDamage("", f"corrupt tar: header checksum mismatch at byte {offset}")
-        name = next_name or _name(header)
-        size = _octal(header[124:136])
-        if size < 0:
-            raise TarDamage("", f"corrupt tar: no size in the header at byte {offset}")
         start = offset + _BLOCK
+        offset = start + -(-size // _BLOCK) * _BLOCK
+        if next_name is None:
+            name = name_field.rstrip(b"\0")
+            if prefix[0] and magic.startswith(b"ustar"):
+                name = prefix.rstrip(b"\0") + b"/" + name
+            name = name.decode("utf-8", "surrogateescape")
+        else:
+            name, next_name = next_name, None
         if start + size > end:
             raise TarDamage(name, f"truncated tar: {name} needs {size} bytes, {end - start} are left")
-        offset = start + -(-size // _BLOCK) * _BLOCK
-        kind = header[156:157]
-        next_name = None
-        if kind == b"L":  # GNU long name of the next member
+        if kind in _REGULAR:
+            yield name, start, size
+        elif kind == b"L":  # GNU long name of the next member
             next_name = data[start : start + size].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
         elif kind == b"x":  # pax extended header of the next member
             next_name = _pax_path(data[start : start + size])
-        elif kind in _REGULAR:
-            yield name, start, size
 
 
 def _label(members: dict[str, bytes]) -> str | None:
@@ -161,16 +159,14 @@ def split_samples(tar_key: str, data: bytes) -> TarSamples:
 
     try:
         for name, offset, size in tar_members(data):
-            base = name.rsplit("/", 1)[-1]
-            stem, _, extension = base.partition(".")
-            prefix = name[: len(name) - len(base)] + stem
+            dot = name.find(".", name.rfind("/") + 1)  # a sample is the name up to its basename's first dot
+            prefix, extension = (name[:dot], name[dot + 1 :].lower()) if dot >= 0 else (name, "")
             if prefix != sample:
                 close()
                 sample, members, image = prefix, {}, None
-            extension = extension.lower()
             if extension in IMAGE_EXTENSIONS:
                 image = image or (name, offset, size)
-            elif extension in ("cls", "json"):
+            elif extension in _LABELS:
                 members[extension] = data[offset : offset + size]
         close()
     except TarDamage as damage:
