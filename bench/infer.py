@@ -79,6 +79,7 @@ def ours(
     keys: list[str],
     args: argparse.Namespace,
     scratch: Path,
+    *,
     inputs: InputFormat = IMAGE_OBJECTS,
     decode: str = "cpu",
 ) -> None:
@@ -168,7 +169,7 @@ def tar_shards_vs_bytes(objects: dict[str, bytes], args: argparse.Namespace, scr
     runs = {
         "in-memory bytes (one object per image)": lambda: ours(model, in_memory, keys, args, scratch, decode="cpu"),
         f"tar shards on local disk ({args.per_tar} images a tar)": lambda: ours(
-            model, on_disk, tars, args, scratch, TAR_SHARDS, decode="cpu"
+            model, on_disk, tars, args, scratch, inputs=TAR_SHARDS, decode="cpu"
         ),
     }
     for run in runs.values():
