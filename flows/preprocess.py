@@ -68,7 +68,15 @@ class PreprocessFlow(ShardedFlow):
             pack = None
             if self.output_format == "webdataset":
                 labels = read_label_map(source)
-                pack = WebDatasetPacker(target, self.input, keys, self.chunk_size, labels, self.threads)
+                pack = WebDatasetPacker(
+                    target,
+                    self.input,
+                    keys,
+                    inputs.chunk_size(self.chunk_size),
+                    labels,
+                    self.threads,
+                    unit_of=inputs.unit_of,
+                )
             outcome = preprocess_shard(
                 name=self.input,
                 keys=keys,

@@ -208,7 +208,8 @@ def run_chunked(
         table = process_chunk(chunk_keys, progress)
         if ledger.units(table.column("key").to_pylist()) != list(chunk_keys):
             raise RuntimeError(
-                f"chunk {index} of shard {name}: its {table.num_rows} rows do not match its {len(chunk_keys)} keys"
+                f"chunk {index} of shard {name} produced {table.num_rows} rows for {len(chunk_keys)} keys, "
+                "not rows of exactly its keys in order"
             )
         ledger.commit(index, table)
         tables[index] = table
