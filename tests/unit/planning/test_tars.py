@@ -11,11 +11,13 @@ from steps.errors import ConfigError
 from steps.io.input_format import TAR_SHARDS
 from steps.io.listing import ObjectInfo
 from steps.io.storage import LocalStorage
+from steps.io.tar_reader import split_samples
 from steps.planning.inputs import list_inputs
 from steps.planning.run_plan import prepare_run
 from steps.planning.store import read_shard_keys
 from steps.planning.tars import UNDECIDED_KEYS, resolve_format
 from steps.preprocess.shard import preprocess_shard
+from steps.preprocess.webdataset import WebDatasetPacker
 from steps.verify import verify
 from tests.support.tars import images_to_tars
 
@@ -82,8 +84,16 @@ def test_preprocess_from_tars_is_exactly_once_per_member_and_verifies(tars: Path
     keys = read_shard_keys(target, plan.shards[0].keys_key)
 
     def run() -> object:
+        pack = WebDatasetPacker(target, "all", keys, 1, {}, threads=2, unit_of=TAR_SHARDS.unit_of)
         return preprocess_shard(
-            name="all", keys=keys, source=LocalStorage(tars), target=target, size=32, threads=2, inputs=TAR_SHARDS
+            name="all",
+            keys=keys,
+            source=LocalStorage(tars),
+            target=target,
+            size=32,
+            threads=2,
+            pack=pack,
+            inputs=TAR_SHARDS,
         )
 
     outcome = run()
@@ -95,6 +105,10 @@ def test_preprocess_from_tars_is_exactly_once_per_member_and_verifies(tars: Path
     good = [r for r in rows if r["status"] == "ok"]
     assert all((out / "resized" / (r["key"].rsplit(".", 1)[0] + ".jpg")).is_file() for r in good)
     assert verify(str(out), str(tars)).ok
+    # --format webdataset from tars: a tar of samples per input tar, every good row once.
+    packed = [split_samples(p.name, p.read_bytes()) for p in sorted((out / "webdataset" / "all").glob("*.tar"))]
+    assert len(packed) == 6 and sum(len(t.images) for t in packed) == len(good)
+    assert len({k.rsplit("/", 1)[1] for t in packed for k in t.images}) == len(good)  # unique sample ids
 
     (out / "_manifests" / "all.parquet").unlink()
     (out / "_ledger" / "all" / "chunk-00002.parquet").unlink()
