@@ -26,6 +26,7 @@ from steps.inference.pipeline import DECODE_CHOICES
 from steps.inference.predictions import Scores, load_labels
 from steps.inference.report import Sample, build_report, shard_scores
 from steps.inference.shard import INFER_FILES, infer_shard
+from steps.io.input_format import input_format
 from steps.io.storage import open_storage
 from steps.io.validation import check_names
 from steps.models.loading import MODEL_FORMS, class_names_for, load_model
@@ -162,7 +163,7 @@ class InferFlow(ShardedFlow):
                 model=self.model,
                 scores=sum(scores, Scores()),
                 samples=[Sample(**x) for i in done for x in i.samples],
-                source=open_storage(self.input_uri),
+                source=input_format(self.shard_plan["input_format"]).row_reader(open_storage(self.input_uri)),
                 output=self.output_uri,
             )
         )

@@ -16,6 +16,7 @@ from sharded import ShardedFlow
 
 from steps.config_files import config_file
 from steps.errors import ConfigError
+from steps.io.input_format import input_format
 from steps.io.storage import open_storage
 from steps.io.validation import check_names
 from steps.output.attempts import attempt_seconds
@@ -100,7 +101,8 @@ class PreprocessFlow(ShardedFlow):
     def join(self, inputs):
         stats = self.merge_shards(inputs)
         summary = self.finish_summary(sum((RunSummary.of_shard(s) for s in stats), RunSummary()))
-        render(build_report(stats, summary, open_storage(self.input_uri), open_storage(self.output_uri)))
+        source = input_format(self.shard_plan["input_format"]).row_reader(open_storage(self.input_uri))
+        render(build_report(stats, summary, source, open_storage(self.output_uri)))
         self.next(self.end)
 
 

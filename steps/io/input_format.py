@@ -42,6 +42,11 @@ class InputFormat:
         costs at most the tar in flight, and a tar's rows are known only once it is read)."""
         return 1 if self.tars else chunk_size
 
+    def row_reader(self, source: Storage) -> Storage:
+        """Reads one row's input bytes by its key (report cards' sample images): the object itself,
+        or the image in its tar, the tar read whole (the last one kept, as samples share tars)."""
+        return TarRows(source) if self.tars else source
+
     def chunks(self, source: Storage, chunks: Sequence[Sequence[str]]) -> Iterator[tuple[Storage, list[str]]]:
         """Per chunk, in order: where its inputs are read from and their row keys."""
         if not self.tars:
@@ -61,6 +66,23 @@ class InputFormat:
             while ahead:
                 members = ahead.popleft().result()
                 yield members, members.keys
+
+
+class TarRows:
+    """``read(<tar key>/<member>)``: the member's bytes, one GET of the tar (kept until another)."""
+
+    def __init__(self, source: Storage) -> None:
+        self.uri = source.uri
+        self.source = source
+        self._last = TarMembers([])
+
+    def read(self, key: str) -> bytes:
+        if not self._last.exists(key):
+            self._last = TarMembers([read_tar(self.source, unit_of(key))])
+        return self._last.read(key)
+
+    def exists(self, key: str) -> bool:
+        return self.source.exists(unit_of(key))
 
 
 IMAGE_OBJECTS = InputFormat(IMAGES)

@@ -82,3 +82,7 @@ def test_tar_members_read_like_storage_and_an_unreadable_tar_is_a_reject(tmp_pat
     chunks = list(InputFormat("webdataset").chunks(source, [["00.tar"], ["gone.tar"], ["00.tar"]]))
     assert [keys for _, keys in chunks] == [members.keys[:3], ["gone.tar"], members.keys[:3]]
     assert list(InputFormat("images").chunks(source, [["a", "b"]])) == [(source, ["a", "b"])]
+
+    rows = InputFormat("webdataset").row_reader(source)  # what report cards read sample images with
+    assert rows.read("00.tar/a/003.webp") == b"webp-3" and rows.exists("00.tar/a/000.jpg")
+    assert InputFormat("images").row_reader(source) is source
