@@ -15,6 +15,13 @@ forward pass does not depend on the weights). Three ways through the same model 
   Resize(256)/CenterCrop(224)/ToTensor/Normalize, float32 batches, plain fp32 forward pass, with
   ``num_workers=0`` (the default) and one worker process per core.
 
+A second table (skip it with ``--no-tars``) compares where the JPEGs come from, ``--decode cpu``:
+the same images as in-memory bytes (no read cost at all) against WebDataset tar shards on local
+disk (``--input-format webdataset``: one read per tar, images sliced out of it), with a model of
+one linear layer so the input side is what is measured; it prints the process CPU seconds (what
+a shared machine barely disturbs), wall seconds (which need an idle machine), and the client CPU
+of the tar reading alone per image.
+
 On ``--device cuda`` ours runs as it does in InferFlow there: pinned uint8 batches copied
 asynchronously, channels-last, fp16 autocast, cudnn.benchmark. Each figure is the best of
 ``--repeats`` runs, taken in turns after one warm-up batch, measured in this run.
@@ -25,7 +32,10 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import tarfile
 import tempfile
+import time
+from collections.abc import Callable
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -39,7 +49,9 @@ from torchvision import transforms
 from steps.demo.sample_data import generate
 from steps.inference.pipeline import Predictor
 from steps.inference.shard import infer_shard
-from steps.io.storage import LocalStorage
+from steps.io.input_format import IMAGE_OBJECTS, TAR_SHARDS, InputFormat
+from steps.io.storage import LocalStorage, Storage
+from steps.io.tar_reader import TarMembers, read_tar
 from steps.models.architectures import IMAGENET_MEAN, IMAGENET_STD
 from steps.models.loading import DEFAULT_INPUT_SIZE, LoadedModel
 
@@ -61,7 +73,16 @@ def model_only(predictor: Predictor, images: int, batch_size: int) -> None:
         predictor(pixels)
 
 
-def ours(model: LoadedModel, source: LocalStorage, keys: list[str], args: argparse.Namespace, scratch: Path) -> None:
+def ours(
+    model: LoadedModel,
+    source: Storage,
+    keys: list[str],
+    args: argparse.Namespace,
+    scratch: Path,
+    *,
+    inputs: InputFormat = IMAGE_OBJECTS,
+    decode: str = "cpu",
+) -> None:
     target = LocalStorage(tempfile.mkdtemp(dir=scratch))  # fresh: committed parts would be skipped
     with redirect_stdout(io.StringIO()):  # its progress lines
         infer_shard(
@@ -75,8 +96,97 @@ def ours(model: LoadedModel, source: LocalStorage, keys: list[str], args: argpar
             top_k=TOP_K,
             threads=16,
             workers=usable_cores(),
-            device=torch.device(args.device),
+            devices=[torch.device(args.device)],
+            decode=decode,
+            inputs=inputs,
         )
+
+
+class InMemory:
+    """Input objects already in memory: reading costs nothing (the floor for any reader)."""
+
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        self.uri = "memory://"
+        self.objects = objects
+
+    def read(self, key: str) -> bytes:
+        return self.objects[key]
+
+    def exists(self, key: str) -> bool:
+        return key in self.objects
+
+
+def linear_model() -> LoadedModel:
+    """One linear layer over the mean colour: what is left to measure is the input side."""
+    module = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 1000)).eval()
+    return LoadedModel(module, "linear (bench)", "torchvision", "linear", [str(i) for i in range(1000)], 224)
+
+
+def write_tars(objects: dict[str, bytes], directory: Path, per_tar: int) -> list[str]:
+    """The images as WebDataset tars of ``per_tar`` samples (image + .json + .cls, as img2dataset writes)."""
+    from steps.preprocess.webdataset import tar_member
+
+    directory.mkdir(parents=True)
+    keys = sorted(objects)
+    names = []
+    for start in range(0, len(keys), per_tar):
+        name = f"{start // per_tar:05d}.tar"
+        with tarfile.open(directory / name, "w", format=tarfile.USTAR_FORMAT) as archive:
+            for index, key in enumerate(keys[start : start + per_tar], start):
+                tar_member(archive, f"{index:09d}.jpg", objects[key])
+                tar_member(archive, f"{index:09d}.json", b'{"url": "https://example.com/x.jpg"}')
+                tar_member(archive, f"{index:09d}.cls", b"7")
+        names.append(name)
+    return names
+
+
+def cpu_and_wall(run: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """The least process CPU seconds and the least wall seconds of ``repeats`` calls."""
+    cpu, wall = float("inf"), float("inf")
+    for _ in range(repeats):
+        started_cpu, started = time.process_time(), time.perf_counter()
+        run()
+        cpu, wall = min(cpu, time.process_time() - started_cpu), min(wall, time.perf_counter() - started)
+    return cpu, wall
+
+
+def tar_reading_ms(source: LocalStorage, tars: list[str], images: int, repeats: int) -> float:
+    """Client CPU ms per image of the tar reading alone: one read per tar, every image copied out."""
+
+    def read_all() -> None:
+        for name in tars:
+            members = TarMembers([read_tar(source, name)])
+            for key in members.keys:
+                members.read(key)
+
+    return cpu_and_wall(read_all, repeats)[0] / images * 1e3
+
+
+def tar_shards_vs_bytes(objects: dict[str, bytes], args: argparse.Namespace, scratch: Path) -> None:
+    tars = write_tars(objects, scratch / "tars", args.per_tar)
+    on_disk, in_memory, model = LocalStorage(scratch / "tars"), InMemory(objects), linear_model()
+    keys = sorted(objects)
+    runs = {
+        "in-memory bytes (one object per image)": lambda: ours(model, in_memory, keys, args, scratch, decode="cpu"),
+        f"tar shards on local disk ({args.per_tar} images a tar)": lambda: ours(
+            model, on_disk, tars, args, scratch, inputs=TAR_SHARDS, decode="cpu"
+        ),
+    }
+    for run in runs.values():
+        run()  # warm-up: page cache, allocator
+    measured = {label: cpu_and_wall(run, args.repeats) for label, run in runs.items()}
+    reading = tar_reading_ms(on_disk, tars, len(keys), args.repeats)
+    print(f"\n--decode cpu, a one-linear-layer model, {len(keys)} images, best of {args.repeats}:")
+    print_table(
+        ["input", "CPU ms / image", "wall images/s"],
+        [(label, cpu / len(keys) * 1e3, len(keys) / wall) for label, (cpu, wall) in measured.items()],
+    )
+    (bytes_cpu, bytes_wall), (tar_cpu, tar_wall) = measured.values()
+    print(
+        f"ratio: tar shards {tar_cpu / bytes_cpu:.2f}x the CPU time of in-memory bytes "
+        f"({tar_wall / bytes_wall:.2f}x wall; wall needs an idle machine); "
+        f"tar reading {reading:.4f} ms client CPU per image (target <= 0.02)"
+    )
 
 
 class PilDataset(Dataset):
@@ -117,36 +227,47 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per variant; the best counts")
+    parser.add_argument("--per-tar", type=int, default=64, help="images per tar shard in the tar table (default 64)")
+    tables = parser.add_mutually_exclusive_group()
+    tables.add_argument("--no-tars", action="store_true", help="skip the tar shards vs in-memory bytes table")
+    tables.add_argument("--only-tars", action="store_true", help="only the tar shards vs in-memory bytes table")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible to torch")
 
     print_machine_info("bench/infer.py: JPEG -> prediction images/s vs model only vs a naive DataLoader")
-    device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    model = resnet50()
     with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp:
         scratch = Path(tmp)
         written = generate(scratch / "in", args.images)
         keys = sorted(s.key for s in written if s.label is not None)[: args.images]
-        paths = [scratch / "in" / key for key in keys]
-        print(
-            f"images:   {len(keys)} sample JPEGs (224-640 px), ResNet-50 at {DEFAULT_INPUT_SIZE} px, batch "
-            f"{args.batch_size}, device {args.device} ({device_name}); best of {args.repeats}"
-        )
-        source = LocalStorage(scratch / "in")
-        predictor = Predictor(model, torch.device(args.device), TOP_K)  # moves the module to the device
-        cores = usable_cores()
-        variants = [
-            (
-                "model only (Predictor on random uint8 batches)",
-                lambda: model_only(predictor, len(keys), args.batch_size),
-            ),
-            ("ours: infer_shard (InferFlow's pipeline)", lambda: ours(model, source, keys, args, scratch)),
-            ("naive: DataLoader + PIL, num_workers=0", lambda: naive(model.module, paths, args, 0)),
-            (f"naive: DataLoader + PIL, num_workers={cores}", lambda: naive(model.module, paths, args, cores)),
-        ]
-        model_only(predictor, args.batch_size, args.batch_size)  # warm-up: allocator, cudnn autotuning
-        rates = [len(keys) / seconds for seconds in best_seconds([run for _, run in variants], args.repeats)]
+        if not args.only_tars:
+            models_table(keys, args, scratch)
+        if not args.no_tars:
+            tar_shards_vs_bytes({key: (scratch / "in" / key).read_bytes() for key in keys}, args, scratch)
+
+
+def models_table(keys: list[str], args: argparse.Namespace, scratch: Path) -> None:
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    model = resnet50()
+    paths = [scratch / "in" / key for key in keys]
+    print(
+        f"images:   {len(keys)} sample JPEGs (224-640 px), ResNet-50 at {DEFAULT_INPUT_SIZE} px, batch "
+        f"{args.batch_size}, device {args.device} ({device_name}); best of {args.repeats}"
+    )
+    source = LocalStorage(scratch / "in")
+    predictor = Predictor(model, torch.device(args.device), TOP_K)  # moves the module to the device
+    cores = usable_cores()
+    variants = [
+        (
+            "model only (Predictor on random uint8 batches)",
+            lambda: model_only(predictor, len(keys), args.batch_size),
+        ),
+        ("ours: infer_shard (InferFlow's pipeline)", lambda: ours(model, source, keys, args, scratch)),
+        ("naive: DataLoader + PIL, num_workers=0", lambda: naive(model.module, paths, args, 0)),
+        (f"naive: DataLoader + PIL, num_workers={cores}", lambda: naive(model.module, paths, args, cores)),
+    ]
+    model_only(predictor, args.batch_size, args.batch_size)  # warm-up: allocator, cudnn autotuning
+    rates = [len(keys) / seconds for seconds in best_seconds([run for _, run in variants], args.repeats)]
     ceiling, end_to_end, best_naive = rates[0], rates[1], max(rates[2:])
     print_table(
         ["variant", "images/s", "vs model only"],

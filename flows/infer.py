@@ -23,6 +23,7 @@ from sharded import ShardedFlow
 from steps.config_files import config_file
 from steps.errors import ConfigError
 from steps.inference.files import INFER_FILES
+from steps.io.input_format import input_format
 from steps.io.storage import open_storage
 from steps.io.validation import check_names
 from steps.models.forms import MODEL_FORMS
@@ -117,6 +118,7 @@ class InferFlow(ShardedFlow):
 
         source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
         attempt = self.begin_attempt(target)
+        inputs, planned_images = self.shard_inputs()
         with self.writing_output(target) as stop, ShardCard(self.input, current.retry_count) as on_progress:
             result = infer_shard(
                 name=self.input,
@@ -133,6 +135,8 @@ class InferFlow(ShardedFlow):
                 decode=self.decode,
                 stop=stop,
                 on_progress=on_progress,
+                inputs=inputs,
+                images=planned_images,
             )
         stats = shard_stats(result.outcome, attempt_seconds(target, attempt))
         scores, samples = shard_scores(result.outcome.manifest, load_labels(source), stats.samples)
@@ -168,7 +172,7 @@ class InferFlow(ShardedFlow):
                 model=self.model,
                 scores=sum(scores, Scores()),
                 samples=[Sample(**x) for i in done for x in i.samples],
-                source=open_storage(self.input_uri),
+                source=input_format(self.shard_plan["input_format"]).row_reader(open_storage(self.input_uri)),
                 output=self.output_uri,
             )
         )

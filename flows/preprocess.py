@@ -16,6 +16,7 @@ from sharded import ShardedFlow
 
 from steps.config_files import config_file
 from steps.errors import ConfigError
+from steps.io.input_format import input_format
 from steps.io.storage import open_storage
 from steps.io.validation import check_names
 from steps.output.attempts import attempt_seconds
@@ -62,12 +63,21 @@ class PreprocessFlow(ShardedFlow):
     def process_shard(self):
         source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
         attempt = self.begin_attempt(target)
+        inputs, planned_images = self.shard_inputs()
         with self.writing_output(target) as stop, ShardCard(self.input, current.retry_count) as on_progress:
             keys = self.shard_keys(target)
             pack = None
             if self.output_format == "webdataset":
                 labels = read_label_map(source)
-                pack = WebDatasetPacker(target, self.input, keys, self.chunk_size, labels, self.threads)
+                pack = WebDatasetPacker(
+                    target,
+                    self.input,
+                    keys,
+                    inputs.chunk_size(self.chunk_size),
+                    labels,
+                    self.threads,
+                    unit_of=inputs.unit_of,
+                )
             outcome = preprocess_shard(
                 name=self.input,
                 keys=keys,
@@ -80,6 +90,8 @@ class PreprocessFlow(ShardedFlow):
                 stop=stop,
                 on_progress=on_progress,
                 pack=pack,
+                inputs=inputs,
+                images=planned_images,
             )
         self.shard_stats = asdict(shard_stats(outcome, attempt_seconds(target, attempt)))  # plain data: UI-readable
         self.next(self.join)
@@ -89,7 +101,8 @@ class PreprocessFlow(ShardedFlow):
     def join(self, inputs):
         stats = self.merge_shards(inputs)
         summary = self.finish_summary(sum((RunSummary.of_shard(s) for s in stats), RunSummary()))
-        render(build_report(stats, summary, open_storage(self.input_uri), open_storage(self.output_uri)))
+        source = input_format(self.shard_plan["input_format"]).row_reader(open_storage(self.input_uri))
+        render(build_report(stats, summary, source, open_storage(self.output_uri)))
         self.next(self.end)
 
 

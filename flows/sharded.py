@@ -37,6 +37,7 @@ from steps.cost.prices import load_prices
 from steps.cost.resources import StepResources
 from steps.cost.run_region import judge_run_region, region_of_run
 from steps.cost.throughput import image_cost
+from steps.io.input_format import InputFormat, input_format
 from steps.io.storage import Storage, open_storage
 from steps.io.validation import check_output
 from steps.output.attempts import AttemptClock, start_attempt
@@ -45,6 +46,7 @@ from steps.output.lease import acquire, heartbeat, release
 from steps.output.supersede import ShardFiles, retire_superseded
 from steps.planning.run_plan import prepare_run
 from steps.planning.store import read_shard_keys
+from steps.planning.tars import check_input_format
 from steps.progress import log
 from steps.spot import on_cloud
 from steps.stats.summary import RunSummary, ShardStats
@@ -79,6 +81,12 @@ class ShardedFlow(FlowSpec):
         default=config_expr("config.task_minutes"),
         help="Target minutes of work per shard task, at the per-image cost in config/throughput.toml.",
     )
+    input_format = Parameter(
+        "input-format",
+        default="auto",
+        help="images: every object is an image; webdataset: *.tar shards (each sample's jpg/jpeg/png/webp); "
+        "auto: webdataset when --input holds .tar files and no images.",
+    )
     manifest = Parameter(
         "manifest",
         default="",
@@ -104,6 +112,7 @@ class ShardedFlow(FlowSpec):
     def check_settings(self) -> None:
         """Fail in ``start``, before any fan-out, on what the Parameter types cannot check (one
         ConfigError line: value, expected, fix); numbers are checked at parse time."""
+        check_input_format(self.input_format)
 
     @card(type="blank", id="region")
     @step
@@ -124,6 +133,7 @@ class ShardedFlow(FlowSpec):
                     task_minutes=self.task_minutes,
                     cost=image_cost(self.throughput, self.THROUGHPUT_FLOW, vcpus=self.config.resources.cpu),
                     manifest=self.manifest,
+                    input_format=self.input_format,
                 )
                 choice = self.rank_regions(plan.input_bytes, plan.images, len(plan.shards))
                 retired = retire_superseded(output, plan.shards, self.SHARD_FILES, self.threads)
@@ -165,6 +175,12 @@ class ShardedFlow(FlowSpec):
     def shard_keys(self, target: Storage) -> list[str]:
         """In a shard task: this shard's keys, from its key file under the output."""
         return read_shard_keys(target, plan_keys_key(self.input))
+
+    def shard_inputs(self) -> tuple[InputFormat, int | None]:
+        """In a shard task: what its keys are (images, or tars) and, for tars, the images planned."""
+        inputs = input_format(self.shard_plan["input_format"])
+        planned = next(s["images"] for s in self.shards if s["name"] == self.input) if inputs.tars else None
+        return inputs, planned
 
     def begin_attempt(self, target: Storage) -> AttemptClock:
         """In a shard task, before any work: record this attempt's start (billing counts killed ones)."""

@@ -1,7 +1,7 @@
 """``spot-batch``: the project's one command line, for everything that is not a flow run.
 
     spot-batch sample-data DIR [--count 240] [--seed 0]
-    spot-batch verify OUTPUT --input INPUT [--manifest URI]
+    spot-batch verify OUTPUT --input INPUT [--manifest URI] [--input-format auto|images|webdataset]
     spot-batch predictions OUTPUT [--labels INPUT]
     spot-batch regions rank --instance-types g4dn.xlarge,g5.xlarge --task-hours 2 [--cpu 4 --gpu 1] [--data-region ...]
     spot-batch plan INPUT OUTPUT [--flow preprocess|infer] [--manifest URI] [--json]
@@ -39,7 +39,7 @@ def _sample_data(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from steps.verify import verify
 
-    result = verify(args.output, args.input, args.manifest)
+    result = verify(args.output, args.input, args.manifest, args.input_format)
     for problem in result.problems:
         print(problem)
     print(result.verdict(args.output))
@@ -115,6 +115,7 @@ def parser() -> argparse.ArgumentParser:
     cmd.add_argument("output", help="the --output of a PreprocessFlow or InferFlow run")
     cmd.add_argument("--input", required=True, help="the --input of that run")
     cmd.add_argument("--manifest", default="", help="the --manifest of that run, if any: its keys are the inputs")
+    cmd.add_argument("--input-format", default="auto", help="the --input-format of that run (auto, images, webdataset)")
     cmd.set_defaults(handler=_verify)
 
     cmd = commands.add_parser("predictions", help="summarise the predictions InferFlow wrote")

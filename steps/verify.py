@@ -1,12 +1,15 @@
 """Check an output location for completeness, duplicates and stale leftovers.
 
-    spot-batch verify OUTPUT --input INPUT [--manifest URI]
+    spot-batch verify OUTPUT --input INPUT [--manifest URI] [--input-format auto|images|webdataset]
 
 Every input key must be accounted for exactly once across the shard manifests (``ok`` or
 ``rejected``); every ``ok`` row must have its output files (preprocessing) or exactly one row in
 the prediction parts (inference). Nothing may be left of shards the plan does not have, and no
 resized image or edge map may belong to a key that is not an input. Prints each problem on one
 line and a verdict whose counts agree with it; exits 1 if there is any problem.
+
+For an input of WebDataset tars the input keys are the tars: each must be accounted for by its
+rows (``<tar key>/<member>``, at least one, each once), and every row must come from an input tar.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from steps.io.input_format import input_format
 from steps.io.parquet import parquet_to_table
 from steps.io.storage import Storage, open_storage
 from steps.output.layout import (
@@ -27,8 +31,9 @@ from steps.output.layout import (
     planned_shard_name,
     resized_key,
 )
-from steps.planning.inputs import list_inputs
+from steps.planning.inputs import input_pages
 from steps.planning.inventory import manifest_pages
+from steps.planning.tars import resolve_format
 
 
 @dataclass
@@ -83,19 +88,21 @@ def _prediction_problems(rows: Counter[str], predictions: Counter[str]) -> list[
     )
 
 
-def verify(output_uri: str, input_uri: str, manifest: str = "") -> Verification:
+def verify(output_uri: str, input_uri: str, manifest: str = "", input_format_name: str = "auto") -> Verification:
     """``manifest``: the run's ``--manifest`` (an S3 Inventory manifest.json or a key list), whose
-    keys are then the inputs, as the run planned them, instead of a listing of ``input_uri``."""
+    keys are then the inputs, as the run planned them, instead of a listing of ``input_uri``;
+    ``input_format_name``: the run's ``--input-format``."""
     source, target = open_storage(input_uri), open_storage(output_uri)
-    if manifest:
-        expected = {o.key for page in manifest_pages(manifest, source) for o in page}
-    else:
-        expected = set(list_inputs(source))
+    pages = manifest_pages(manifest, source) if manifest else input_pages(source)
+    resolved, pages = resolve_format(pages, input_format_name, manifest or input_uri)
+    unit_of = input_format(resolved).unit_of
+    expected = {o.key for page in pages for o in page}
     shard_problems = _shard_problems(target)
     rows, ok_keys = _manifest_rows(target)
-    found = [(key, "missing from every manifest") for key in sorted(expected - set(rows))]
+    covered = {unit_of(key) for key in rows}
+    found = [(key, "missing from every manifest") for key in sorted(expected - covered)]
     found += [(key, f"in manifests {n} times") for key, n in sorted(rows.items()) if n > 1]
-    found += [(key, "in a manifest but not an input") for key in sorted(set(rows) - expected)]
+    found += [(key, "in a manifest but not an input") for key in sorted(rows) if unit_of(key) not in expected]
 
     stale_files: list[str] = []
     predictions = _keys_in(target, PREDICTIONS_DIR)
@@ -105,11 +112,12 @@ def verify(output_uri: str, input_uri: str, manifest: str = "") -> Verification:
         present = {o.key for o in target.list(RESIZED_DIR + "/")} | {o.key for o in target.list(EDGES_DIR + "/")}
         wanted = [(key, out) for key in ok_keys for out in (resized_key(key), edges_key(key))]
         found += [(key, f"missing {out}") for key, out in wanted if out not in present]
-        owned = {out for key in expected for out in (resized_key(key), edges_key(key))}
+        inputs = expected if resolved == "images" else {key for key in rows if unit_of(key) in expected}
+        owned = {out for key in inputs for out in (resized_key(key), edges_key(key))}
         stale_files = [f"{name}: derived from no input key (stale)" for name in sorted(present - owned)]
 
     found.sort(key=lambda problem: problem[0])  # stable: a key's problems stay in the order found
     result = Verification(inputs=len(expected), other_problems=len(shard_problems) + len(stale_files))
-    result.accounted = len(expected - {key for key, _ in found})
+    result.accounted = len(expected - {unit_of(key) for key, _ in found})
     result.problems = shard_problems + [f"{key}: {text}" for key, text in found] + stale_files
     return result

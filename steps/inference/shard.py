@@ -32,6 +32,7 @@ from steps.inference.pipeline import (
 )
 from steps.inference.predictions import SCHEMA
 from steps.io.concurrency import Prefetcher
+from steps.io.input_format import IMAGE_OBJECTS, InputFormat
 from steps.io.storage import Storage
 from steps.models.loading import LoadedModel, class_names_for
 from steps.output.layout import PART_STEM, shard_directory
@@ -55,27 +56,30 @@ class LaneSettings:
     workers: int
     prefetch_batches: int
     decode: str
+    inputs: InputFormat = IMAGE_OBJECTS
 
 
 def input_stream(
     settings: LaneSettings, model: LoadedModel, device: torch.device, chunks: Sequence[Sequence[str]]
 ) -> Iterator[Batch | Prepared | ChunkEnd]:
-    """Every chunk's batches and rejects, then its ChunkEnd; decoded on ``device`` or by Pillow."""
-    source, batch_size, threads, workers = settings.source, settings.batch_size, settings.threads, settings.workers
+    """Every chunk's batches and rejects, then its ChunkEnd with the chunk's row keys; decoded on
+    ``device`` or by Pillow. A chunk's inputs come from ``settings.inputs`` (objects, or a tar's images)."""
+    batch_size, threads, workers = settings.batch_size, settings.threads, settings.workers
+    inputs = settings.inputs.chunks(settings.source, chunks)
     if not decodes_on_device(settings.decode, device):
-        for chunk_keys in chunks:
-            items = prepared_items(source, chunk_keys, model, threads, workers)
+        for source, row_keys in inputs:
+            items = prepared_items(source, row_keys, model, threads, workers)
             yield from batched(items, batch_size, pin_memory=device.type == "cuda")
-            yield ChunkEnd(chunk_keys)
+            yield ChunkEnd(row_keys)
         return
     # Imported here: torchvision takes seconds to import, and every InferFlow step imports this module.
     from steps.inference.device_decode import DeviceDecoder, device_batches
 
     with ThreadPoolExecutor(workers, thread_name_prefix="spot-batch-pillow") as pillow:
         decoder = DeviceDecoder(model, device, pillow)
-        for chunk_keys in chunks:
-            yield from device_batches(source, chunk_keys, decoder, batch_size, threads)
-            yield ChunkEnd(chunk_keys)
+        for source, row_keys in inputs:
+            yield from device_batches(source, row_keys, decoder, batch_size, threads)
+            yield ChunkEnd(row_keys)
 
 
 def lane_tables(
@@ -84,10 +88,11 @@ def lane_tables(
     """One device's share of the shard: a table per chunk of ``chunks``, in order."""
     ready = Prefetcher(input_stream(settings, model, predictor.device, chunks), settings.prefetch_batches)
     try:
-        for chunk_keys in chunks:
+        for _ in chunks:
             rows: dict[str, dict] = {}
             for item in ready:
                 if isinstance(item, ChunkEnd):
+                    end = item
                     break
                 if isinstance(item, Prepared):
                     rows[item.key] = rejected_row(item)
@@ -96,7 +101,7 @@ def lane_tables(
                 scores, indices = predictor(item.pixels)
                 for key, row_scores, row_indices in zip(item.keys, scores, indices, strict=True):
                     rows[key] = prediction_row(key, row_scores, [settings.labels[i] for i in row_indices])
-            yield pa.Table.from_pylist([rows[key] for key in chunk_keys], schema=SCHEMA)
+            yield pa.Table.from_pylist([rows[key] for key in end.keys], schema=SCHEMA)
     finally:
         ready.close()
 
@@ -119,18 +124,24 @@ def infer_shard(
     worker_processes: bool | None = None,
     stop: threading.Event | None = None,
     on_progress: ProgressCallback | None = None,
+    inputs: InputFormat = IMAGE_OBJECTS,
+    images: int | None = None,
 ) -> InferOutcome:
     """Predict every key of a shard into ``predictions/<name>/part-NNNNN.parquet``.
 
     Committed parts are skipped, a complete shard (manifest present) is skipped whole, and ``stop``
     ends the shard after the chunk in flight is committed (see ``steps.ledger.run_chunked``).
     ``decode`` is ``--decode`` (see ``decodes_on_device``); ``devices`` default to every visible one.
+    ``inputs`` says what ``keys`` are (images, or tars: one chunk each); ``images``: the rows expected.
     ``worker_processes`` runs each device's lane in a process of its own (``steps.inference.lanes``);
     by default it does so with two or more GPUs.
     """
     devices = list(devices or visible_devices())
-    settings = LaneSettings(source, class_names_for(model), batch_size, threads, workers, prefetch_batches, decode)
-    ledger = ChunkLedger(target, shard_directory(name), stem=PART_STEM)
+    settings = LaneSettings(
+        source, class_names_for(model), batch_size, threads, workers, prefetch_batches, decode, inputs
+    )
+    chunk_size = inputs.chunk_size(chunk_size)
+    ledger = ChunkLedger(target, shard_directory(name), stem=PART_STEM, unit_of=inputs.unit_of)
     state = shard_state(target, ledger, name, keys, chunk_size)
     pending = state.pending(keys, chunk_size)
     if worker_processes is None:
@@ -155,7 +166,7 @@ def infer_shard(
 
     def process_chunk(chunk_keys: Sequence[str], progress: Progress) -> pa.Table:
         table = next(next(turns))
-        if table.column("key").to_pylist() != list(chunk_keys):
+        if ledger.units(table.column("key").to_pylist()) != list(chunk_keys):
             raise RuntimeError(f"shard {name}: a lane produced a chunk out of plan order")
         progress.advance(table.num_rows)
         return table
@@ -171,6 +182,7 @@ def infer_shard(
             stop=stop,
             state=state,
             on_progress=on_progress,
+            images=images,
         )
     finally:
         for lane in lanes:

@@ -9,13 +9,17 @@ shard is complete and a rerun skips it.
 A chunk or manifest counts only if it holds exactly the keys the current plan expects, so a
 rerun over an input that has changed since (images added or removed) redoes the affected
 chunks instead of trusting stale files, and removes chunk files the new plan no longer has.
+
+The plan's keys are units of input: one image each, or one WebDataset tar each
+(``steps.io.tar_reader``), whose rows are its images. ``unit_of`` maps a row's key to its unit,
+and a chunk counts when its rows' units, in order, are exactly its planned keys.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -27,17 +31,26 @@ from steps.output.layout import manifest_key
 from steps.progress import Progress, ProgressCallback, log
 
 
+def same_key(key: str) -> str:
+    """One row per planned key: the row's key is its unit."""
+    return key
+
+
 def chunk_ranges(count: int, chunk_size: int) -> list[range]:
     return [range(start, min(start + chunk_size, count)) for start in range(0, count, chunk_size)]
 
 
 class ChunkLedger:
-    """Committed chunks of one shard, as files ``<directory>/<stem>-<index>.parquet``."""
+    """Committed chunks of one shard, as files ``<directory>/<stem>-<index>.parquet``; ``unit_of``
+    maps a row key to the planned key it comes from (``same_key``, or a row's tar)."""
 
-    def __init__(self, storage: Storage, directory: str, stem: str = "chunk") -> None:
+    def __init__(
+        self, storage: Storage, directory: str, stem: str = "chunk", unit_of: Callable[[str], str] = same_key
+    ) -> None:
         self.storage = storage
         self.directory = directory.rstrip("/")
         self.stem = stem
+        self.unit_of = unit_of
         self._pattern = re.compile(rf"{re.escape(stem)}-(\d+)\.parquet$")
 
     def chunk_key(self, index: int) -> str:
@@ -51,6 +64,15 @@ class ChunkLedger:
                 found.add(int(match.group(1)))
         return found
 
+    def units(self, row_keys: Iterable[str]) -> list[str]:
+        """The planned keys ``row_keys`` come from, in order of first appearance."""
+        return list(dict.fromkeys(map(self.unit_of, row_keys)))
+
+    def unplanned(self, row_keys: Iterable[str], keys: Sequence[str]) -> set[str]:
+        """The row keys whose unit is not among ``keys``."""
+        planned = set(keys)
+        return {key for key in row_keys if self.unit_of(key) not in planned}
+
     def reusable(self, keys: Sequence[str], chunk_size: int) -> tuple[dict[int, pa.Table], set[str]]:
         """Committed chunks that hold exactly the keys the current plan gives them, and the keys
         of the other committed chunks that the plan no longer has (their derived files are stale)."""
@@ -59,11 +81,11 @@ class ChunkLedger:
         for index in sorted(self.committed()):
             table = parquet_to_table(self.storage.read(self.chunk_key(index)))
             chunk = table.column("key").to_pylist()
-            if index < len(ranges) and chunk == list(keys[ranges[index].start : ranges[index].stop]):
+            if index < len(ranges) and self.units(chunk) == list(keys[ranges[index].start : ranges[index].stop]):
                 tables[index] = table
             else:
                 recorded.update(chunk)
-        return tables, recorded - set(keys)
+        return tables, self.unplanned(recorded, keys)
 
     def remove_beyond(self, count: int) -> int:
         """Delete chunk files at index ``count`` and above (left by a larger, earlier plan); return how many."""
@@ -117,13 +139,13 @@ class ShardState:
 def shard_state(storage: Storage, ledger: ChunkLedger, name: str, keys: Sequence[str], chunk_size: int) -> ShardState:
     """Read what is stored of the shard; a manifest that does not cover exactly ``keys`` is removed."""
     manifest = stored_manifest(storage, name)
-    if manifest is not None and manifest.column("key").to_pylist() == list(keys):
+    if manifest is not None and ledger.units(manifest.column("key").to_pylist()) == list(keys):
         return ShardState(manifest, {})
     reused, stale = ledger.reusable(keys, chunk_size)
     if manifest is None:
         return ShardState(None, reused, frozenset(stale))
     log(f"shard {name}: the input changed since this shard was completed; processing it again")
-    stale |= set(manifest.column("key").to_pylist()) - set(keys)
+    stale |= ledger.unplanned(manifest.column("key").to_pylist(), keys)
     storage.delete(manifest_key(name))
     return ShardState(None, reused, frozenset(stale), stale_files=1)
 
@@ -148,6 +170,7 @@ def run_chunked(
     state: ShardState | None = None,
     on_progress: ProgressCallback | None = None,
     finish: Callable[[pa.Table], int] | None = None,
+    images: int | None = None,
 ) -> ShardOutcome:
     """Process a shard chunk by chunk, skipping committed chunks; write the manifest last.
 
@@ -158,10 +181,11 @@ def run_chunked(
     ``on_progress`` gets ``ShardProgress`` snapshots at a bounded rate (see ``steps.progress``).
     ``finish`` brings per-shard extras (WebDataset tars) in line with the shard's manifest, before
     the manifest is written or, for a shard complete earlier, on its stored one; it returns how
-    many stale files it removed.
+    many stale files it removed. ``images``: how many rows the shard is expected to give, where a
+    key is not one image (default: one per key).
     """
     ranges = chunk_ranges(len(keys), chunk_size)
-    progress = Progress(name, len(keys), len(ranges), on_progress)
+    progress = Progress(name, len(keys) if images is None else images, len(ranges), on_progress)
     state = state or shard_state(storage, ledger, name, keys, chunk_size)
     if state.complete is not None:
         log(f"shard {name}: complete in an earlier run (manifest exists), skipping")
@@ -170,11 +194,11 @@ def run_chunked(
         return ShardOutcome(
             name, state.complete, 0, 0, 0.0, skipped=True, stale_files=stale_files, chunk_size=chunk_size
         )
-    log(f"shard {name}: {len(keys)} images in {len(ranges)} chunks of up to {chunk_size}")
+    log(f"shard {name}: {progress.total} images in {len(ranges)} chunks of up to {chunk_size}")
     tables = dict(state.reused)
     reused = len(tables)
     for index in sorted(tables):
-        progress.reused(len(ranges[index]), rejected_reasons(tables[index]))
+        progress.reused(tables[index].num_rows, rejected_reasons(tables[index]))
     if reused:
         log(f"shard {name}: resuming, {reused}/{len(ranges)} chunks already committed")
     progress.update_now()
@@ -185,9 +209,10 @@ def run_chunked(
             raise SpotInterruption(f"shard {name}: stopped before chunk {index}; committed chunks are kept")
         chunk_keys = keys[span.start : span.stop]
         table = process_chunk(chunk_keys, progress)
-        if table.num_rows != len(chunk_keys):
+        if ledger.units(table.column("key").to_pylist()) != list(chunk_keys):
             raise RuntimeError(
-                f"chunk {index} of shard {name} produced {table.num_rows} rows for {len(chunk_keys)} keys"
+                f"chunk {index} of shard {name} produced {table.num_rows} rows for {len(chunk_keys)} keys, "
+                "not rows of exactly its keys in order"
             )
         ledger.commit(index, table)
         tables[index] = table
@@ -198,7 +223,7 @@ def run_chunked(
         stale_files += finish(manifest)
     storage.write(manifest_key(name), table_to_parquet(manifest))
     progress.finish(f"{reused} chunks reused")
-    reused_images = sum(len(ranges[i]) for i in state.reused if i < len(ranges))
+    reused_images = sum(state.reused[i].num_rows for i in state.reused if i < len(ranges))
     return ShardOutcome(
         name,
         manifest,

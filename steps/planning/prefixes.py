@@ -65,9 +65,9 @@ class PrefixCounts:
         self.cells = array("q", bytes(8 * _CELLS))
         self.total = 0
 
-    def add(self, cell: int) -> None:
-        self.cells[cell] += 1
-        self.total += 1
+    def add(self, cell: int, count: int = 1) -> None:
+        self.cells[cell] += count
+        self.total += count
 
     def at_width(self, width: int) -> list[tuple[str, int]]:
         """``(prefix, count)`` of each non-empty prefix at ``width``, sorted."""

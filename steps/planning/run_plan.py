@@ -6,9 +6,11 @@ import os
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 
 from steps.cost.throughput import ImageCost
 from steps.errors import ConfigError
+from steps.io.input_format import WEBDATASET
 from steps.io.storage import ObjectInfo, Storage, is_s3, open_storage
 from steps.io.validation import check_input, check_output, check_positive
 from steps.output.layout import plan_keys_key
@@ -19,6 +21,7 @@ from steps.planning.prefixes import PrefixCounts, ShardLayout, cell_of, plan_lay
 from steps.planning.sizing import Sizing
 from steps.planning.spill import KeySpill
 from steps.planning.store import ShardRef, stored_layout, write_layout, write_shard_keys
+from steps.planning.tars import plan_tars, resolve_format
 from steps.progress import log
 
 
@@ -32,6 +35,7 @@ class RunPlan:
     input_bytes: int
     shards: list[ShardRef]
     largest_task_minutes: float | None = None  # estimated, from the flow's per-image cost
+    input_format: str = "images"  # or "webdataset": the keys are tars, their image counts estimates
 
     @property
     def largest_shard(self) -> int:
@@ -51,6 +55,7 @@ class RunPlan:
             "largest_shard": max(sizes, default=0),
             "largest_task_minutes": self.largest_task_minutes,
             "reason": self.reason,
+            "input_format": self.input_format,
         }
 
 
@@ -142,12 +147,14 @@ def prepare_run(
     cost: ImageCost | None = None,
     manifest: str = "",
     store: bool = True,
+    input_format: str = "auto",
 ) -> RunPlan:
     """Validate locations, list the input in parallel, plan shards and store each shard's key
     list (``stream_plan``). ``shard_size`` 0 sizes shards by ``task_minutes`` of ``cost``
     (``steps.planning.sizing``). A ``manifest`` (an S3 Inventory manifest.json or a key list, see
     ``steps.planning.inventory``) names the input keys instead of the listing. ``store=False``
-    (``spot-batch plan``) writes nothing, not even the write probe under the output."""
+    (``spot-batch plan``) writes nothing, not even the write probe under the output.
+    ``input_format`` (``steps.planning.tars``): images, webdataset (shards of whole tars) or auto."""
     check_positive("--threads", threads)
     if _within(output_uri, input_uri):
         raise ConfigError(
@@ -159,8 +166,11 @@ def prepare_run(
     source = check_input(input_uri)
     target = check_output(output_uri) if store else open_storage(output_uri)
     sizing = Sizing(shard_size, task_minutes, cost)
-    planned = stream_plan(
-        manifest_pages(manifest, source) if manifest else input_pages(source),
+    pages = manifest_pages(manifest, source) if manifest else input_pages(source)
+    resolved, pages = resolve_format(pages, input_format, manifest or input_uri)
+    planner = partial(plan_tars, source=source) if resolved == WEBDATASET else stream_plan
+    planned = planner(
+        pages,
         target,
         sizing=sizing,
         max_shards=max_shards,
@@ -171,10 +181,15 @@ def prepare_run(
     if not planned.refs:
         what, where = ("--manifest", manifest) if manifest else ("--input", input_uri)
         raise ConfigError(
-            what, where, "at least one object", "point --input at the folder/prefix that holds the images"
+            what,
+            where,
+            "at least one .tar file" if resolved == WEBDATASET else "at least one object",
+            "point --input at the folder/prefix that holds the images or tars",
         )
     layout = planned.layout
     images = sum(r.images for r in planned.refs)
     reason = sizing.explain(layout)
     minutes = sizing.largest_minutes(layout)
-    return RunPlan(source.uri, target.uri, layout.width, reason, images, planned.input_bytes, planned.refs, minutes)
+    return RunPlan(
+        source.uri, target.uri, layout.width, reason, images, planned.input_bytes, planned.refs, minutes, resolved
+    )

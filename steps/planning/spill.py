@@ -55,9 +55,10 @@ class KeySpill:
         self._buffers: dict[int, list[bytes]] = {}
         self._buffered = 0
 
-    def add(self, key: str, size: int) -> None:
+    def add(self, key: str, size: int, weight: int = 1) -> None:
+        """Park ``key``; ``weight`` is what it counts for in the layout (1 image, or a tar's bytes)."""
         cell = cell_of(key)
-        self.counts.add(cell)
+        self.counts.add(cell, weight)
         self.input_bytes += size
         line = (f"{cell:04x}" + encode_basestring(key) + "\n").encode(errors=_UNDECODABLE)
         self._buffers.setdefault(cell // _CELLS_PER_BUCKET, []).append(line)

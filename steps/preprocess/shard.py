@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from steps.io.concurrency import map_bounded
+from steps.io.input_format import IMAGE_OBJECTS, InputFormat
 from steps.io.storage import Storage
 from steps.output.layout import edges_key, key_stem, ledger_directory, resized_key, webdataset_directory
 from steps.output.ledger import ChunkLedger, ShardOutcome, run_chunked, shard_state
@@ -97,20 +98,28 @@ def preprocess_shard(
     stop: threading.Event | None = None,
     on_progress: ProgressCallback | None = None,
     pack: WebDatasetPacker | None = None,
+    inputs: InputFormat = IMAGE_OBJECTS,
+    images: int | None = None,
 ) -> ShardOutcome:
     """Preprocess every key; ``device`` None is the Pillow path on CPU threads, a device the
     tensor path on it (``steps.preprocess.device``: CUDA, or CPU tensors where there is none).
     ``pack`` (``--format webdataset``) sees each chunk's rows after its outputs are written and
-    before the chunk is committed, then finishes the shard's tars before it is marked complete."""
+    before the chunk is committed, then finishes the shard's tars before it is marked complete.
+    ``inputs`` says what ``keys`` are (images, or tars: one chunk each); ``images``: the rows expected."""
     taken = output_name_owners(keys)
+    chunk_size = inputs.chunk_size(chunk_size)
     if device is not None:
         # Imported here: the Pillow path (and every PreprocessFlow task) stays free of torch.
         from steps.preprocess.device import device_rows
 
     def chunk_rows(chunk_keys: Sequence[str]) -> Iterator[dict]:
+        # run_chunked asks for the pending chunks in plan order: the next readable one is this one.
+        chunk_source, row_keys = next(readable)
+        if ledger.units(row_keys) != list(chunk_keys):
+            raise RuntimeError(f"shard {name}: inputs read out of plan order")
         if device is not None:
-            return device_rows(source, target, chunk_keys, taken=taken, size=size, threads=threads, device=device)
-        return map_bounded(lambda k: preprocess_one(source, target, k, size, taken.get(k)), chunk_keys, threads)
+            return device_rows(chunk_source, target, row_keys, taken=taken, size=size, threads=threads, device=device)
+        return map_bounded(lambda k: preprocess_one(chunk_source, target, k, size, taken.get(k)), row_keys, threads)
 
     def process_chunk(chunk_keys: Sequence[str], progress: Progress) -> pa.Table:
         rows = []
@@ -123,20 +132,25 @@ def preprocess_shard(
             pack(table)
         return table
 
-    ledger = ChunkLedger(target, ledger_directory(name))
+    ledger = ChunkLedger(target, ledger_directory(name), unit_of=inputs.unit_of)
     state = shard_state(target, ledger, name, keys, chunk_size)
+    readable = inputs.chunks(source, state.pending(keys, chunk_size))
     # Before any chunk runs: a removed key's files go only where no current key writes them.
     removed = remove_derived(target, state.stale_keys, keys, PREPROCESS_FILES, threads)
-    outcome = run_chunked(
-        name=name,
-        keys=keys,
-        chunk_size=chunk_size,
-        storage=target,
-        ledger=ledger,
-        process_chunk=process_chunk,
-        stop=stop,
-        state=state,
-        on_progress=on_progress,
-        finish=pack.finish if pack is not None else None,
-    )
+    try:
+        outcome = run_chunked(
+            name=name,
+            keys=keys,
+            chunk_size=chunk_size,
+            storage=target,
+            ledger=ledger,
+            process_chunk=process_chunk,
+            stop=stop,
+            state=state,
+            on_progress=on_progress,
+            finish=pack.finish if pack is not None else None,
+            images=images,
+        )
+    finally:
+        readable.close()
     return replace(outcome, stale_files=outcome.stale_files + removed)

@@ -8,7 +8,8 @@ Each committed chunk of a shard also becomes ``webdataset/<shard>/chunk-NNNNN-PP
     <id>.json       {"key": input key, "label": labels.csv label or null,
                      "width", "height" (the original's), "input_bytes"}
 
-in key order, where ``<id>`` is the shard and the key's position in it. A chunk's tars are written
+in key order, where ``<id>`` is the shard and the key's position in it (for an input of tars, the
+tar's position times ``TAR_STRIDE`` plus the row's position among the tar's rows). A chunk's tars are written
 (each atomically, whole) before the chunk's ledger commit, and a retried chunk rewrites the same
 bytes. A chunk's samples are split into parts at ``max_tar_bytes`` (default 1 GB); ``--chunk-size``
 sets the usual size (≈ 60 KB a sample at ``--size 256``, so 256 samples ≈ 15 MB).
@@ -33,7 +34,7 @@ import hashlib
 import io
 import json
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
@@ -49,12 +50,13 @@ from steps.output.layout import (
     webdataset_sample_id,
     webdataset_tar_key,
 )
-from steps.output.ledger import chunk_ranges
+from steps.output.ledger import same_key
 from steps.progress import log
 
 FORMATS = ("files", "webdataset")
 MAX_TAR_BYTES = 1_000_000_000
 TAR_BLOCK = 512  # a member costs its header block plus its data rounded up to blocks
+TAR_STRIDE = 1_000_000  # sample positions per input tar: more images than a tar ever holds
 
 
 def read_label_map(source: Storage) -> dict[str, str]:
@@ -95,14 +97,26 @@ class WebDatasetPacker:
     target: Storage
     shard: str
     keys: Sequence[str]  # the shard's sorted keys: positions give sample ids and chunk indexes
-    chunk_size: int
+    chunk_size: int  # planned keys a chunk
     labels: dict[str, str]
     threads: int
     max_tar_bytes: int = MAX_TAR_BYTES
+    unit_of: Callable[[str], str] = same_key  # a row's planned key (its tar, for an input of tars)
     packed: dict[int, ChunkTars] = field(default_factory=dict)  # chunks this process wrote
 
-    def sample(self, row: dict) -> list[tuple[str, bytes]]:
-        sample_id = webdataset_sample_id(self.shard, bisect.bisect_left(self.keys, row["key"]))
+    def position(self, key: str, ordinal: int) -> int:
+        """A row's sample position: its key's in the plan, or its tar's (strided) plus ``ordinal``,
+        the row's position among its chunk's sorted rows."""
+        unit = self.unit_of(key)
+        at = bisect.bisect_left(self.keys, unit)
+        return at if unit == key else at * TAR_STRIDE + ordinal
+
+    def chunk_index(self, key: str) -> int:
+        return bisect.bisect_left(self.keys, self.unit_of(key)) // self.chunk_size
+
+    def sample(self, item: tuple[int, dict]) -> list[tuple[str, bytes]]:
+        ordinal, row = item
+        sample_id = webdataset_sample_id(self.shard, self.position(row["key"], ordinal))
         meta = {k: row[k] for k in ("key", "width", "height", "input_bytes")}
         meta["label"] = self.labels.get(row["key"])
         return [
@@ -111,16 +125,18 @@ class WebDatasetPacker:
             (f"{sample_id}.json", json.dumps(meta, sort_keys=True).encode()),
         ]
 
-    def good_rows(self, chunk: pa.Table) -> list[dict]:
-        return sorted((r for r in chunk.to_pylist() if r["status"] == "ok"), key=lambda r: r["key"])
+    def good_rows(self, chunk: pa.Table) -> list[tuple[int, dict]]:
+        """The chunk's good rows with their positions among all its rows, in key order."""
+        rows = sorted(chunk.to_pylist(), key=lambda r: r["key"])
+        return [(ordinal, row) for ordinal, row in enumerate(rows) if row["status"] == "ok"]
 
     def digest(self, rows: Sequence[dict]) -> str:
-        text = "\n".join(f"{r['key']}\t{self.labels.get(r['key']) or ''}" for r in rows)
+        text = "\n".join(f"{r['key']}\t{self.labels.get(r['key']) or ''}" for _, r in rows)
         return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
     def __call__(self, chunk: pa.Table) -> list[str]:
         """Write the chunk's tars (its good rows, in key order) and their index; return the tar keys."""
-        index = bisect.bisect_left(self.keys, chunk.column("key")[0].as_py()) // self.chunk_size
+        index = self.chunk_index(chunk.column("key")[0].as_py())
         rows = self.good_rows(chunk)
         samples = sorted(map_bounded(self.sample, rows, self.threads))
         parts, size = [[]], 0
@@ -145,6 +161,14 @@ class WebDatasetPacker:
         self.packed[index] = tars
         return written
 
+    def chunk_spans(self, manifest: pa.Table) -> list[range]:
+        """The manifest's rows of each chunk (its rows are in plan order, every chunk has some)."""
+        indexes = [self.chunk_index(key) for key in manifest.column("key").to_pylist()]
+        if not indexes:
+            return []
+        starts = [row for row, index in enumerate(indexes) if row == 0 or index != indexes[row - 1]]
+        return [range(start, stop) for start, stop in zip(starts, [*starts[1:], len(indexes)], strict=True)]
+
     def stored(self, index: int, present: set[str]) -> tuple[int, ChunkTars | None]:
         """Chunk ``index`` and what its stored index says its tars hold (None: no complete set)."""
         key = webdataset_index_key(self.shard, index)
@@ -157,7 +181,7 @@ class WebDatasetPacker:
         """Pack the chunks of ``manifest`` (the shard's rows, in key order) whose tars are missing
         or hold other samples; delete every other file of the shard's folder; return how many."""
         present = {o.key for o in self.target.list(webdataset_directory(self.shard) + "/")}
-        ranges = chunk_ranges(manifest.num_rows, self.chunk_size)
+        ranges = self.chunk_spans(manifest)
         # The indexes of chunks this process did not pack, read in parallel (one GET each on S3).
         unread = [index for index in range(len(ranges)) if index not in self.packed]
         known = {**dict(map_bounded(lambda i: self.stored(i, present), unread, self.threads)), **self.packed}

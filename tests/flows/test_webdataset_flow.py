@@ -1,17 +1,20 @@
-"""PreprocessFlow --format webdataset, really run, then TrainFlow trained from its tar shards."""
+"""PreprocessFlow --format webdataset, really run, then TrainFlow trained from its tar shards and
+InferFlow predicting straight from them (tar-shard input), checked by ``spot-batch verify``."""
 
 from __future__ import annotations
 
 import csv
 import json
+import subprocess
 from pathlib import Path
 
 import webdataset as wds
 
-from tests.support.flows import run_flow
+from steps.inference.predictions import load_predictions
+from tests.support.flows import SPOT_BATCH, run_flow
 
 
-def test_webdataset_shards_read_back_and_train(sample_dir: Path, tmp_path: Path) -> None:
+def test_webdataset_shards_read_back_train_and_infer(sample_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "shards"
     preprocess = run_flow(
         "preprocess",
@@ -65,3 +68,41 @@ def test_webdataset_shards_read_back_and_train(sample_dir: Path, tmp_path: Path)
     summary = train.client_run().data.summary
     assert (summary["images"], summary["classes"]) == (len(labels), len(set(labels.values())))
     assert json.dumps(summary)  # plain data
+
+    # InferFlow from the tars as they are: auto-detected (tars and their .json indexes, no images).
+    tars_dir = out / "webdataset"
+    infer = run_flow(
+        "infer",
+        tmp_path / "wd",
+        "--input",
+        str(tars_dir),
+        "--output",
+        str(tmp_path / "predictions"),
+        "--model",
+        train.client_run().data.model_uri,
+        "--decode",
+        "cpu",
+        "--shard-size",
+        "30",
+        "--batch-size",
+        "8",
+        "--workers",
+        "2",
+    )
+    assert infer.ok, infer.output[-3000:]
+    run = infer.client_run()
+    assert run.data.shard_plan["input_format"] == "webdataset" and run.data.shard_plan["shards"] > 1
+    predictions = load_predictions(str(tmp_path / "predictions"))
+    sample_ids = {m["key"]: s["__key__"].rsplit("/", 1)[-1] for m, s in zip(metas, read, strict=True)}
+    tar_of = {s["__key__"].rsplit("/", 1)[-1]: Path(s["__url__"]).relative_to(tars_dir).as_posix() for s in read}
+    wanted = sorted(f"{tar_of[i]}/{i}.jpg" for i in sample_ids.values())
+    assert list(predictions["key"]) == wanted  # <tar key>/<member>: every sample once, its tar's own rows
+    assert (predictions["status"] == "ok").all() and run.data.summary["processed"] == len(labels)
+    verified = subprocess.run(
+        [SPOT_BATCH, "verify", str(tmp_path / "predictions"), "--input", str(tars_dir)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert f"OK: {len(tars)}/{len(tars)} input keys" in verified.stdout
