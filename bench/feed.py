@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
                 assert result["images"] == (args.images // IMAGES_PER_TAR) * IMAGES_PER_TAR or "tar" not in reader
                 results[reader, count] = result
                 cpu_ms = 1000 * result["cpu_s"] / result["images"]
-                rows.append((reader, count, round(result["images"] / result["wall_s"]), round(cpu_ms, 4)))
+                rows.append((reader, count, round(result["images"] / result["wall_s"]), f"{cpu_ms:.4f}"))
                 print(" | ".join(map(str, rows[-1])), file=sys.stderr, flush=True)
     print_table(["reader", "threads", "images/s", "client CPU ms/image"], rows)
 
