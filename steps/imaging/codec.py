@@ -130,7 +130,7 @@ def _decode_turbo(data: bytes, header: JpegHeader, max_side: int | None) -> Deco
         return None
     if pixels.shape[:2] != (height, width):
         return None
-    image = Image.fromarray(pixels[..., 0] if gray else pixels, "L" if gray else "RGB")
+    image = Image.fromarray(pixels[..., 0] if gray else pixels)  # 2-D: "L", 3 channels: "RGB"
     transpose = _UPRIGHT.get(header.orientation)
     return Decoded(image if transpose is None else image.transpose(transpose), *header.upright_size, "JPEG")
 
