@@ -39,6 +39,7 @@ from torchvision import transforms
 from steps.demo.sample_data import generate
 from steps.inference.pipeline import Predictor
 from steps.inference.shard import infer_shard
+from steps.inference.tasks import ClassifyTask
 from steps.io.storage import LocalStorage
 from steps.models.architectures import IMAGENET_MEAN, IMAGENET_STD
 from steps.models.loading import DEFAULT_INPUT_SIZE, LoadedModel
@@ -69,13 +70,12 @@ def ours(model: LoadedModel, source: LocalStorage, keys: list[str], args: argpar
             keys=keys,
             source=source,
             target=target,
-            model=model,
+            task=ClassifyTask(model, TOP_K),
             batch_size=args.batch_size,
             chunk_size=len(keys),
-            top_k=TOP_K,
             threads=16,
             workers=usable_cores(),
-            device=torch.device(args.device),
+            devices=[torch.device(args.device)],
         )
 
 

@@ -28,7 +28,7 @@ from steps.inference.report import Sample, build_report, shard_scores
 from steps.inference.shard import INFER_FILES, infer_shard
 from steps.io.storage import open_storage
 from steps.io.validation import check_names
-from steps.models.loading import MODEL_FORMS, class_names_for, load_model
+from steps.models.loading import MODEL_FORMS
 from steps.output.attempts import attempt_seconds
 from steps.progress import log
 from steps.stats.summary import RunSummary, shard_stats
@@ -69,7 +69,19 @@ class InferFlow(ShardedFlow):
 
     config = Config("config", default=config_file("infer.toml"), parser=tomllib.loads)
 
-    model_spec = Parameter("model", default=config_expr("config.model"), help=f"latest, or {MODEL_FORMS}.")
+    model_spec = Parameter(
+        "model",
+        default=config_expr("config.model"),
+        help=f"latest, {MODEL_FORMS}, or python:<file.py|s3://...|module>:<factory> (your own model).",
+    )
+    task = Parameter(
+        "task",
+        default=config_expr("config.task"),
+        help="classify (top-k labels), embed (pooled features) or detect (boxes); python: models return their own.",
+    )
+    min_score = Parameter(
+        "min-score", type=float, default=config_expr("config.min_score"), help="detect: boxes scored below are dropped."
+    )
     batch_size = Parameter(
         "batch-size", type=POSITIVE, default=config_expr("config.batch_size"), help="Images per forward pass."
     )
@@ -99,16 +111,28 @@ class InferFlow(ShardedFlow):
         super().check_settings()
         check_names("--decode", [self.decode], DECODE_CHOICES, "a decoder: cpu, gpu or auto", "--decode")
         self.model_uri = latest_model_uri() if self.model_spec == LATEST else self.model_spec
-        loaded = load_model(self.model_uri)
-        loaded.class_names = class_names_for(loaded)
-        self.model = loaded.identity()
-        log(f"model {self.model_uri}: {loaded.kind} {loaded.architecture}, {len(loaded.class_names)} classes")
+        from steps.inference.tasks import describe_task
+
+        self.outputs = None  # the output columns start's probe found (not for classify)
+        task = self.load_task()
+        self.model, self.outputs = describe_task(task)
+        log(f"model {self.model_uri}: {self.model['type']} {self.model['architecture']}; {self.model['outputs']}")
+
+    def load_task(self, device=None):
+        """The task this run does (``steps.inference.tasks``), loaded on the CPU or ``device``."""
+        from steps.inference.tasks import load_task
+
+        return load_task(
+            self.model_uri, self.task, top_k=self.top_k, min_score=self.min_score, columns=self.outputs, device=device
+        )
 
     @card(type="blank", id=SHARD_CARD, refresh_interval=REFRESH_S)
     @resources(gpu=config.resources.gpu, cpu=config.resources.cpu, memory=config.resources.memory)
     @retry(times=config.retry.times, minutes_between_retries=config.retry.minutes_between_retries)
     @step
     def process_shard(self):
+        from steps.inference.pipeline import first_device
+
         source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
         attempt = self.begin_attempt(target)
         with self.writing_output(target) as stop, ShardCard(self.input, current.retry_count) as on_progress:
@@ -117,10 +141,9 @@ class InferFlow(ShardedFlow):
                 keys=self.shard_keys(target),
                 source=source,
                 target=target,
-                model=load_model(self.model_uri),
+                task=self.load_task(first_device()),
                 batch_size=self.batch_size,
                 chunk_size=self.chunk_size,
-                top_k=self.top_k,
                 threads=self.threads,
                 workers=self.workers,
                 prefetch_batches=self.prefetch,
@@ -129,7 +152,10 @@ class InferFlow(ShardedFlow):
                 on_progress=on_progress,
             )
         stats = shard_stats(result.outcome, attempt_seconds(target, attempt))
-        scores, samples = shard_scores(result.outcome.manifest, load_labels(source), stats.samples)
+        if self.outputs is None:  # classify
+            scores, samples = shard_scores(result.outcome.manifest, load_labels(source), stats.samples)
+        else:
+            scores, samples = Scores(), []
         # Plain data, not project classes: readable in the Metaflow UI and notebooks.
         self.shard_stats, self.scores, self.samples = asdict(stats), scores.to_dict(), [asdict(s) for s in samples]
         self.model_seconds = result.model_seconds

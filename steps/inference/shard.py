@@ -9,31 +9,28 @@ eight, and the next chunks are being predicted while one is written.
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import cycle
 
-import numpy as np
 import pyarrow as pa
 import torch
 
 from steps.inference.pipeline import (
     Batch,
     ChunkEnd,
-    Predictor,
     Prepared,
+    Preprocessing,
     batched,
     decodes_on_device,
     prepared_items,
     visible_devices,
 )
-from steps.inference.predictions import SCHEMA
+from steps.inference.tasks import InferTask, Runner
 from steps.io.concurrency import Prefetcher
 from steps.io.storage import Storage
-from steps.models.loading import LoadedModel, class_names_for
 from steps.output.layout import PART_STEM, shard_directory
 from steps.output.ledger import ChunkLedger, ShardOutcome, run_chunked, shard_state
 from steps.output.supersede import ShardFiles
@@ -59,7 +56,6 @@ class InferOutcome:
 @dataclass(frozen=True)
 class LaneSettings:
     source: Storage
-    labels: list[str]
     batch_size: int
     threads: int
     workers: int
@@ -68,7 +64,7 @@ class LaneSettings:
 
 
 def input_stream(
-    settings: LaneSettings, model: LoadedModel, device: torch.device, chunks: Sequence[Sequence[str]]
+    settings: LaneSettings, model: Preprocessing, device: torch.device, chunks: Sequence[Sequence[str]]
 ) -> Iterator[Batch | Prepared | ChunkEnd]:
     """Every chunk's batches and rejects, then its ChunkEnd; decoded on ``device`` or by Pillow."""
     source, batch_size, threads, workers = settings.source, settings.batch_size, settings.threads, settings.workers
@@ -89,24 +85,26 @@ def input_stream(
 
 
 def lane_tables(
-    settings: LaneSettings, model: LoadedModel, predictor: Predictor, chunks: Sequence[Sequence[str]]
+    settings: LaneSettings, task: InferTask, runner: Runner, chunks: Sequence[Sequence[str]]
 ) -> Iterator[pa.Table]:
-    """One device's share of the shard: a table per chunk of ``chunks``, in order."""
-    ready = Prefetcher(input_stream(settings, model, predictor.device, chunks), settings.prefetch_batches)
+    """One device's share of the shard: a table per chunk of ``chunks``, rows in the chunk's key order."""
+    ready = Prefetcher(input_stream(settings, task.model, runner.device, chunks), settings.prefetch_batches)
     try:
         for chunk_keys in chunks:
-            rows: dict[str, dict] = {}
+            tables: list[pa.Table] = []
+            rejects: list[Prepared] = []
             for item in ready:
                 if isinstance(item, ChunkEnd):
                     break
                 if isinstance(item, Prepared):
-                    rows[item.key] = rejected_row(item)
+                    rejects.append(item)
                     continue
                 item.wait()
-                scores, indices = predictor(item.pixels)
-                for key, row_scores, row_indices in zip(item.keys, scores, indices, strict=True):
-                    rows[key] = prediction_row(key, row_scores, [settings.labels[i] for i in row_indices])
-            yield pa.Table.from_pylist([rows[key] for key in chunk_keys], schema=SCHEMA)
+                tables.append(runner(item))
+            tables.append(task.rejected(rejects))
+            table = pa.concat_tables(tables)
+            row_of = {key: row for row, key in enumerate(table.column("key").to_pylist())}
+            yield table.take([row_of[key] for key in chunk_keys])
     finally:
         ready.close()
 
@@ -117,10 +115,9 @@ def infer_shard(
     keys: Sequence[str],
     source: Storage,
     target: Storage,
-    model: LoadedModel,
+    task: InferTask,
     batch_size: int,
     chunk_size: int,
-    top_k: int,
     threads: int,
     workers: int,
     prefetch_batches: int = 4,
@@ -136,16 +133,14 @@ def infer_shard(
     ``decode`` is ``--decode`` (see ``decodes_on_device``); ``devices`` default to every visible one.
     """
     devices = list(devices or visible_devices())
-    settings = LaneSettings(source, class_names_for(model), batch_size, threads, workers, prefetch_batches, decode)
-    # Predictor moves its module to its device: every lane after the first gets its own copy.
-    models = [model] + [replace(model, module=copy.deepcopy(model.module)) for _ in devices[1:]]
-    predictors = [Predictor(m, device, top_k) for m, device in zip(models, devices, strict=True)]
+    settings = LaneSettings(source, batch_size, threads, workers, prefetch_batches, decode)
+    runners = task.runners(devices)
     ledger = ChunkLedger(target, shard_directory(name), stem=PART_STEM)
     state = shard_state(target, ledger, name, keys, chunk_size)
     pending = state.pending(keys, chunk_size)
     lanes = [
-        Prefetcher(lane_tables(settings, m, predictor, pending[lane :: len(devices)]), depth=1)
-        for lane, (m, predictor) in enumerate(zip(models, predictors, strict=True))
+        Prefetcher(lane_tables(settings, task, runner, pending[lane :: len(devices)]), depth=1)
+        for lane, runner in enumerate(runners)
     ]
     turns = cycle(lanes)  # run_chunked asks for the pending chunks in plan order: chunk j is lane j % N's
 
@@ -171,28 +166,4 @@ def infer_shard(
     finally:
         for lane in lanes:
             lane.close()
-    return InferOutcome(outcome, sum(p.seconds for p in predictors), ",".join(str(d) for d in devices))
-
-
-def prediction_row(key: str, scores: np.ndarray, labels: list[str]) -> dict:
-    return {
-        "key": key,
-        "status": "ok",
-        "reason": "",
-        "label": labels[0],
-        "score": float(scores[0]),
-        "top_k_labels": labels,
-        "top_k_scores": [float(s) for s in scores],
-    }
-
-
-def rejected_row(item: Prepared) -> dict:
-    return {
-        "key": item.key,
-        "status": "rejected",
-        "reason": item.reason,
-        "label": None,
-        "score": None,
-        "top_k_labels": [],
-        "top_k_scores": [],
-    }
+    return InferOutcome(outcome, sum(r.seconds for r in runners), ",".join(str(d) for d in devices))

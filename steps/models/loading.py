@@ -97,6 +97,7 @@ class LoadedModel:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     crop_fraction: float = IMAGENET_CROP_FRACTION  # see steps.inference.prepare_image
+    resize: str = "crop"  # steps.imaging.placement: classifiers see the centre crop
 
     def identity(self) -> dict:
         """The ``model`` artifact: enough to tell which model produced a set of predictions."""

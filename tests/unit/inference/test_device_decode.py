@@ -19,6 +19,7 @@ from steps.inference.device_decode import DeviceDecoder, device_batches
 from steps.inference.pipeline import Batch, Prepared, decodes_on_device, prepare_item
 from steps.inference.predictions import load_predictions
 from steps.inference.shard import infer_shard
+from steps.inference.tasks import ClassifyTask
 from steps.io.storage import LocalStorage
 from steps.models.loading import LoadedModel, load_model
 from steps.planning.inputs import list_inputs
@@ -47,10 +48,9 @@ def predict(directory: Path, out: Path, model: LoadedModel, decode: str, devices
         keys=list_inputs(source),
         source=source,
         target=LocalStorage(out),
-        model=model,
+        task=ClassifyTask(model, 3),
         batch_size=16,
         chunk_size=48,
-        top_k=3,
         threads=4,
         workers=2,
         decode=decode,
@@ -153,10 +153,9 @@ def test_a_spot_notice_keeps_committed_chunks_and_drops_work_ahead_in_other_lane
             keys=keys,
             source=source,
             target=out,
-            model=trained,
+            task=ClassifyTask(trained, 3),
             batch_size=8,
             chunk_size=16,
-            top_k=3,
             threads=2,
             workers=2,
             decode="gpu",

@@ -16,6 +16,7 @@ from steps.errors import ConfigError
 from steps.inference.pipeline import Batch, Prepared, batched, prepare_image
 from steps.inference.predictions import load_labels, load_predictions
 from steps.inference.shard import infer_shard
+from steps.inference.tasks import ClassifyTask
 from steps.io.concurrency import Prefetcher
 from steps.io.storage import LocalStorage
 from steps.models.architectures import build_architecture
@@ -155,10 +156,9 @@ def test_infer_shard_writes_every_key_once_and_resumes_missing_parts(sample_dir:
             keys=keys,
             source=source,
             target=target,
-            model=model,
+            task=ClassifyTask(model, 3),
             batch_size=8,
             chunk_size=16,
-            top_k=3,
             threads=4,
             workers=2,
             prefetch_batches=2,
