@@ -47,11 +47,13 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _predictions(args: argparse.Namespace) -> int:
-    from steps.inference.predictions import describe, load_labels, load_predictions
+    from steps.inference.predictions import describe, load_labels, load_table
     from steps.io.storage import open_storage
 
     labels = load_labels(open_storage(args.labels)) if args.labels else None
-    print(describe(load_predictions(args.output), labels))
+    table = load_table(args.output)
+    predictions = table.to_pandas().sort_values("key", kind="stable").reset_index(drop=True)
+    print(describe(predictions, labels, table.schema))
     return 0
 
 
