@@ -3,6 +3,7 @@
     spot-batch sample-data DIR [--count 240] [--seed 0]
     spot-batch verify OUTPUT --input INPUT [--manifest URI]
     spot-batch predictions OUTPUT [--labels INPUT]
+    spot-batch similar OUTPUT --key K [--k 10]
     spot-batch regions rank --instance-types g4dn.xlarge,g5.xlarge --task-hours 2 [--cpu 4 --gpu 1] [--data-region ...]
     spot-batch plan INPUT OUTPUT [--flow preprocess|infer] [--manifest URI] [--json]
 
@@ -57,6 +58,14 @@ def _predictions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _similar(args: argparse.Namespace) -> int:
+    from steps.inference.similar import similar
+
+    for rank, neighbour in enumerate(similar(args.output, args.key, args.k, args.column), start=1):
+        print(f"{rank:>3}  {neighbour.cosine:.4f}  {neighbour.key}")
+    return 0
+
+
 def _regions_rank(args: argparse.Namespace) -> int:
     from steps.cost.model import Job, format_ranking, rank
     from steps.cost.prices import load_prices, parse_snapshot, read_snapshot
@@ -103,6 +112,23 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inference_commands(commands: argparse._SubParsersAction) -> None:
+    """``predictions`` and ``similar``: reading what InferFlow wrote."""
+    cmd = commands.add_parser("predictions", help="summarise the predictions InferFlow wrote")
+    cmd.add_argument("output", help="InferFlow --output (directory or s3://bucket/prefix)")
+    cmd.add_argument("--labels", help="input root holding labels.csv, to print accuracy")
+    cmd.set_defaults(handler=_predictions)
+
+    cmd = commands.add_parser(
+        "similar", help="exact nearest neighbours of one image by cosine (an InferFlow --task embed output)"
+    )
+    cmd.add_argument("output", help="InferFlow --output (directory or s3://bucket/prefix)")
+    cmd.add_argument("--key", required=True, help="the input key whose neighbours to list")
+    cmd.add_argument("--k", type=int, default=10, help="neighbours to list (default 10)")
+    cmd.add_argument("--column", default="embedding", help="the [N, D] output column to compare (default embedding)")
+    cmd.set_defaults(handler=_similar)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="spot-batch", description=__doc__.split("\n\n")[0])
     commands = root.add_subparsers(dest="command", required=True)
@@ -119,10 +145,7 @@ def parser() -> argparse.ArgumentParser:
     cmd.add_argument("--manifest", default="", help="the --manifest of that run, if any: its keys are the inputs")
     cmd.set_defaults(handler=_verify)
 
-    cmd = commands.add_parser("predictions", help="summarise the predictions InferFlow wrote")
-    cmd.add_argument("output", help="InferFlow --output (directory or s3://bucket/prefix)")
-    cmd.add_argument("--labels", help="input root holding labels.csv, to print accuracy")
-    cmd.set_defaults(handler=_predictions)
+    _inference_commands(commands)
 
     regions = commands.add_parser("regions", help="price regions x instance types").add_subparsers(
         dest="regions_command", required=True

@@ -18,7 +18,7 @@ import torch
 
 from steps.errors import ConfigError, UserCodeError
 from steps.imaging.placement import place
-from steps.inference.outputs import OutputColumn, batch_table, probe_columns, rejected_table, schema_of
+from steps.inference.outputs import LIST, OutputColumn, batch_table, probe_columns, rejected_table, schema_of
 from steps.inference.pipeline import Batch, Predictor, Prepared
 from steps.inference.predictions import SCHEMA
 from steps.models.callable_model import CallableModel
@@ -168,6 +168,13 @@ InferTask = ClassifyTask | CallableTask
 
 TASKS = ("classify", "embed", "detect")
 
+# Fixed, not probed: a detector finds nothing on a blank image, so the probe could not tell the types.
+DETECT_COLUMNS = (
+    OutputColumn("boxes", LIST, "float32", 4),  # x0, y0, x1, y1 in original upright pixels
+    OutputColumn("labels", LIST, "string"),
+    OutputColumn("scores", LIST, "float32"),
+)
+
 
 def load_task(
     spec: str,
@@ -180,6 +187,8 @@ def load_task(
 ) -> InferTask:
     """The task ``--model``/``--task`` name, loaded on the CPU; ``columns`` (the ``outputs``
     artifact) from ``start``'s probe, else probed now. ConfigError in one line for anything wrong."""
+    from steps.models.detection import load_detector
+    from steps.models.embedding import embedding_model
     from steps.models.loading import load_model
     from steps.models.user import PYTHON_PREFIX, load_user_model
 
@@ -191,8 +200,11 @@ def load_task(
         model = load_user_model(spec, device)
     elif task == "classify":
         return ClassifyTask(load_model(spec), top_k)
+    elif task == "embed":
+        model = embedding_model(load_model(spec))
     else:
-        raise ConfigError("--task", task, "classify (the others come in the next commits)", "use --task classify")
+        model = load_detector(spec, min_score)
+        columns = [c.to_dict() for c in DETECT_COLUMNS]
     found = probe(model) if columns is None else [OutputColumn(**c) for c in columns]
     return CallableTask(model, tuple(found))
 
