@@ -1,13 +1,14 @@
-"""InferFlow: classify every image with a trained model, sharded, batched, exactly once.
+"""InferFlow: run a model over every image (classify, embed, detect or your own), sharded, batched, exactly once.
 
     python flows/infer.py run --input DIR_OR_S3 --output DIR_OR_S3 [--model latest]
     python flows/infer.py run --with batch --input s3://b/images --output s3://b/predictions
 
 ``--model``: ``latest`` (the newest successful TrainFlow run's ``model_uri``), a TrainFlow model
-URI, a TorchScript file, or ``torchvision:<arch>:<local weights file>`` (see
-steps/models/loading.py). Output: ``<output>/predictions/<shard>/part-NNNNN.parquet``, read with
-``spot-batch predictions OUTPUT``. A retried shard skips its committed parts; a rerun into
-the same output skips finished shards.
+URI, a TorchScript file, ``torchvision:<arch>:<local weights file>`` (see
+steps/models/loading.py), ``hf:<checkpoint dir>`` or your own ``python:<file.py>:<factory>``.
+``--task``: classify, embed or detect (steps/inference/tasks.py). Output:
+``<output>/predictions/<shard>/part-NNNNN.parquet``, read with ``spot-batch predictions OUTPUT``.
+A retried shard skips its committed parts; a rerun into the same output skips finished shards.
 """
 
 import tomllib
@@ -72,7 +73,7 @@ class InferFlow(ShardedFlow):
     model_spec = Parameter(
         "model",
         default=config_expr("config.model"),
-        help=f"latest, {MODEL_FORMS}, or python:<file.py|s3://...|module>:<factory> (your own model).",
+        help=f"latest, or {MODEL_FORMS} (your own model: README, Bring your own model).",
     )
     task = Parameter(
         "task",

@@ -189,6 +189,7 @@ def load_task(
     artifact) from ``start``'s probe, else probed now. ConfigError in one line for anything wrong."""
     from steps.models.detection import load_detector
     from steps.models.embedding import embedding_model
+    from steps.models.huggingface import HF_PREFIX, load_hf
     from steps.models.loading import load_model
     from steps.models.user import PYTHON_PREFIX, load_user_model
 
@@ -198,6 +199,13 @@ def load_task(
         if task != "classify":
             raise ConfigError("--task", task, "no --task with a python: model", "its outputs are what it returns")
         model = load_user_model(spec, device)
+    elif spec.startswith(HF_PREFIX):
+        if task == "detect":
+            raise ConfigError("--task", task, "classify or embed with an hf: checkpoint", "use a torchvision detector")
+        loaded = load_hf(spec, task)
+        if isinstance(loaded, LoadedModel):
+            return ClassifyTask(loaded, top_k)
+        model = loaded
     elif task == "classify":
         return ClassifyTask(load_model(spec), top_k)
     elif task == "embed":

@@ -81,7 +81,10 @@ IMAGENET_CROP_FRACTION = 0.875  # resize to 256, keep the centre 224
 TRAINFLOW_CROP_FRACTION = 1.0  # TrainFlow trains on the whole centred square (ImageOps.fit)
 
 
-MODEL_FORMS = "a TrainFlow model URI, a TorchScript file, or torchvision:<arch>:<weights file>"
+MODEL_FORMS = (
+    "a TrainFlow model URI, a TorchScript file, torchvision:<arch>:<weights file>, hf:<checkpoint dir> "
+    "or python:<file.py>:<factory>"
+)
 
 
 @dataclass
