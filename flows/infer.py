@@ -155,13 +155,22 @@ class InferFlow(ShardedFlow):
         stats = shard_stats(result.outcome, attempt_seconds(target, attempt))
         if self.outputs is None:  # classify
             scores, samples = shard_scores(result.outcome.manifest, load_labels(source), stats.samples)
+            self.digest = None
         else:
+            from steps.inference.task_report import shard_digest
+
             scores, samples = Scores(), []
+            self.digest = shard_digest(self.task, result.outcome.manifest)  # small: the card's samples
         # Plain data, not project classes: readable in the Metaflow UI and notebooks.
         self.shard_stats, self.scores, self.samples = asdict(stats), scores.to_dict(), [asdict(s) for s in samples]
         self.model_seconds = result.model_seconds
         self.device = result.device
         self.next(self.join)
+
+    def task_sections(self, digests: list[dict]) -> list:
+        from steps.inference.task_report import task_sections
+
+        return task_sections(digests, open_storage(self.input_uri))
 
     @card(type="blank", id="report")
     @step
@@ -188,6 +197,7 @@ class InferFlow(ShardedFlow):
                 samples=[Sample(**x) for i in done for x in i.samples],
                 source=open_storage(self.input_uri),
                 output=self.output_uri,
+                task_sections=self.task_sections([i.digest for i in done if i.digest]),
             )
         )
         self.next(self.end)

@@ -19,6 +19,7 @@ from steps.errors import ConfigError
 from steps.inference.predictions import load_predictions, load_table
 from steps.inference.shard import infer_shard
 from steps.inference.similar import similar
+from steps.inference.task_report import shard_digest, task_sections
 from steps.inference.tasks import DETECT_COLUMNS, CallableTask, load_task
 from steps.io.storage import LocalStorage
 from steps.models.architectures import build_architecture
@@ -79,6 +80,15 @@ def test_embed_writes_unit_float16_vectors_and_similar_finds_a_duplicate(sample_
     assert shown.stdout.splitlines()[0].split() == ["1", f"{neighbours[0].cosine:.4f}", first.name]
     with pytest.raises(ConfigError, match="expected a key predicted ok"):
         similar(str(tmp_path / "out"), "no-such-key.jpg")
+
+    # The report card: norms, and a sample's nearest neighbours in its shard as thumbnails.
+    digest = shard_digest("embed", load_table(str(tmp_path / "out")))
+    assert digest["norms"][0] == len(ok) and abs(digest["norms"][2] - 1) < 2e-3
+    sections = task_sections([digest], LocalStorage(source))
+    assert sections[0].rows[0][0] == len(ok)
+    query, neighbours = digest["neighbours"][0]
+    assert len(neighbours) == 4 and sections[1].title == f"Nearest neighbours of {query} (within its shard)"
+    assert [caption for caption, _ in sections[1].images][1:] == [f"cosine {s:.3f}" for _, s in neighbours]
 
 
 def test_embed_takes_the_features_before_a_torchvision_head() -> None:
@@ -151,6 +161,17 @@ def test_detect_boxes_are_in_the_original_upright_image(tmp_path: Path, decode: 
         assert list(rows.at[key, "labels"]) == ["box"]
         assert rows.at[key, "scores"][0] == pytest.approx(0.9)
     assert rows.at["broken.jpg", "status"] == "rejected"
+
+    # The report card: counts by label, and thumbnails with the boxes drawn where they belong.
+    digest = shard_digest("detect", table)
+    assert digest["counts"] == {"box": 2} and digest["images"] == 2
+    sections = task_sections([digest], LocalStorage(source))
+    assert sections[0].rows == [["box", 2]]
+    drawn = Image.open(io.BytesIO(sections[-1].images[0][1])).convert("RGB")
+    scale = drawn.width / UPRIGHT[0]
+    x0, y0 = round(BOX[0] * scale), round(BOX[1] * scale)
+    red = np.asarray(drawn)[y0 - 2 : y0 + 3, x0 - 2 : x0 + 3].reshape(-1, 3)
+    assert any(r > 180 and g < 120 for r, g, _ in red)  # the box's red outline at its top-left corner
 
 
 def test_detect_needs_a_torchvision_detection_architecture(tmp_path: Path) -> None:
