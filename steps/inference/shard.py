@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from itertools import cycle
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from steps.inference.pipeline import (
@@ -103,8 +104,7 @@ def lane_tables(
                 tables.append(runner(item))
             tables.append(task.rejected(rejects))
             table = pa.concat_tables(tables)
-            row_of = {key: row for row, key in enumerate(table.column("key").to_pylist())}
-            yield table.take([row_of[key] for key in chunk_keys])
+            yield table.take(pc.index_in(pa.array(chunk_keys, pa.string()), value_set=table.column("key")))
     finally:
         ready.close()
 

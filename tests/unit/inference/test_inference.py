@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 from PIL import Image
@@ -184,3 +185,28 @@ def test_infer_shard_writes_every_key_once_and_resumes_missing_parts(sample_dir:
     assert np.allclose(after["score"].fillna(0), before["score"].fillna(0), atol=1e-5)
 
     assert run().outcome.skipped  # manifest present: the whole shard is skipped
+
+
+def test_classify_rows_are_the_top_k_of_the_predictor(tmp_path: Path) -> None:
+    from steps.inference.pipeline import Predictor
+    from steps.inference.predictions import SCHEMA
+    from steps.inference.tasks import ClassifyRunner
+
+    model = load_model(str(save_bundle(tmp_path / "model.pt")))
+    pixels = torch.randint(0, 256, (5, 32, 32, 3), dtype=torch.uint8)
+    keys = [f"k{i}" for i in range(5)]
+    table = ClassifyRunner(model, torch.device("cpu"), 3, CLASSES)(Batch(keys, pixels))
+    scores, indices = Predictor(model, torch.device("cpu"), 3)(pixels)
+    expected = [
+        {
+            "key": key,
+            "status": "ok",
+            "reason": "",
+            "label": CLASSES[row[0]],
+            "score": float(top[0]),
+            "top_k_labels": [CLASSES[i] for i in row],
+            "top_k_scores": [float(s) for s in top],
+        }
+        for key, top, row in zip(keys, scores, indices, strict=True)
+    ]
+    assert table.equals(pa.Table.from_pylist(expected, schema=SCHEMA))

@@ -213,3 +213,17 @@ def test_meta_maps_input_pixels_back_to_the_original(tmp_path: Path) -> None:
         corner_y = 480 * record["scale_y"] + record["offset_y"]
         expected = {"crop": (75, 64), "pad": (64, 56), "stretch": (64, 64)}[resize]
         assert (round(corner_x), round(corner_y)) == expected, resize
+
+
+def test_an_importable_module_works_like_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = tmp_path / "team_models"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    readme_model(package)  # team_models/my_model.py
+    monkeypatch.syspath_prepend(str(tmp_path))
+    task = load_task("python:team_models.my_model:build", "classify", top_k=1, min_score=0)
+    assert [c.name for c in task.columns] == ["rgb_mean", "brightness"]
+    with pytest.raises(ConfigError, match="no --task with a python: model"):
+        load_task("python:team_models.my_model:build", "embed", top_k=1, min_score=0)
+    with pytest.raises(ConfigError, match=re.escape("importing module team_models.nothing to work")):
+        load_task("python:team_models.nothing:build", "classify", top_k=1, min_score=0)
