@@ -200,6 +200,11 @@ def _array(value: object, column: OutputColumn) -> pa.Array:
     return pa.array([list(v) for v in value], type=column.arrow_type)
 
 
+def _family(dtype: str) -> str:
+    """float16 and float32 are one: the probe runs in fp32 on the CPU, a T4's autocast returns fp16."""
+    return "float" if dtype in ("float16", "float32") else dtype
+
+
 def batch_table(
     outputs: object, columns: Sequence[OutputColumn], keys: Sequence[str], schema: pa.Schema, spec: str
 ) -> pa.Table:
@@ -209,7 +214,8 @@ def batch_table(
         named = _named_outputs(outputs, [c.name for c in columns])
         for column in columns:
             seen = column_of(column.name, named[column.name], n)
-            if (seen.shape, seen.width) != (column.shape, column.width) or seen.dtype not in (column.dtype, UNKNOWN):
+            same_type = _family(seen.dtype) in (_family(column.dtype), UNKNOWN)
+            if (seen.shape, seen.width) != (column.shape, column.width) or not same_type:
                 raise WrongOutput(column.name, f"{column.arrow_type} as on the probe", f"{seen.arrow_type}")
     except WrongOutput as wrong:
         raise UserCodeError(

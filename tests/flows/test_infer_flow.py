@@ -276,3 +276,57 @@ def test_an_exception_in_the_users_model_fails_the_task_once_with_its_traceback(
     assert "retry_count 1" not in result.output and "(retry 1)" not in result.output
     task = result.client_run()["process_shard"].task
     assert task.current_attempt == 0  # failed once, not retried as if it were a spot loss
+
+
+@pytest.mark.parametrize(
+    ("task", "arch", "card_section"),
+    [
+        ("embed", "mobilenet_v3_small", "Nearest neighbours of"),
+        ("detect", "ssdlite320_mobilenet_v3_large", "Detections by label"),
+    ],
+)
+def test_embed_and_detect_with_random_init_torchvision_weights(
+    sample_dir: Path, tmp_path: Path, task: str, arch: str, card_section: str
+) -> None:
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    extra = {"weights_backbone": None} if task == "detect" else {}
+    weights = tmp_path / f"{arch}.pth"
+    torch.save(torchvision.models.get_model(arch, weights=None, **extra).state_dict(), weights)
+    output = tmp_path / "out"
+    result = run_flow(
+        "infer",
+        tmp_path / "work",
+        "--input",
+        str(sample_dir),
+        "--output",
+        str(output),
+        "--model",
+        f"torchvision:{arch}:{weights}",
+        "--task",
+        task,
+        "--min-score",
+        "0.05",
+        *FAST,
+    )
+    assert result.ok, result.output[-3000:]
+    predictions = load_predictions(str(output))
+    assert list(predictions["key"]) == sorted(list_inputs(LocalStorage(sample_dir)))
+    assert (predictions["status"] == "ok").sum() == 51
+    run = result.client_run()
+    assert run.data.model["type"] == task
+    html = card_text("infer", tmp_path / "work", f"{run.id}/join")
+    assert card_section in html
+    if task == "embed":
+        assert run.data.model["outputs"]["embedding"] == "fixed_size_list<element: halffloat>[1024]"
+        key = predictions.loc[predictions["status"] == "ok", "key"].iloc[0]
+        shown = subprocess.run(
+            [SPOT_BATCH, "similar", str(output), "--key", key, "--k", "3"], capture_output=True, text=True, check=True
+        )
+        assert len(shown.stdout.splitlines()) == 3
+    else:
+        assert run.data.model["outputs"]["boxes"] == "list<item: fixed_size_list<element: float>[4]>"
+        boxes = [b for row in predictions.loc[predictions["status"] == "ok", "boxes"] for b in row]
+        assert all(0 <= b[0] <= b[2] and 0 <= b[1] <= b[3] for b in boxes)

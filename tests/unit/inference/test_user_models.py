@@ -227,3 +227,18 @@ def test_an_importable_module_works_like_a_file(tmp_path: Path, monkeypatch: pyt
         load_task("python:team_models.my_model:build", "embed", top_k=1, min_score=0)
     with pytest.raises(ConfigError, match=re.escape("importing module team_models.nothing to work")):
         load_task("python:team_models.nothing:build", "classify", top_k=1, min_score=0)
+
+
+def test_a_half_precision_batch_is_stored_as_the_probes_type() -> None:
+    import torch
+
+    from steps.inference.outputs import batch_table, probe_columns, schema_of
+
+    columns = probe_columns({"v": torch.zeros((2, 3)), "s": torch.zeros(2)}, 2, "python:m.py:build")
+    schema = schema_of(columns)
+    half = {"v": torch.ones((2, 3), dtype=torch.float16), "s": torch.ones(2, dtype=torch.bfloat16)}
+    table = batch_table(half, columns, ["a", "b"], schema, "python:m.py:build")  # as autocast on a T4 returns
+    assert table.schema == schema and table.column("v").to_pylist() == [[1.0] * 3] * 2
+    wrong = "expected fixed_size_list<item: float>[3] as on the probe; got fixed_size_list<item: int64>[3]"
+    with pytest.raises(UserCodeError, match=re.escape(wrong)):
+        batch_table({"v": torch.ones((2, 3), dtype=torch.int64), "s": torch.ones(2)}, columns, ["a", "b"], schema, "m")
