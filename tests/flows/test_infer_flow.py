@@ -214,7 +214,7 @@ def test_readme_model_is_typed_exactly_once_after_a_sigkill_and_a_rerun_skips(sa
     run = first.client_run()
     assert run["process_shard"].task.current_attempt == 1  # the SIGKILL was retried like a spot loss
     assert run.data.model["type"] == "python" and run.data.model["architecture"] == "MeanColour"
-    assert run.data.model["outputs"]["rgb_mean"] == "fixed_size_list<element: float>[3]"
+    assert run.data.model["outputs"]["rgb_mean"] == "fixed_size_list<item: float>[3]"
     assert "Predicted 54 images" in first.output
 
     check = subprocess.run(
@@ -320,13 +320,13 @@ def test_embed_and_detect_with_random_init_torchvision_weights(
     html = card_text("infer", tmp_path / "work", f"{run.id}/join")
     assert card_section in html
     if task == "embed":
-        assert run.data.model["outputs"]["embedding"] == "fixed_size_list<element: halffloat>[1024]"
+        assert run.data.model["outputs"]["embedding"] == "fixed_size_list<item: halffloat>[1024]"
         key = predictions.loc[predictions["status"] == "ok", "key"].iloc[0]
         shown = subprocess.run(
             [SPOT_BATCH, "similar", str(output), "--key", key, "--k", "3"], capture_output=True, text=True, check=True
         )
         assert len(shown.stdout.splitlines()) == 3
     else:
-        assert run.data.model["outputs"]["boxes"] == "list<item: fixed_size_list<element: float>[4]>"
+        assert run.data.model["outputs"]["boxes"] == "list<item: fixed_size_list<item: float>[4]>"
         boxes = [b for row in predictions.loc[predictions["status"] == "ok", "boxes"] for b in row]
         assert all(0 <= b[0] <= b[2] and 0 <= b[1] <= b[3] for b in boxes)
