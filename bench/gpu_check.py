@@ -45,6 +45,7 @@ from steps.imaging.jpeg_header import read_jpeg_header
 from steps.imaging.tensor_decode import RGB, decode_jpegs
 from steps.inference.pipeline import Predictor
 from steps.inference.shard import infer_shard
+from steps.inference.tasks import ClassifyTask
 from steps.io.storage import LocalStorage
 from steps.models.loading import DEFAULT_INPUT_SIZE, LoadedModel
 from steps.preprocess.shard import preprocess_shard
@@ -291,10 +292,9 @@ def end_to_end(args: argparse.Namespace, device: torch.device, scratch: Path, ro
                 keys=subset,
                 source=source,
                 target=output,
-                model=model,
+                task=ClassifyTask(model, 5),
                 batch_size=args.batch_size,
                 chunk_size=args.chunk_size,
-                top_k=5,
                 threads=16,
                 workers=cores,
                 decode=decode,

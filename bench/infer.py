@@ -13,7 +13,10 @@ forward pass does not depend on the weights). Three ways through the same model 
   runs, Parquet output;
 * naive: ``torch.utils.data.DataLoader`` over a PIL dataset with torchvision's
   Resize(256)/CenterCrop(224)/ToTensor/Normalize, float32 batches, plain fp32 forward pass, with
-  ``num_workers=0`` (the default) and one worker process per core.
+  ``num_workers=0`` (the default) and one worker process per core;
+* a user model: the same ResNet-50 as a ``python:`` model file (README, "Bring your own model")
+  returning its pooled [N, 2048] features, model only (``CallableRunner``: normalise, forward,
+  the outputs turned into an Arrow column) and end to end through ``infer_shard``.
 
 A second table (skip it with ``--no-tars``) compares where the JPEGs come from, ``--decode cpu``:
 the same images as in-memory bytes (no read cost at all) against WebDataset tar shards on local
@@ -47,8 +50,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from steps.demo.sample_data import generate
-from steps.inference.pipeline import Predictor
+from steps.imaging.placement import place
+from steps.inference.pipeline import Batch, Predictor
 from steps.inference.shard import infer_shard
+from steps.inference.tasks import CallableRunner, ClassifyTask, InferTask, load_task
 from steps.io.input_format import IMAGE_OBJECTS, TAR_SHARDS, InputFormat
 from steps.io.storage import LocalStorage, Storage
 from steps.io.tar_reader import TarMembers, read_tar
@@ -56,6 +61,27 @@ from steps.models.architectures import IMAGENET_MEAN, IMAGENET_STD
 from steps.models.loading import DEFAULT_INPUT_SIZE, LoadedModel
 
 TOP_K = 5
+
+USER_MODEL = """
+import torch
+import torchvision
+
+class Features:
+    input_size = 224
+    mean = (0.485, 0.456, 0.406)
+    std = (0.229, 0.224, 0.225)
+
+    def __init__(self, device):
+        model = torchvision.models.resnet50(weights=None)
+        model.fc = torch.nn.Identity()
+        self.model = model.eval().to(device)
+
+    def __call__(self, pixels, meta):
+        return {"features": self.model(pixels)}
+
+def build(device):
+    return Features(device)
+"""
 
 
 def resnet50() -> LoadedModel:
@@ -73,8 +99,15 @@ def model_only(predictor: Predictor, images: int, batch_size: int) -> None:
         predictor(pixels)
 
 
+def user_model_only(runner: CallableRunner, images: int, batch_size: int) -> None:
+    pixels = torch.randint(0, 256, (batch_size, DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE, 3), dtype=torch.uint8)
+    batch = Batch([str(i) for i in range(batch_size)], pixels, placements=[place(224, 224, 224, "crop")] * batch_size)
+    for _ in range(math.ceil(images / batch_size)):
+        runner(batch)
+
+
 def ours(
-    model: LoadedModel,
+    task: InferTask,
     source: Storage,
     keys: list[str],
     args: argparse.Namespace,
@@ -90,10 +123,9 @@ def ours(
             keys=keys,
             source=source,
             target=target,
-            model=model,
+            task=task,
             batch_size=args.batch_size,
             chunk_size=len(keys),
-            top_k=TOP_K,
             threads=16,
             workers=usable_cores(),
             devices=[torch.device(args.device)],
@@ -164,7 +196,7 @@ def tar_reading_ms(source: LocalStorage, tars: list[str], images: int, repeats: 
 
 def tar_shards_vs_bytes(objects: dict[str, bytes], args: argparse.Namespace, scratch: Path) -> None:
     tars = write_tars(objects, scratch / "tars", args.per_tar)
-    on_disk, in_memory, model = LocalStorage(scratch / "tars"), InMemory(objects), linear_model()
+    on_disk, in_memory, model = LocalStorage(scratch / "tars"), InMemory(objects), ClassifyTask(linear_model(), TOP_K)
     keys = sorted(objects)
     runs = {
         "in-memory bytes (one object per image)": lambda: ours(model, in_memory, keys, args, scratch, decode="cpu"),
@@ -256,19 +288,31 @@ def models_table(keys: list[str], args: argparse.Namespace, scratch: Path) -> No
     )
     source = LocalStorage(scratch / "in")
     predictor = Predictor(model, torch.device(args.device), TOP_K)  # moves the module to the device
+    (scratch / "features.py").write_text(USER_MODEL)
+    user = load_task(f"python:{scratch / 'features.py'}:build", "classify", top_k=TOP_K, min_score=0)
+    user_runner = CallableRunner(user.model, user.columns, torch.device(args.device))
     cores = usable_cores()
     variants = [
         (
             "model only (Predictor on random uint8 batches)",
             lambda: model_only(predictor, len(keys), args.batch_size),
         ),
-        ("ours: infer_shard (InferFlow's pipeline)", lambda: ours(model, source, keys, args, scratch)),
+        (
+            "ours: infer_shard (InferFlow's pipeline)",
+            lambda: ours(ClassifyTask(model, TOP_K), source, keys, args, scratch),
+        ),
         ("naive: DataLoader + PIL, num_workers=0", lambda: naive(model.module, paths, args, 0)),
         (f"naive: DataLoader + PIL, num_workers={cores}", lambda: naive(model.module, paths, args, cores)),
+        (
+            "user model only (python:, [N, 2048] features)",
+            lambda: user_model_only(user_runner, len(keys), args.batch_size),
+        ),
+        ("user model: infer_shard end to end", lambda: ours(user, source, keys, args, scratch)),
     ]
     model_only(predictor, args.batch_size, args.batch_size)  # warm-up: allocator, cudnn autotuning
+    user_model_only(user_runner, args.batch_size, args.batch_size)
     rates = [len(keys) / seconds for seconds in best_seconds([run for _, run in variants], args.repeats)]
-    ceiling, end_to_end, best_naive = rates[0], rates[1], max(rates[2:])
+    ceiling, end_to_end, best_naive = rates[0], rates[1], max(rates[2:4])
     print_table(
         ["variant", "images/s", "vs model only"],
         [(label, rate, f"{rate / ceiling:.0%}") for (label, _), rate in zip(variants, rates, strict=True)],
@@ -277,6 +321,7 @@ def models_table(keys: list[str], args: argparse.Namespace, scratch: Path) -> No
         f"ratio: ours {end_to_end / ceiling:.0%} of model-only; ours {end_to_end / best_naive:.2f}x the best "
         f"naive DataLoader ({end_to_end / rates[2]:.2f}x num_workers=0)"
     )
+    print(f"ratio: user model end to end {rates[5] / rates[4]:.0%} of its model-only")
 
 
 if __name__ == "__main__":

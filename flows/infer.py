@@ -1,13 +1,14 @@
-"""InferFlow: classify every image with a trained model, sharded, batched, exactly once.
+"""InferFlow: run a model over every image (classify, embed, detect or your own), sharded, batched, exactly once.
 
     python flows/infer.py run --input DIR_OR_S3 --output DIR_OR_S3 [--model latest]
     python flows/infer.py run --with batch --input s3://b/images --output s3://b/predictions
 
 ``--model``: ``latest`` (the newest successful TrainFlow run's ``model_uri``), a TrainFlow model
-URI, a TorchScript file, or ``torchvision:<arch>:<local weights file>`` (see
-steps/models/loading.py). Output: ``<output>/predictions/<shard>/part-NNNNN.parquet``, read with
-``spot-batch predictions OUTPUT``. A retried shard skips its committed parts; a rerun into
-the same output skips finished shards.
+URI, a TorchScript file, ``torchvision:<arch>:<local weights file>`` (see
+steps/models/loading.py), ``hf:<checkpoint dir>`` or your own ``python:<file.py>:<factory>``.
+``--task``: classify, embed or detect (steps/inference/tasks.py). Output:
+``<output>/predictions/<shard>/part-NNNNN.parquet``, read with ``spot-batch predictions OUTPUT``.
+A retried shard skips its committed parts; a rerun into the same output skips finished shards.
 """
 
 import tomllib
@@ -67,7 +68,19 @@ class InferFlow(ShardedFlow):
 
     config = Config("config", default=config_file("infer.toml"), parser=tomllib.loads)
 
-    model_spec = Parameter("model", default=config_expr("config.model"), help=f"latest, or {MODEL_FORMS}.")
+    model_spec = Parameter(
+        "model",
+        default=config_expr("config.model"),
+        help=f"latest, or {MODEL_FORMS} (your own model: README, Bring your own model).",
+    )
+    task = Parameter(
+        "task",
+        default=config_expr("config.task"),
+        help="classify (top-k labels), embed (pooled features) or detect (boxes); python: models return their own.",
+    )
+    min_score = Parameter(
+        "min-score", type=float, default=config_expr("config.min_score"), help="detect: boxes scored below are dropped."
+    )
     batch_size = Parameter(
         "batch-size", type=POSITIVE, default=config_expr("config.batch_size"), help="Images per forward pass."
     )
@@ -96,25 +109,34 @@ class InferFlow(ShardedFlow):
         """Also loads the model once, so a bad ``--model`` fails here, before any fan-out."""
         # torch, pandas and the model code load in the steps that use them, not with the flow file.
         from steps.inference.pipeline import DECODE_CHOICES
-        from steps.models.loading import class_names_for, load_model
+        from steps.inference.tasks import describe_task
 
         super().check_settings()
         check_names("--decode", [self.decode], DECODE_CHOICES, "a decoder: cpu, gpu or auto", "--decode")
         self.model_uri = latest_model_uri() if self.model_spec == LATEST else self.model_spec
-        loaded = load_model(self.model_uri)
-        loaded.class_names = class_names_for(loaded)
-        self.model = loaded.identity()
-        log(f"model {self.model_uri}: {loaded.kind} {loaded.architecture}, {len(loaded.class_names)} classes")
+
+        self.outputs = None  # the output columns start's probe found (not for classify)
+        task = self.load_task()
+        self.model, self.outputs = describe_task(task)
+        log(f"model {self.model_uri}: {self.model['type']} {self.model['architecture']}; {self.model['outputs']}")
+
+    def load_task(self, device=None):
+        """The task this run does (``steps.inference.tasks``), loaded on the CPU or ``device``."""
+        from steps.inference.tasks import load_task
+
+        return load_task(
+            self.model_uri, self.task, top_k=self.top_k, min_score=self.min_score, columns=self.outputs, device=device
+        )
 
     @card(type="blank", id=SHARD_CARD, refresh_interval=REFRESH_S)
     @resources(gpu=config.resources.gpu, cpu=config.resources.cpu, memory=config.resources.memory)
     @retry(times=config.retry.times, minutes_between_retries=config.retry.minutes_between_retries)
     @step
     def process_shard(self):
-        from steps.inference.predictions import load_labels
+        from steps.inference.pipeline import first_device
+        from steps.inference.predictions import Scores, load_labels
         from steps.inference.report import shard_scores
         from steps.inference.shard import infer_shard
-        from steps.models.loading import load_model
 
         source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
         attempt = self.begin_attempt(target)
@@ -125,10 +147,9 @@ class InferFlow(ShardedFlow):
                 keys=self.shard_keys(target),
                 source=source,
                 target=target,
-                model=load_model(self.model_uri),
+                task=self.load_task(first_device()),
                 batch_size=self.batch_size,
                 chunk_size=self.chunk_size,
-                top_k=self.top_k,
                 threads=self.threads,
                 workers=self.workers,
                 prefetch_batches=self.prefetch,
@@ -139,12 +160,28 @@ class InferFlow(ShardedFlow):
                 images=planned_images,
             )
         stats = shard_stats(result.outcome, attempt_seconds(target, attempt))
-        scores, samples = shard_scores(result.outcome.manifest, load_labels(source), stats.samples)
+        if self.outputs is None:  # classify
+            scores, samples = shard_scores(result.outcome.manifest, load_labels(source), stats.samples)
+            self.digest = None
+        else:
+            from steps.inference.task_report import shard_digest
+
+            scores, samples = Scores(), []
+            self.digest = shard_digest(self.task, result.outcome.manifest)  # small: the card's samples
         # Plain data, not project classes: readable in the Metaflow UI and notebooks.
         self.shard_stats, self.scores, self.samples = asdict(stats), scores.to_dict(), [asdict(s) for s in samples]
         self.model_seconds = result.model_seconds
         self.device = result.device
         self.next(self.join)
+
+    def task_sections(self, digests: list[dict]) -> list:
+        from steps.inference.task_report import task_sections
+
+        return task_sections(digests, self.input_rows())
+
+    def input_rows(self):
+        """Reads one output row's input image by its key (an object, or a member of a tar)."""
+        return input_format(self.shard_plan["input_format"]).row_reader(open_storage(self.input_uri))
 
     @card(type="blank", id="report")
     @step
@@ -172,8 +209,9 @@ class InferFlow(ShardedFlow):
                 model=self.model,
                 scores=sum(scores, Scores()),
                 samples=[Sample(**x) for i in done for x in i.samples],
-                source=input_format(self.shard_plan["input_format"]).row_reader(open_storage(self.input_uri)),
+                source=self.input_rows(),
                 output=self.output_uri,
+                task_sections=self.task_sections([i.digest for i in done if i.digest]),
             )
         )
         self.next(self.end)

@@ -3,6 +3,7 @@
     spot-batch sample-data DIR [--count 240] [--seed 0]
     spot-batch verify OUTPUT --input INPUT [--manifest URI] [--input-format auto|images|webdataset]
     spot-batch predictions OUTPUT [--labels INPUT]
+    spot-batch similar OUTPUT --key K [--k 10]
     spot-batch regions rank --instance-types g4dn.xlarge,g5.xlarge --task-hours 2 [--cpu 4 --gpu 1] [--data-region ...]
     spot-batch plan INPUT OUTPUT [--flow preprocess|infer] [--manifest URI] [--json]
 
@@ -47,11 +48,21 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _predictions(args: argparse.Namespace) -> int:
-    from steps.inference.predictions import describe, load_labels, load_predictions
+    from steps.inference.predictions import describe, load_labels, load_table
     from steps.io.storage import open_storage
 
     labels = load_labels(open_storage(args.labels)) if args.labels else None
-    print(describe(load_predictions(args.output), labels))
+    table = load_table(args.output)
+    predictions = table.to_pandas().sort_values("key", kind="stable").reset_index(drop=True)
+    print(describe(predictions, labels, table.schema))
+    return 0
+
+
+def _similar(args: argparse.Namespace) -> int:
+    from steps.inference.similar import similar
+
+    for rank, neighbour in enumerate(similar(args.output, args.key, args.k, args.column), start=1):
+        print(f"{rank:>3}  {neighbour.cosine:.4f}  {neighbour.key}")
     return 0
 
 
@@ -101,6 +112,23 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inference_commands(commands: argparse._SubParsersAction) -> None:
+    """``predictions`` and ``similar``: reading what InferFlow wrote."""
+    cmd = commands.add_parser("predictions", help="summarise the predictions InferFlow wrote")
+    cmd.add_argument("output", help="InferFlow --output (directory or s3://bucket/prefix)")
+    cmd.add_argument("--labels", help="input root holding labels.csv, to print accuracy")
+    cmd.set_defaults(handler=_predictions)
+
+    cmd = commands.add_parser(
+        "similar", help="exact nearest neighbours of one image by cosine (an InferFlow --task embed output)"
+    )
+    cmd.add_argument("output", help="InferFlow --output (directory or s3://bucket/prefix)")
+    cmd.add_argument("--key", required=True, help="the input key whose neighbours to list")
+    cmd.add_argument("--k", type=int, default=10, help="neighbours to list (default 10)")
+    cmd.add_argument("--column", default="embedding", help="the [N, D] output column to compare (default embedding)")
+    cmd.set_defaults(handler=_similar)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="spot-batch", description=__doc__.split("\n\n")[0])
     commands = root.add_subparsers(dest="command", required=True)
@@ -118,10 +146,7 @@ def parser() -> argparse.ArgumentParser:
     cmd.add_argument("--input-format", default="auto", help="the --input-format of that run (auto, images, webdataset)")
     cmd.set_defaults(handler=_verify)
 
-    cmd = commands.add_parser("predictions", help="summarise the predictions InferFlow wrote")
-    cmd.add_argument("output", help="InferFlow --output (directory or s3://bucket/prefix)")
-    cmd.add_argument("--labels", help="input root holding labels.csv, to print accuracy")
-    cmd.set_defaults(handler=_predictions)
+    _inference_commands(commands)
 
     regions = commands.add_parser("regions", help="price regions x instance types").add_subparsers(
         dest="regions_command", required=True

@@ -22,6 +22,11 @@ def not_tensors(what: str, path: str) -> ConfigError:
     )
 
 
+class UserCodeError(Exception):
+    """The user's model code raised or returned what it promised not to: a bug, never retried as
+    if it were a spot loss. Raised ``from`` the user's exception, so its traceback is printed."""
+
+
 class RejectedInput(Exception):
     """One input item cannot be processed (bad bytes, unreadable object): report it, go on."""
 

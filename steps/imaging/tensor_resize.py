@@ -21,6 +21,7 @@ import torchvision.transforms.v2.functional as F
 from torchvision.transforms import InterpolationMode
 
 from steps.imaging.codec import center_crop, fit_within
+from steps.imaging.placement import Placement
 
 # Source pixels the filter may reach on each side of an output pixel. At 64 (129 taps an axis) the
 # CUDA kernel needs ~34 KB of shared memory, within the 48 KB every NVIDIA GPU gives a block.
@@ -51,6 +52,19 @@ def resize_and_center_crop(image: torch.Tensor, size: int, crop_fraction: float)
     box = center_crop(image.shape[-1], image.shape[-2], size, crop_fraction)
     resized = antialiased_resize(image, box.height, box.width, InterpolationMode.BILINEAR)
     return resized[..., box.top : box.top + size, box.left : box.left + size]
+
+
+def resize_and_place(image: torch.Tensor, placement: Placement) -> torch.Tensor:
+    """(C, H, W) uint8 → (C, size, size) uint8 as ``placement`` says (``pad``: black around; any mode)."""
+    height, width, size = placement.resized_height, placement.resized_width, placement.size
+    resized = antialiased_resize(image, height, width, InterpolationMode.BILINEAR)
+    canvas = torch.zeros((image.shape[0], size, size), dtype=image.dtype, device=image.device)
+    top, left = max(placement.top, 0), max(placement.left, 0)
+    rows, columns = min(size - top, height + min(placement.top, 0)), min(size - left, width + min(placement.left, 0))
+    canvas[:, top : top + rows, left : left + columns] = resized[
+        :, top - placement.top : top - placement.top + rows, left - placement.left : left - placement.left + columns
+    ]
+    return canvas
 
 
 def resize_to_fit(image: torch.Tensor, box: int) -> torch.Tensor:

@@ -25,12 +25,12 @@ import torch
 
 from steps.errors import RejectedInput
 from steps.imaging.jpeg_header import JpegHeader, read_jpeg_header
+from steps.imaging.placement import Placement, place
 from steps.imaging.tensor_decode import RGB, decode_jpegs, device_takes
-from steps.imaging.tensor_resize import resize_and_center_crop
-from steps.inference.pipeline import Batch, Prepared, prepare_item, read_item
+from steps.imaging.tensor_resize import resize_and_center_crop, resize_and_place
+from steps.inference.pipeline import Batch, Prepared, Preprocessing, prepare_item, read_item
 from steps.io.concurrency import map_bounded
 from steps.io.storage import Storage
-from steps.models.loading import LoadedModel
 
 # Images per decode_jpeg call: bounds the full-size decoded pixels held on the device at once
 # (64 12-MP photos are 2.3 GB) while keeping nvJPEG's batched decoder busy.
@@ -52,7 +52,7 @@ def read_with_header(source: Storage, key: str) -> Read:
 class DeviceDecoder:
     """Turns groups of reads into batches on ``device``, with a Pillow pool for what it refuses."""
 
-    def __init__(self, model: LoadedModel, device: torch.device, pillow: ThreadPoolExecutor) -> None:
+    def __init__(self, model: Preprocessing, device: torch.device, pillow: ThreadPoolExecutor) -> None:
         self.model = model
         self.device = device
         self.pillow = pillow
@@ -61,9 +61,10 @@ class DeviceDecoder:
     def _pillow(self, read: Read) -> Future[Prepared]:
         return self.pillow.submit(prepare_item, read.key, read.data, self.model)
 
-    def _on_device(self, reads: list[Read]) -> tuple[list[str], list[torch.Tensor], list[Read]]:
-        """Keys and (size, size, 3) crops of what the device decoded, and the reads it refused."""
-        keys, crops, refused = [], [], []
+    def _on_device(self, reads: list[Read]) -> tuple[list[str], list[torch.Tensor], list[Placement], list[Read]]:
+        """Keys, (size, size, 3) inputs and placements of what the device decoded, and the reads it refused."""
+        keys, crops, placements, refused = [], [], [], []
+        model = self.model
         for start in range(0, len(reads), DECODE_SLICE):
             part = reads[start : start + DECODE_SLICE]
             images = decode_jpegs([r.data for r in part], [r.header for r in part], self.device, RGB)
@@ -71,17 +72,24 @@ class DeviceDecoder:
                 if image is None:
                     refused.append(read)
                     continue
-                crop = resize_and_center_crop(image, self.model.input_size, self.model.crop_fraction)
+                placement = place(image.shape[-1], image.shape[-2], model.input_size, model.resize, model.crop_fraction)
+                if model.resize == "crop":
+                    crop = resize_and_center_crop(image, model.input_size, model.crop_fraction)
+                else:
+                    crop = resize_and_place(image, placement)
                 keys.append(read.key)
                 crops.append(crop.permute(1, 2, 0))
-        return keys, crops, refused
+                placements.append(placement)
+        return keys, crops, placements, refused
 
     def __call__(self, group: Sequence[Read]) -> Iterator[Batch | Prepared]:
         """One batch of every image of ``group`` that decodes (either way), then each reject."""
         # Pillow starts on what the device cannot take before the device decodes the rest.
         pending = [self._pillow(r) for r in group if not device_takes(r.header, self.device)]
         with torch.cuda.stream(self.stream) if self.stream is not None else nullcontext():
-            keys, crops, refused = self._on_device([r for r in group if device_takes(r.header, self.device)])
+            keys, crops, placements, refused = self._on_device(
+                [r for r in group if device_takes(r.header, self.device)]
+            )
             pending += [self._pillow(r) for r in refused]
             rejects = []
             for future in pending:
@@ -91,7 +99,8 @@ class DeviceDecoder:
                 else:
                     keys.append(prepared.key)
                     crops.append(torch.tensor(prepared.pixels, device=self.device))
-            batch = Batch(keys, torch.stack(crops), self._record()) if crops else None
+                    placements.append(prepared.placement)
+            batch = Batch(keys, torch.stack(crops), self._record(), placements) if crops else None
         if batch is not None:
             yield batch
         yield from rejects

@@ -25,42 +25,41 @@ from dataclasses import replace
 import pyarrow as pa
 import torch
 
-from steps.models.loading import LoadedModel
+from steps.inference.tasks import ClassifyTask
 
 _POLL_SECONDS = 5.0  # how often a waiting consumer checks that its worker is still alive
 
 
-def _portable(model: LoadedModel) -> LoadedModel | tuple[LoadedModel, bytes]:
-    """``model`` as pickling can carry it: a TorchScript module goes as its ``torch.jit.save`` bytes."""
-    if not isinstance(model.module, torch.jit.ScriptModule):
-        return model
+def _portable(task: ClassifyTask) -> tuple[ClassifyTask, bytes | None]:
+    """``task`` as pickling can carry it: a TorchScript module goes as its ``torch.jit.save`` bytes."""
+    if not isinstance(task.model.module, torch.jit.ScriptModule):
+        return task, None
     buffer = io.BytesIO()
-    torch.jit.save(model.module, buffer)
-    return replace(model, module=torch.nn.Identity()), buffer.getvalue()
+    torch.jit.save(task.model.module, buffer)
+    return replace(task, model=replace(task.model, module=torch.nn.Identity())), buffer.getvalue()
 
 
-def _restored(portable: LoadedModel | tuple[LoadedModel, bytes]) -> LoadedModel:
-    if isinstance(portable, LoadedModel):
-        return portable
-    model, saved = portable
-    return replace(model, module=torch.jit.load(io.BytesIO(saved), map_location="cpu").eval())
+def _restored(portable: tuple[ClassifyTask, bytes | None]) -> ClassifyTask:
+    task, saved = portable
+    if saved is None:
+        return task
+    return replace(task, model=replace(task.model, module=torch.jit.load(io.BytesIO(saved), map_location="cpu").eval()))
 
 
 def _work(job: tuple, results: object) -> None:
     """The worker process: predict the job's chunks on its device, sending ("table", table, model
     seconds) per chunk, or ("error", traceback, seconds) once."""
-    settings, portable, device, top_k, chunks = job
-    from steps.inference.pipeline import Predictor
+    settings, portable, device, chunks = job
     from steps.inference.shard import lane_tables
 
     seconds = 0.0
     try:
         if device.type == "cuda":
             torch.cuda.set_device(device)  # this process's decoder and allocations on its own GPU
-        model = _restored(portable)
-        predictor = Predictor(model, device, top_k)
-        for table in lane_tables(settings, model, predictor, chunks):
-            seconds = predictor.seconds
+        task = _restored(portable)
+        [runner] = task.runners([device])
+        for table in lane_tables(settings, task, runner, chunks):
+            seconds = runner.seconds
             results.put(("table", table, seconds))
     except BaseException:  # noqa: BLE001 - sent to the task's main process, which raises it
         results.put(("error", traceback.format_exc(), seconds))
@@ -70,16 +69,16 @@ class ProcessLane:
     """The tables of one device's chunks, in order, predicted in a spawned worker process."""
 
     def __init__(
-        self, settings: object, model: LoadedModel, device: torch.device, top_k: int, chunks: Sequence[Sequence[str]]
+        self, settings: object, task: ClassifyTask, device: torch.device, chunks: Sequence[Sequence[str]]
     ) -> None:
         context = multiprocessing.get_context("spawn")
         self.device = device
-        self.model_seconds = 0.0  # the worker's Predictor.seconds, as of its last table
+        self.model_seconds = 0.0  # the worker's runner seconds, as of its last table
         self._results = context.Queue(maxsize=2)  # a chunk ahead, like a thread lane's Prefetcher
         chunk_lists = [list(chunk) for chunk in chunks]
         self._process = context.Process(
             target=_work,
-            args=((settings, _portable(model), device, top_k, chunk_lists), self._results),
+            args=((settings, _portable(task), device, chunk_lists), self._results),
             name=f"spot-batch-lane-{device}",
             daemon=True,
         )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -27,18 +28,46 @@ from PIL import Image
 
 from steps.errors import RejectedInput
 from steps.imaging.codec import center_crop, decode
+from steps.imaging.placement import Placement, decode_side, place
 from steps.io.concurrency import map_bounded
 from steps.io.storage import Storage, read_input
 from steps.models.loading import LoadedModel
 
 
+class Preprocessing(Protocol):
+    """What the input pipeline needs of a model (``LoadedModel``, ``CallableModel``)."""
+
+    input_size: int
+    resize: str  # steps.imaging.placement.RESIZE_MODES
+    crop_fraction: float
+
+
 def prepare_image(data: bytes, size: int, crop_fraction: float) -> np.ndarray:
     """Decode (at reduced JPEG scale when possible), resize, center-crop: ``size x size x 3`` uint8
     (see ``steps.imaging.codec.center_crop``)."""
-    image = decode(data, max_side=round(size / crop_fraction)).image.convert("RGB")
-    box = center_crop(image.width, image.height, size, crop_fraction)
-    image = image.resize((box.width, box.height), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return np.asarray(image.crop((box.left, box.top, box.left + size, box.top + size)))
+    return prepare_placed(data, size, "crop", crop_fraction)[0]
+
+
+def prepare_placed(data: bytes, size: int, resize: str, crop_fraction: float) -> tuple[np.ndarray, Placement]:
+    """Any resize mode of ``steps.imaging.placement``: ``size x size x 3`` uint8, and where the
+    original landed. Bilinear from the reduced-size decode; ``pad`` fills with black."""
+    decoded = decode(data, max_side=decode_side(size, resize, crop_fraction))
+    image = decoded.image.convert("RGB")
+    if resize == "crop":
+        box = center_crop(image.width, image.height, size, crop_fraction)
+        placement = Placement(decoded.width, decoded.height, box.width, box.height, -box.left, -box.top, size)
+    else:
+        placement = place(decoded.width, decoded.height, size, resize, crop_fraction)
+    image = image.resize(
+        (placement.resized_width, placement.resized_height), Image.Resampling.BILINEAR, reducing_gap=2.0
+    )
+    if resize == "crop":
+        return np.asarray(
+            image.crop((-placement.left, -placement.top, size - placement.left, size - placement.top))
+        ), placement
+    canvas = Image.new("RGB", (size, size))
+    canvas.paste(image, (placement.left, placement.top))
+    return np.asarray(canvas), placement
 
 
 @dataclass(frozen=True)
@@ -46,6 +75,7 @@ class Prepared:
     key: str
     pixels: np.ndarray | None  # None when rejected
     reason: str = ""
+    placement: Placement | None = None  # where the original landed in ``pixels``
 
 
 @dataclass(frozen=True)
@@ -53,6 +83,7 @@ class Batch:
     keys: list[str]
     pixels: torch.Tensor  # uint8, N x H x W x 3; on the CPU, or on the model's device (--decode gpu)
     ready: torch.cuda.Event | None = None  # recorded on the side stream that made ``pixels`` on CUDA
+    placements: list[Placement] | None = None  # per image: where its original landed in ``pixels``
 
     def wait(self) -> None:
         """Order the current CUDA stream after the work that made ``pixels`` (no-op elsewhere)."""
@@ -76,18 +107,19 @@ def read_item(source: Storage, key: str) -> tuple[str, bytes | RejectedInput]:
         return key, err
 
 
-def prepare_item(key: str, data: bytes | RejectedInput, model: LoadedModel) -> Prepared:
+def prepare_item(key: str, data: bytes | RejectedInput, model: Preprocessing) -> Prepared:
     """The Pillow path for one image: its pixels, or the reason it is rejected."""
     try:
         if isinstance(data, RejectedInput):
             raise data
-        return Prepared(key, prepare_image(data, model.input_size, model.crop_fraction))
+        pixels, placement = prepare_placed(data, model.input_size, model.resize, model.crop_fraction)
+        return Prepared(key, pixels, placement=placement)
     except RejectedInput as err:
         return Prepared(key, None, str(err))
 
 
 def prepared_items(
-    source: Storage, keys: Sequence[str], model: LoadedModel, threads: int, workers: int
+    source: Storage, keys: Sequence[str], model: Preprocessing, threads: int, workers: int
 ) -> Iterator[Prepared]:
     """Read on ``threads`` I/O threads, decode on ``workers`` threads; completion order."""
     reads = map_bounded(lambda key: read_item(source, key), keys, threads)
@@ -104,7 +136,7 @@ def batched(items: Iterable[Prepared], batch_size: int, pin_memory: bool) -> Ite
         array = pixels.numpy()
         for row, item in enumerate(pending):
             array[row] = item.pixels
-        return Batch([item.key for item in pending], pixels)
+        return Batch([item.key for item in pending], pixels, placements=[item.placement for item in pending])
 
     for item in items:
         if item.pixels is None:
@@ -126,6 +158,11 @@ def visible_devices() -> list[torch.device]:
     if torch.cuda.is_available():
         return [torch.device("cuda", index) for index in range(torch.cuda.device_count())]
     return [torch.device("cpu")]
+
+
+def first_device() -> torch.device:
+    """Where a task loads its model first: the first lane's device."""
+    return visible_devices()[0]
 
 
 def decodes_on_device(decode: str, device: torch.device) -> bool:

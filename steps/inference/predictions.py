@@ -1,8 +1,9 @@
 """The predictions InferFlow writes, and a reader for them.
 
 Layout under the output root (one row per input key, none dropped, none twice):
-    predictions/<shard>/part-NNNNN.parquet   key, status (ok/rejected), reason, label, score,
-                                             top_k_labels, top_k_scores
+    predictions/<shard>/part-NNNNN.parquet   key, status (ok/rejected), reason, then the task's
+                                             columns: label, score, top_k_labels, top_k_scores
+                                             (classify), or what the model returns
     _manifests/<shard>.parquet               the shard's completion marker, written last
 
     spot-batch predictions OUTPUT [--labels INPUT_DIR_OR_S3]
@@ -37,17 +38,29 @@ SCHEMA = pa.schema(
 )
 
 
-def load_predictions(uri: str, columns: Sequence[str] | None = None, threads: int = 16) -> pd.DataFrame:
-    """Every committed part under ``<uri>/predictions/`` as one DataFrame, sorted by key."""
+def prediction_parts(uri: str, threads: int = 16) -> tuple[Storage, list[str]]:
+    """The output's storage and the keys of its committed parts, in order."""
     storage = open_storage(uri, threads)
-    parts = [o.key for o in storage.list(PREDICTIONS_DIR + "/") if o.key.endswith(".parquet")]
-    schema = SCHEMA if columns is None else pa.schema([SCHEMA.field(c) for c in columns])
+    return storage, sorted(o.key for o in storage.list(PREDICTIONS_DIR + "/") if o.key.endswith(".parquet"))
+
+
+def load_table(uri: str, columns: Sequence[str] | None = None, threads: int = 16) -> pa.Table:
+    """Every committed part under ``<uri>/predictions/`` as one Arrow table (parts in key order)."""
+    storage, parts = prediction_parts(uri, threads)
 
     def read(key: str) -> pa.Table:
-        return parquet_to_table(storage.read(key)).select(schema.names)
+        table = parquet_to_table(storage.read(key))
+        return table if columns is None else table.select(list(columns))
 
     tables = list(map_bounded(read, parts, threads))
-    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    if tables:
+        return pa.concat_tables(tables)
+    return (SCHEMA if columns is None else pa.schema([SCHEMA.field(c) for c in columns])).empty_table()
+
+
+def load_predictions(uri: str, columns: Sequence[str] | None = None, threads: int = 16) -> pd.DataFrame:
+    """Every committed part under ``<uri>/predictions/`` as one DataFrame, sorted by key."""
+    table = load_table(uri, columns, threads)
     return table.to_pandas().sort_values("key", kind="stable").reset_index(drop=True)
 
 
@@ -116,13 +129,18 @@ def score(predictions: pd.DataFrame, labels: pd.DataFrame | None) -> Scores:
     return Scores(counts, pairs)
 
 
-def describe(predictions: pd.DataFrame, labels: pd.DataFrame | None = None) -> str:
-    """A few lines for people: counts, top labels, rejects and, with labels, accuracy."""
+def describe(predictions: pd.DataFrame, labels: pd.DataFrame | None = None, types: pa.Schema | None = None) -> str:
+    """A few lines for people: counts, top labels, rejects and, with labels, accuracy; for other
+    tasks, the model's columns and their types (``types``)."""
     status = predictions["status"].value_counts()
     lines = [
         f"{len(predictions)} rows: {int(status.get('ok', 0))} predicted, {int(status.get('rejected', 0))} rejected",
         f"duplicate keys: {int(predictions['key'].duplicated().sum())}",
     ]
+    if "label" not in predictions.columns or "top_k_labels" not in predictions.columns:
+        fields = [f for f in types or [] if f.name not in ("key", "status", "reason")]
+        lines.append("columns: " + ", ".join(f"{f.name} {f.type}" for f in fields))
+        return "\n".join(lines)
     scores = score(predictions, labels)
     lines.append("top labels: " + ", ".join(f"{label} {count}" for label, count in scores.label_counts.most_common(10)))
     if labels is not None:

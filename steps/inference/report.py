@@ -107,8 +107,10 @@ def build_report(
     samples: Sequence[Sample],
     source: Storage,
     output: str,
+    task_sections: Sequence[Table | Images | Chart] = (),
 ) -> Report:
-    """The card: totals, model, throughput, labels, accuracy, samples, shards, rejects."""
+    """The card: totals, model, throughput, labels, accuracy, samples, the task's own sections
+    (``steps.inference.task_report``), shards, rejects."""
     report = Report("InferFlow", summary.headline("Predicted", output))
     report.sections.append(totals_table(summary))
     report.sections.append(Table("Model", ["field", "value"], [[k, human(v)] for k, v in model.items()]))
@@ -121,6 +123,7 @@ def build_report(
     if scores.labelled:
         report.sections += [per_class_table(scores), confusion_table(scores)]
     report.sections += sample_rows(samples, source)
+    report.sections += task_sections
     report.sections.append(shard_table(stats))
     report.sections.append(durations_table(stats))
     report.sections.extend(rejects_tables(stats))

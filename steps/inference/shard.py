@@ -9,32 +9,30 @@ eight, and the next chunks are being predicted while one is written.
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import cycle
 
-import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from steps.inference.pipeline import (
     Batch,
     ChunkEnd,
-    Predictor,
     Prepared,
+    Preprocessing,
     batched,
     decodes_on_device,
     prepared_items,
     visible_devices,
 )
-from steps.inference.predictions import SCHEMA
+from steps.inference.tasks import ClassifyTask, InferTask, Runner
 from steps.io.concurrency import Prefetcher
 from steps.io.input_format import IMAGE_OBJECTS, InputFormat
 from steps.io.storage import Storage
-from steps.models.loading import LoadedModel, class_names_for
 from steps.output.layout import PART_STEM, shard_directory
 from steps.output.ledger import ChunkLedger, ShardOutcome, run_chunked, shard_state
 from steps.progress import Progress, ProgressCallback
@@ -50,7 +48,6 @@ class InferOutcome:
 @dataclass(frozen=True)
 class LaneSettings:
     source: Storage
-    labels: list[str]
     batch_size: int
     threads: int
     workers: int
@@ -60,7 +57,7 @@ class LaneSettings:
 
 
 def input_stream(
-    settings: LaneSettings, model: LoadedModel, device: torch.device, chunks: Sequence[Sequence[str]]
+    settings: LaneSettings, model: Preprocessing, device: torch.device, chunks: Sequence[Sequence[str]]
 ) -> Iterator[Batch | Prepared | ChunkEnd]:
     """Every chunk's batches and rejects, then its ChunkEnd with the chunk's row keys; decoded on
     ``device`` or by Pillow. A chunk's inputs come from ``settings.inputs`` (objects, or a tar's images)."""
@@ -83,25 +80,27 @@ def input_stream(
 
 
 def lane_tables(
-    settings: LaneSettings, model: LoadedModel, predictor: Predictor, chunks: Sequence[Sequence[str]]
+    settings: LaneSettings, task: InferTask, runner: Runner, chunks: Sequence[Sequence[str]]
 ) -> Iterator[pa.Table]:
-    """One device's share of the shard: a table per chunk of ``chunks``, in order."""
-    ready = Prefetcher(input_stream(settings, model, predictor.device, chunks), settings.prefetch_batches)
+    """One device's share of the shard: a table per chunk of ``chunks``, rows in the chunk's key order."""
+    ready = Prefetcher(input_stream(settings, task.model, runner.device, chunks), settings.prefetch_batches)
     try:
         for _ in chunks:
-            rows: dict[str, dict] = {}
+            tables: list[pa.Table] = []
+            rejects: list[Prepared] = []
             for item in ready:
                 if isinstance(item, ChunkEnd):
                     end = item
                     break
                 if isinstance(item, Prepared):
-                    rows[item.key] = rejected_row(item)
+                    rejects.append(item)
                     continue
                 item.wait()
-                scores, indices = predictor(item.pixels)
-                for key, row_scores, row_indices in zip(item.keys, scores, indices, strict=True):
-                    rows[key] = prediction_row(key, row_scores, [settings.labels[i] for i in row_indices])
-            yield pa.Table.from_pylist([rows[key] for key in end.keys], schema=SCHEMA)
+                tables.append(runner(item))
+            tables.append(task.rejected(rejects))
+            table = pa.concat_tables(tables)
+            # Rows in the chunk's row-key order (a tar chunk's rows are its members, known once read).
+            yield table.take(pc.index_in(pa.array(end.keys, pa.string()), value_set=table.column("key")))
     finally:
         ready.close()
 
@@ -112,10 +111,9 @@ def infer_shard(
     keys: Sequence[str],
     source: Storage,
     target: Storage,
-    model: LoadedModel,
+    task: InferTask,
     batch_size: int,
     chunk_size: int,
-    top_k: int,
     threads: int,
     workers: int,
     prefetch_batches: int = 4,
@@ -134,33 +132,31 @@ def infer_shard(
     ``decode`` is ``--decode`` (see ``decodes_on_device``); ``devices`` default to every visible one.
     ``inputs`` says what ``keys`` are (images, or tars: one chunk each); ``images``: the rows expected.
     ``worker_processes`` runs each device's lane in a process of its own (``steps.inference.lanes``);
-    by default it does so with two or more GPUs.
+    by default it does so for a classifier on two or more GPUs.
     """
     devices = list(devices or visible_devices())
-    settings = LaneSettings(
-        source, class_names_for(model), batch_size, threads, workers, prefetch_batches, decode, inputs
-    )
+    settings = LaneSettings(source, batch_size, threads, workers, prefetch_batches, decode, inputs)
     chunk_size = inputs.chunk_size(chunk_size)
     ledger = ChunkLedger(target, shard_directory(name), stem=PART_STEM, unit_of=inputs.unit_of)
     state = shard_state(target, ledger, name, keys, chunk_size)
     pending = state.pending(keys, chunk_size)
     if worker_processes is None:
-        worker_processes = len(devices) > 1 and all(device.type == "cuda" for device in devices)
+        # A python: model's factory may live in a file a spawned process cannot import: classifiers only.
+        worker_processes = (
+            isinstance(task, ClassifyTask) and len(devices) > 1 and all(device.type == "cuda" for device in devices)
+        )
     if worker_processes:
         from steps.inference.lanes import ProcessLane
 
         lanes = [
-            ProcessLane(settings, model, device, top_k, pending[lane :: len(devices)])
-            for lane, device in enumerate(devices)
+            ProcessLane(settings, task, device, pending[lane :: len(devices)]) for lane, device in enumerate(devices)
         ]
-        predictors = []
+        runners = []
     else:
-        # Predictor moves its module to its device: every lane after the first gets its own copy.
-        models = [model] + [replace(model, module=copy.deepcopy(model.module)) for _ in devices[1:]]
-        predictors = [Predictor(m, device, top_k) for m, device in zip(models, devices, strict=True)]
+        runners = task.runners(devices)
         lanes = [
-            Prefetcher(lane_tables(settings, m, predictor, pending[lane :: len(devices)]), depth=1)
-            for lane, (m, predictor) in enumerate(zip(models, predictors, strict=True))
+            Prefetcher(lane_tables(settings, task, runner, pending[lane :: len(devices)]), depth=1)
+            for lane, runner in enumerate(runners)
         ]
     turns = cycle(lanes)  # run_chunked asks for the pending chunks in plan order: chunk j is lane j % N's
 
@@ -187,29 +183,5 @@ def infer_shard(
     finally:
         for lane in lanes:
             lane.close()
-    busy = [lane.model_seconds for lane in lanes] if worker_processes else [p.seconds for p in predictors]
+    busy = [lane.model_seconds for lane in lanes] if worker_processes else [r.seconds for r in runners]
     return InferOutcome(outcome, sum(busy), ",".join(str(d) for d in devices))
-
-
-def prediction_row(key: str, scores: np.ndarray, labels: list[str]) -> dict:
-    return {
-        "key": key,
-        "status": "ok",
-        "reason": "",
-        "label": labels[0],
-        "score": float(scores[0]),
-        "top_k_labels": labels,
-        "top_k_scores": [float(s) for s in scores],
-    }
-
-
-def rejected_row(item: Prepared) -> dict:
-    return {
-        "key": item.key,
-        "status": "rejected",
-        "reason": item.reason,
-        "label": None,
-        "score": None,
-        "top_k_labels": [],
-        "top_k_scores": [],
-    }

@@ -1,3 +1,6 @@
 """The forms ``--model`` accepts, in words: torch-free, for the flow's help text at import."""
 
-MODEL_FORMS = "a TrainFlow model URI, a TorchScript file, or torchvision:<arch>:<weights file>"
+MODEL_FORMS = (
+    "a TrainFlow model URI, a TorchScript file, torchvision:<arch>:<weights file>, hf:<checkpoint dir> "
+    "or python:<file.py>:<factory>"
+)

@@ -95,6 +95,7 @@ class LoadedModel:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     crop_fraction: float = IMAGENET_CROP_FRACTION  # see steps.inference.prepare_image
+    resize: str = "crop"  # steps.imaging.placement: classifiers see the centre crop
 
     def identity(self) -> dict:
         """The ``model`` artifact: enough to tell which model produced a set of predictions."""
@@ -116,7 +117,7 @@ def _read_optional(uri: str) -> bytes | None:
     return storage.read(name) if name and storage.exists(name) else None
 
 
-def _read(uri: str, what: str) -> bytes:
+def read_required(uri: str, what: str) -> bytes:
     data = _read_optional(uri)
     if data is None:
         raise ConfigError(
@@ -125,7 +126,7 @@ def _read(uri: str, what: str) -> bytes:
     return data
 
 
-def _sidecar_classes(uri: str) -> list[str] | None:
+def sidecar_classes(uri: str) -> list[str] | None:
     data = _read_optional(uri + CLASSES_SUFFIX)
     if data is None:
         return None
@@ -155,7 +156,7 @@ def _load_torchscript(uri: str, data: bytes) -> LoadedModel:
         meta = json.loads(extra[TORCHSCRIPT_META] or "{}")
     except json.JSONDecodeError as err:
         raise ConfigError(f"{TORCHSCRIPT_META} in", uri, "a JSON object", f"fix the extra file ({err})") from err
-    classes = _sidecar_classes(uri) or [str(c) for c in meta.get("classes", [])]
+    classes = sidecar_classes(uri) or [str(c) for c in meta.get("classes", [])]
     return LoadedModel(
         module=module.eval(),
         uri=uri,
@@ -196,8 +197,8 @@ def _load_torchvision(spec: str) -> LoadedModel:
         raise ConfigError(
             "--model", spec, "torchvision:<arch>:<weights file>", "e.g. --model torchvision:resnet18:resnet18.pth"
         )
-    data = _read(weights_uri, "weights file")
-    classes = _sidecar_classes(weights_uri) or _imagenet_categories()
+    data = read_required(weights_uri, "weights file")
+    classes = sidecar_classes(weights_uri) or _imagenet_categories()
     module = build_architecture(arch, len(classes))
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -223,7 +224,7 @@ def load_model(spec: str) -> LoadedModel:
     else:
         if not is_s3(spec) and "://" in spec:
             raise ConfigError("--model", spec, MODEL_FORMS, "use a local path or s3:// URI")
-        data = _read(spec, "--model")
+        data = read_required(spec, "--model")
         loaded = _load_torchscript(spec, data) if _is_torchscript(data) else _load_bundle(spec, data)
     if loaded.input_size < 1:
         raise ConfigError(

@@ -111,6 +111,11 @@ class Case:
     step: str  # the foreach step whose first shard task is killed
     commit: str  # the S3 key of its second committed chunk: the kill lands mid-shard
     args: tuple[str, ...]
+    model: str = "bundle"  # InferFlow: a TrainFlow bundle, or the README's own model (python:) from S3
+
+    @property
+    def name(self) -> str:
+        return self.flow if self.flow != "infer" else f"infer-{self.model}"
 
 
 CASES = [
@@ -128,13 +133,21 @@ CASES = [
         r"predictions/.+/part-00001\.parquet$",
         ("--chunk-size", "2", "--batch-size", "2", "--workers", "1", "--threads", "1"),
     ),
+    Case(
+        "infer",
+        "InferFlow",
+        "process_shard",
+        r"predictions/.+/part-00001\.parquet$",
+        ("--chunk-size", "2", "--batch-size", "2", "--workers", "1", "--threads", "1"),
+        model="python",
+    ),
 ]
 
 
 # PreprocessFlow is the default run's representative; InferFlow (GPU requests, a model) is slow.
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 @pytest.mark.parametrize(
-    "case", [pytest.param(c, id=c.flow, marks=[pytest.mark.slow] if c.flow == "infer" else []) for c in CASES]
+    "case", [pytest.param(c, id=c.name, marks=[pytest.mark.slow] if c.flow == "infer" else []) for c in CASES]
 )
 def test_flow_runs_on_batch_and_survives_a_killed_task(
     case: Case,
@@ -150,10 +163,17 @@ def test_flow_runs_on_batch_and_survives_a_killed_task(
     keys = two_shards(sample_dir, tmp_path / "images")
     upload_dir(s3, tmp_path / "images", f"{bucket}/raw")
     model_args: tuple[str, ...] = ()
-    if case.flow == "infer":
+    if case.flow == "infer" and case.model == "bundle":
         model = save_bundle(tmp_path / "model" / "model.pt")
         upload_dir(s3, model.parent, f"{bucket}/model")
         model_args = ("--model", f"{bucket}/model/{model.name}")
+    elif case.flow == "infer":  # the README's model file, read from S3 by start and by each task
+        from tests.unit.inference.test_user_models import readme_model
+
+        (tmp_path / "model").mkdir()
+        model = readme_model(tmp_path / "model")
+        upload_dir(s3, model.parent, f"{bucket}/model")
+        model_args = ("--model", f"python:{bucket}/model/{model.name}:build")
     # The first shard task dies while committing its second chunk, as if its instance vanished.
     local_batch.kill_first_attempt(case.flow_class, case.step, case.commit)
 

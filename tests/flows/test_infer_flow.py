@@ -15,7 +15,7 @@ from steps.inference.predictions import load_labels, load_predictions
 from steps.io.storage import LocalStorage
 from steps.planning.inputs import list_inputs
 from steps.report import usd
-from tests.support.flows import S3Server, card_text, run_flow, run_flow_killing, upload_dir
+from tests.support.flows import SPOT_BATCH, S3Server, card_text, run_flow, run_flow_killing, upload_dir
 from tests.support.models import CLASSES, save_bundle, save_torchscript
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
@@ -189,3 +189,144 @@ def test_bad_model_fails_in_start_with_one_line(sample_dir: Path, tmp_path: Path
     assert not result.ok
     assert fill(message) in result.output
     assert "process_shard" not in result.output  # failed in start, before any fan-out
+
+
+def test_readme_model_is_typed_exactly_once_after_a_sigkill_and_a_rerun_skips(sample_dir: Path, tmp_path: Path) -> None:
+    from tests.unit.inference.test_user_models import readme_model
+
+    spec = f"python:{readme_model(tmp_path)}:build"
+    output = tmp_path / "out"
+    first, killed = run_flow_killing(
+        "infer",
+        tmp_path / "work",
+        "--input",
+        str(sample_dir),
+        "--output",
+        str(output),
+        "--model",
+        spec,
+        *FAST,
+        step="process_shard",
+        ready=lambda: any((output / "predictions" / "all").glob("part-*.parquet")),
+    )
+    assert killed, "the shard finished before the kill:\n" + first.output[-3000:]
+    assert first.ok, first.output[-3000:]
+    run = first.client_run()
+    assert run["process_shard"].task.current_attempt == 1  # the SIGKILL was retried like a spot loss
+    assert run.data.model["type"] == "python" and run.data.model["architecture"] == "MeanColour"
+    assert run.data.model["outputs"]["rgb_mean"] == "fixed_size_list<item: float>[3]"
+    assert "Predicted 54 images" in first.output
+
+    check = subprocess.run(
+        [SPOT_BATCH, "verify", str(output), "--input", str(sample_dir)], capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stdout + check.stderr  # every input key exactly once
+    predictions = load_predictions(str(output))
+    assert list(predictions["key"]) == sorted(list_inputs(LocalStorage(sample_dir)))
+    ok = predictions[predictions["status"] == "ok"]
+    assert len(ok) == 51 and ok["brightness"].between(0, 1).all()
+    shown = subprocess.run([SPOT_BATCH, "predictions", str(output)], capture_output=True, text=True, check=True)
+    assert "columns: rgb_mean fixed_size_list<element: float>[3], brightness float" in shown.stdout
+
+    parts = {p: p.stat().st_mtime_ns for p in (output / "predictions").rglob("*.parquet")}
+    again = run_flow(
+        "infer", tmp_path / "work", "--input", str(sample_dir), "--output", str(output), "--model", spec, *FAST
+    )
+    assert again.ok, again.output[-3000:]
+    assert again.client_run().data.summary["skipped_shards"] == 1
+    assert {p: p.stat().st_mtime_ns for p in (output / "predictions").rglob("*.parquet")} == parts
+
+
+BUGGY_MODEL = """
+import torch
+
+class Buggy:
+    input_size = 16
+
+    def __call__(self, pixels, meta):
+        if pixels.mean() > 0:  # a real image, not start's blank probe
+            raise ZeroDivisionError("bug in the user's model")
+        return {"v": pixels.mean(dim=(1, 2, 3))}
+
+def build(device):
+    return Buggy()
+"""
+
+
+def test_an_exception_in_the_users_model_fails_the_task_once_with_its_traceback(
+    sample_dir: Path, tmp_path: Path
+) -> None:
+    model = tmp_path / "buggy.py"
+    model.write_text(BUGGY_MODEL)
+    result = run_flow(
+        "infer",
+        tmp_path / "work",
+        "--input",
+        str(sample_dir),
+        "--output",
+        str(tmp_path / "out"),
+        "--model",
+        f"python:{model}:build",
+        *FAST,
+    )
+    assert not result.ok
+    assert "ZeroDivisionError: bug in the user's model" in result.output
+    assert f'File "{model}", line 9, in __call__' in result.output  # the user's traceback
+    assert "not retrying" in result.output
+    assert "retry_count 1" not in result.output and "(retry 1)" not in result.output
+    task = result.client_run()["process_shard"].task
+    assert task.current_attempt == 0  # failed once, not retried as if it were a spot loss
+
+
+@pytest.mark.parametrize(
+    ("task", "arch", "card_section"),
+    [
+        ("embed", "mobilenet_v3_small", "Nearest neighbours of"),
+        ("detect", "ssdlite320_mobilenet_v3_large", "Detections by label"),
+    ],
+)
+def test_embed_and_detect_with_random_init_torchvision_weights(
+    sample_dir: Path, tmp_path: Path, task: str, arch: str, card_section: str
+) -> None:
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    extra = {"weights_backbone": None} if task == "detect" else {}
+    weights = tmp_path / f"{arch}.pth"
+    torch.save(torchvision.models.get_model(arch, weights=None, **extra).state_dict(), weights)
+    output = tmp_path / "out"
+    result = run_flow(
+        "infer",
+        tmp_path / "work",
+        "--input",
+        str(sample_dir),
+        "--output",
+        str(output),
+        "--model",
+        f"torchvision:{arch}:{weights}",
+        "--task",
+        task,
+        "--min-score",
+        "0.05",
+        *FAST,
+    )
+    assert result.ok, result.output[-3000:]
+    predictions = load_predictions(str(output))
+    assert list(predictions["key"]) == sorted(list_inputs(LocalStorage(sample_dir)))
+    assert (predictions["status"] == "ok").sum() == 51
+    run = result.client_run()
+    assert run.data.model["type"] == task
+    html = card_text("infer", tmp_path / "work", f"{run.id}/join")
+    assert card_section in html
+    if task == "embed":
+        assert run.data.model["outputs"]["embedding"] == "fixed_size_list<item: halffloat>[1024]"
+        key = predictions.loc[predictions["status"] == "ok", "key"].iloc[0]
+        shown = subprocess.run(
+            [SPOT_BATCH, "similar", str(output), "--key", key, "--k", "3"], capture_output=True, text=True, check=True
+        )
+        assert len(shown.stdout.splitlines()) == 3
+    else:
+        assert run.data.model["outputs"]["boxes"] == "list<item: fixed_size_list<item: float>[4]>"
+        boxes = [b for row in predictions.loc[predictions["status"] == "ok", "boxes"] for b in row]
+        assert all(0 <= b[0] <= b[2] and 0 <= b[1] <= b[3] for b in boxes)

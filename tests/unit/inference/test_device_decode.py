@@ -22,6 +22,7 @@ from steps.inference.lanes import _portable, _restored
 from steps.inference.pipeline import Batch, Prepared, decodes_on_device, prepare_item
 from steps.inference.predictions import load_predictions
 from steps.inference.shard import infer_shard
+from steps.inference.tasks import ClassifyTask
 from steps.io.storage import LocalStorage
 from steps.models.loading import LoadedModel, load_model
 from steps.planning.inputs import list_inputs
@@ -57,10 +58,9 @@ def predict(  # noqa: PLR0917 - the tests' one call shape
         keys=list_inputs(source),
         source=source,
         target=LocalStorage(out),
-        model=model,
+        task=ClassifyTask(model, 3),
         batch_size=16,
         chunk_size=48,
-        top_k=3,
         threads=4,
         workers=2,
         decode=decode,
@@ -164,10 +164,9 @@ def test_a_spot_notice_keeps_committed_chunks_and_drops_work_ahead_in_other_lane
             keys=keys,
             source=source,
             target=out,
-            model=trained,
+            task=ClassifyTask(trained, 3),
             batch_size=8,
             chunk_size=16,
-            top_k=3,
             threads=2,
             workers=2,
             decode="gpu",
@@ -199,7 +198,8 @@ def test_a_worker_process_per_device_predicts_what_thread_lanes_do(
 
 def test_a_torchscript_model_crosses_to_a_worker_as_its_saved_bytes(tmp_path: Path) -> None:
     model = load_model(str(save_torchscript(tmp_path / "model.pt")))
-    portable = pickle.loads(pickle.dumps(_portable(model)))
+    portable = pickle.loads(pickle.dumps(_portable(ClassifyTask(model, 3))))
     restored = _restored(portable)
     x = torch.rand(2, 3, model.input_size, model.input_size)
-    assert torch.equal(restored.module(x), model.module(x)) and restored.class_names == model.class_names
+    assert torch.equal(restored.model.module(x), model.module(x)) and restored.model.class_names == model.class_names
+    assert restored.top_k == 3

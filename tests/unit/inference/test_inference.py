@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 from PIL import Image
@@ -16,6 +17,7 @@ from steps.errors import ConfigError
 from steps.inference.pipeline import Batch, Prepared, batched, prepare_image
 from steps.inference.predictions import load_labels, load_predictions
 from steps.inference.shard import infer_shard
+from steps.inference.tasks import ClassifyTask
 from steps.io.concurrency import Prefetcher
 from steps.io.storage import LocalStorage
 from steps.models.architectures import build_architecture
@@ -155,10 +157,9 @@ def test_infer_shard_writes_every_key_once_and_resumes_missing_parts(sample_dir:
             keys=keys,
             source=source,
             target=target,
-            model=model,
+            task=ClassifyTask(model, 3),
             batch_size=8,
             chunk_size=16,
-            top_k=3,
             threads=4,
             workers=2,
             prefetch_batches=2,
@@ -197,3 +198,28 @@ def test_empty_or_truncated_weights_are_one_line_config_errors(tmp_path: Path) -
             load_model(f"torchvision:resnet18:{weights}")
         message = str(info.value)
         assert "\n" not in message and detail in message and message.endswith(")"), message
+
+
+def test_classify_rows_are_the_top_k_of_the_predictor(tmp_path: Path) -> None:
+    from steps.inference.pipeline import Predictor
+    from steps.inference.predictions import SCHEMA
+    from steps.inference.tasks import ClassifyRunner
+
+    model = load_model(str(save_bundle(tmp_path / "model.pt")))
+    pixels = torch.randint(0, 256, (5, 32, 32, 3), dtype=torch.uint8)
+    keys = [f"k{i}" for i in range(5)]
+    table = ClassifyRunner(model, torch.device("cpu"), 3, CLASSES)(Batch(keys, pixels))
+    scores, indices = Predictor(model, torch.device("cpu"), 3)(pixels)
+    expected = [
+        {
+            "key": key,
+            "status": "ok",
+            "reason": "",
+            "label": CLASSES[row[0]],
+            "score": float(top[0]),
+            "top_k_labels": [CLASSES[i] for i in row],
+            "top_k_scores": [float(s) for s in top],
+        }
+        for key, top, row in zip(keys, scores, indices, strict=True)
+    ]
+    assert table.equals(pa.Table.from_pylist(expected, schema=SCHEMA))

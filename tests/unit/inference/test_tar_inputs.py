@@ -10,6 +10,7 @@ import pytest
 
 from steps.inference.predictions import load_predictions
 from steps.inference.shard import infer_shard
+from steps.inference.tasks import ClassifyTask
 from steps.io.input_format import TAR_SHARDS
 from steps.io.storage import LocalStorage
 from steps.models.loading import load_model
@@ -28,7 +29,7 @@ def test_tars_predict_like_objects_and_resume_exactly_once(sample_dir: Path, tmp
     whole = paths[0].read_bytes()
     (tars / "zz-cut.tar").write_bytes(whole[: len(whole) // 2])  # truncated halfway
     model = load_model(str(save_bundle(tmp_path / "model.pt")))
-    settings = {"model": model, "batch_size": 8, "chunk_size": 16, "top_k": 3, "threads": 2, "workers": 2}
+    settings = {"task": ClassifyTask(model, 3), "batch_size": 8, "chunk_size": 16, "threads": 2, "workers": 2}
 
     infer_shard(name="all", keys=keys, source=images, target=LocalStorage(tmp_path / "objects"), **settings)
     tar_keys = sorted(p.name for p in tars.glob("*.tar"))

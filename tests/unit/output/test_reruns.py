@@ -26,6 +26,7 @@ from PIL import Image
 from steps.errors import SpotInterruption
 from steps.inference.files import INFER_FILES
 from steps.inference.shard import infer_shard
+from steps.inference.tasks import ClassifyTask
 from steps.io.parquet import parquet_to_table
 from steps.io.storage import LocalStorage, Storage
 from steps.models.loading import LoadedModel, load_model
@@ -139,7 +140,7 @@ def webdataset_run(source: Path, output: Path, settings: Settings, chunk_size: i
 
 
 def infer_run(source: Path, output: Path, settings: Settings, model: LoadedModel, lost: Collection[str] = ()) -> None:
-    task = functools.partial(infer_shard, model=model, batch_size=4, top_k=2, workers=1, prefetch_batches=2)
+    task = functools.partial(infer_shard, task=ClassifyTask(model, 2), batch_size=4, workers=1, prefetch_batches=2)
     run_shards(source, output, settings, INFER_FILES, task=task, lost=lost)
 
 
