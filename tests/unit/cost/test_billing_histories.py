@@ -93,7 +93,7 @@ def run_history(draw: st.DrawFn) -> list[Truth]:
     return [draw(shard_history(str(i))) for i in range(draw(st.integers(1, 4)))]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(run_history())
 def test_a_local_bill_is_the_work_done_never_a_ratio_of_laptop_times(shards: list[Truth]) -> None:
     run = sum((s.summary for s in shards), RunSummary()).billed(RATE, on_cloud=False)
@@ -110,7 +110,7 @@ def test_a_local_bill_is_the_work_done_never_a_ratio_of_laptop_times(shards: lis
         assert run.usd_per_million_images <= PRICE_PER_IMAGE * 1e6 * (1 + max(s.kills for s in shards)) * 1.000001
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(run_history())
 def test_on_the_cloud_the_bill_is_every_attempts_own_seconds(shards: list[Truth]) -> None:
     run = sum((s.summary for s in shards), RunSummary()).billed(RATE, on_cloud=True)
