@@ -163,8 +163,7 @@ class TrainCard(LiveCard[TrainingEvent]):
         if done >= started.epochs:
             return f"{attempt}: **finished** {started.epochs} epochs{resumed}"
         return (
-            f"{attempt}: epoch {done + 1}/{started.epochs} on {started.train_images} images "
-            f"({started.layout}){resumed}"
+            f"{attempt}: epoch {done + 1}/{started.epochs} on {started.train_images} images ({started.layout}){resumed}"
         )
 
     def _checkpoints(self) -> str:
