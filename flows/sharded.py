@@ -129,7 +129,8 @@ class ShardedFlow(FlowSpec):
                     manifest=self.manifest,
                     input_format=self.input_format,
                 )
-                retired = retire_superseded(output, plan.shards, self.SHARD_FILES, self.threads)
+                unit_of = input_format(plan.input_format).unit_of
+                retired = retire_superseded(output, plan.shards, self.SHARD_FILES, self.threads, unit_of)
             except BaseException:
                 release(output, self.lease)
                 raise

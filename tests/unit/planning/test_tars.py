@@ -12,11 +12,12 @@ from steps.io.input_format import TAR_SHARDS
 from steps.io.listing import ObjectInfo
 from steps.io.storage import LocalStorage
 from steps.io.tar_reader import split_samples
+from steps.output.supersede import retire_superseded
 from steps.planning.inputs import list_inputs
 from steps.planning.run_plan import prepare_run
 from steps.planning.store import read_shard_keys
 from steps.planning.tars import UNDECIDED_KEYS, resolve_format
-from steps.preprocess.shard import preprocess_shard
+from steps.preprocess.shard import PREPROCESS_FILES, preprocess_shard
 from steps.preprocess.webdataset import WebDatasetPacker
 from steps.verify import verify
 from tests.support.tars import images_to_tars
@@ -116,3 +117,32 @@ def test_preprocess_from_tars_is_exactly_once_per_member_and_verifies(tars: Path
     (out / "_manifests" / "all.parquet").unlink()
     broken = verify(str(out), str(tars))
     assert not broken.ok and any(p.startswith("shard all: no manifest") for p in broken.problems)
+
+
+def test_a_new_layout_retires_tar_shards_and_keeps_the_images_of_tars_still_planned(tars: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    target = LocalStorage(out)
+
+    def process(plan: object) -> None:
+        for ref in plan.shards:
+            keys = read_shard_keys(target, ref.keys_key)
+            preprocess_shard(
+                name=ref.name,
+                keys=keys,
+                source=LocalStorage(tars),
+                target=target,
+                size=32,
+                threads=2,
+                inputs=TAR_SHARDS,
+            )
+
+    small = prepare_run(str(tars), str(out), shard_size=20, max_shards=100, prefix_width=0, threads=2)
+    process(small)
+    resized = sorted(out.glob("resized/**/*.jpg"))
+    assert len(small.shards) > 1 and resized
+    one = prepare_run(str(tars), str(out), shard_size=1000, max_shards=1, prefix_width=0, threads=2)
+    retired = retire_superseded(target, one.shards, PREPROCESS_FILES, 2, TAR_SHARDS.unit_of)
+    assert sorted(retired.shards) == sorted(ref.name for ref in small.shards)
+    assert sorted(out.glob("resized/**/*.jpg")) == resized  # every tar is still planned: its images stay
+    process(one)
+    assert verify(str(out), str(tars)).ok
