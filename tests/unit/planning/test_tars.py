@@ -71,6 +71,14 @@ def test_shards_are_whole_tars_sized_by_estimated_images(tars: Path, tmp_path: P
     assert abs(plan.images - 9 * count) <= 9 * count // 3  # estimated from the first tar's bytes an image
     assert "whole tars" in plan.reason and "measured on 00000.tar" in plan.reason
 
+    listed = tmp_path / "tars.txt"  # a key list without sizes: each tar weighs as much as the first named
+    listed.write_text("\n".join(sorted(p.name for p in tars.glob("*.tar"))))
+    from_list = prepare_run(
+        str(tars), str(tmp_path / "o2"), shard_size=20, max_shards=100, prefix_width=0, threads=2, manifest=str(listed)
+    )
+    assert from_list.input_format == "webdataset" and len(from_list.shards) > 1
+    assert abs(from_list.images - 9 * count) <= 9 * count // 3
+
     preview = prepare_run(
         str(tars), str(tmp_path / "none"), shard_size=20, max_shards=100, prefix_width=0, threads=2, store=False
     )
