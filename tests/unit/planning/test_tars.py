@@ -10,7 +10,7 @@ import pytest
 from steps.errors import ConfigError
 from steps.io.input_format import TAR_SHARDS
 from steps.io.listing import ObjectInfo
-from steps.io.storage import LocalStorage
+from steps.io.storage import LocalStorage, open_storage
 from steps.io.tar_reader import split_samples
 from steps.output.supersede import retire_superseded
 from steps.planning.inputs import list_inputs
@@ -20,6 +20,7 @@ from steps.planning.tars import UNDECIDED_KEYS, resolve_format
 from steps.preprocess.shard import PREPROCESS_FILES, preprocess_shard
 from steps.preprocess.webdataset import WebDatasetPacker
 from steps.verify import verify
+from tests.support.flows import S3Server, upload_dir
 from tests.support.tars import images_to_tars
 
 
@@ -154,3 +155,15 @@ def test_a_new_layout_retires_tar_shards_and_keeps_the_images_of_tars_still_plan
     assert sorted(out.glob("resized/**/*.jpg")) == resized  # every tar is still planned: its images stay
     process(one)
     assert verify(str(out), str(tars)).ok
+
+
+def test_tars_on_s3_are_planned_and_read_with_one_get_each(tars: Path, s3_server: S3Server) -> None:
+    bucket = s3_server.make_bucket("tars")
+    upload_dir(s3_server, tars, f"{bucket}/in")
+    plan = prepare_run(f"{bucket}/in", f"{bucket}/out", shard_size=20, max_shards=100, prefix_width=0, threads=2)
+    assert plan.input_format == "webdataset" and len(plan.shards) > 1
+    source, target = open_storage(f"{bucket}/in"), open_storage(f"{bucket}/out")
+    shard_keys = [read_shard_keys(target, ref.keys_key) for ref in plan.shards]
+    read = [keys for shard in shard_keys for _, keys in TAR_SHARDS.chunks(source, [[k] for k in shard])]
+    local = [keys for shard in shard_keys for _, keys in TAR_SHARDS.chunks(LocalStorage(tars), [[k] for k in shard])]
+    assert read == local and sum(map(len, read)) >= 50
