@@ -136,7 +136,8 @@ class ShardedFlow(FlowSpec):
                     input_format=self.input_format,
                 )
                 choice = self.rank_regions(plan.input_bytes, plan.images, len(plan.shards))
-                retired = retire_superseded(output, plan.shards, self.SHARD_FILES, self.threads)
+                unit_of = input_format(plan.input_format).unit_of
+                retired = retire_superseded(output, plan.shards, self.SHARD_FILES, self.threads, unit_of)
             except BaseException:
                 release(output, self.lease)
                 raise

@@ -5,7 +5,7 @@
     spot-batch predictions OUTPUT [--labels INPUT]
     spot-batch similar OUTPUT --key K [--k 10]
     spot-batch regions rank --instance-types g4dn.xlarge,g5.xlarge --task-hours 2 [--cpu 4 --gpu 1] [--data-region ...]
-    spot-batch plan INPUT OUTPUT [--flow preprocess|infer] [--manifest URI] [--json]
+    spot-batch plan INPUT OUTPUT [--flow preprocess|infer] [--manifest URI] [--input-format F] [--json]
 
 ``python -m steps`` is the same command.
 """
@@ -105,7 +105,14 @@ def _plan(args: argparse.Namespace) -> int:
     from steps.planning.preview import PlanSettings, format_facts, plan_facts, preview
 
     settings = PlanSettings(
-        args.flow, args.manifest, args.shard_size, args.task_minutes, args.max_shards, args.prefix_width, args.threads
+        args.flow,
+        args.manifest,
+        args.shard_size,
+        args.task_minutes,
+        args.max_shards,
+        args.prefix_width,
+        args.threads,
+        args.input_format,
     )
     facts = plan_facts(*preview(args.input, args.output, settings))
     print(json.dumps(facts, indent=2) if args.json else format_facts(facts))
@@ -182,6 +189,7 @@ def parser() -> argparse.ArgumentParser:
     cmd.add_argument("--max-shards", type=int, default=None, help="fan-out limit (match `run --max-num-splits`)")
     cmd.add_argument("--prefix-width", type=int, default=0, help="hex prefix characters per shard; 0 = auto")
     cmd.add_argument("--threads", type=int, default=None, help="listing threads (default: the flow's --threads)")
+    cmd.add_argument("--input-format", default="auto", help="auto, images or webdataset (*.tar shards)")
     cmd.add_argument("--json", action="store_true", help="print the plan as JSON")
     cmd.set_defaults(handler=_plan)
     return root

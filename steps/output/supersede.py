@@ -30,6 +30,7 @@ from steps.output.layout import (
     plan_keys_key,
     planned_shard_name,
 )
+from steps.output.ledger import same_key
 from steps.planning.prefixes import PrefixCounts, range_name, shard_prefix
 from steps.planning.store import ShardRef, read_shard_keys, stored_layout
 from steps.progress import log
@@ -103,11 +104,20 @@ def recorded_keys(storage: Storage, name: str, files: ShardFiles) -> set[str]:
 
 
 def remove_derived(
-    storage: Storage, stale_keys: Iterable[str], current_keys: Iterable[str], files: ShardFiles, threads: int
+    storage: Storage,
+    stale_keys: Iterable[str],
+    current_keys: Iterable[str],
+    files: ShardFiles,
+    threads: int,
+    *,
+    unit_of: Callable[[str], str] = same_key,
 ) -> int:
-    """Delete the derived files of ``stale_keys`` that no current key writes; return how many existed."""
-    owned = {name for key in current_keys for name in files.derived(key)}
-    doomed = sorted({name for key in stale_keys for name in files.derived(key)} - owned)
+    """Delete the derived files of ``stale_keys`` that no current key writes; return how many existed.
+    ``unit_of`` maps a row key to its planned key: rows of a tar still planned keep their files."""
+    current = set(current_keys)
+    owned = {name for key in current for name in files.derived(key)}
+    stale = (key for key in stale_keys if unit_of(key) not in current)
+    doomed = sorted({name for key in stale for name in files.derived(key)} - owned)
 
     def delete(name: str) -> bool:
         existed = storage.exists(name)
@@ -118,8 +128,15 @@ def remove_derived(
     return sum(map_bounded(delete, doomed, threads))
 
 
-def retire_superseded(storage: Storage, refs: Sequence[ShardRef], files: ShardFiles, threads: int) -> Retired:
-    """Remove every stored shard the current plan (``refs``, already written) does not have.
+def retire_superseded(
+    storage: Storage,
+    refs: Sequence[ShardRef],
+    files: ShardFiles,
+    threads: int,
+    unit_of: Callable[[str], str] = same_key,
+) -> Retired:
+    """Remove every stored shard the current plan (``refs``, already written) does not have;
+    ``unit_of`` maps a recorded row key to its planned key (its tar, for an input of tars).
 
     A superseded shard's keys are looked up in the current shard that holds them now, one current
     key list at a time, so memory stays within one shard's keys whatever the output's size.
@@ -134,10 +151,10 @@ def retire_superseded(storage: Storage, refs: Sequence[ShardRef], files: ShardFi
     for name in stale:
         by_current: dict[str, list[str]] = defaultdict(list)
         for key in recorded_keys(storage, name, files):
-            by_current[shard_name_of(key, width, starts)].append(key)
+            by_current[shard_name_of(unit_of(key), width, starts)].append(key)
         for holder, keys in sorted(by_current.items()):
             now = read_shard_keys(storage, current[holder].keys_key) if holder in current else []
-            removed += remove_derived(storage, keys, now, files, threads)
+            removed += remove_derived(storage, keys, now, files, threads, unit_of=unit_of)
         directories = (files.chunk_directory(name), *files.shard_directories(name))
         records = [o.key for directory in directories for o in storage.list(directory + "/")]
         records += [key for key in (manifest_key(name), plan_keys_key(name)) if storage.exists(key)]

@@ -27,6 +27,7 @@ class PlanSettings:
     max_shards: int | None = None
     prefix_width: int = 0
     threads: int | None = None
+    input_format: str = "auto"
 
 
 def flow_config(flow: str) -> dict:
@@ -52,6 +53,7 @@ def preview(input_uri: str, output_uri: str, settings: PlanSettings) -> tuple[Ru
         cost=cost,
         manifest=settings.manifest,
         store=False,
+        input_format=settings.input_format,
     )
     return plan, cost
 

@@ -11,7 +11,8 @@ kind arriving later fails ``start`` in one line.
 A shard is a set of whole tars sized by image count. Counting a tar's images means reading it
 (its headers are spread through it: one ranged GET per member), so ``start`` reads one tar, the
 first by key, counts its images, and estimates every tar's images from its size at that many
-bytes an image: each tar weighs its bytes in the prefix layout (``steps.planning.prefixes``),
+bytes an image (a key list that gives no sizes: the first tar it names is read, and every tar
+without a size weighs as much): each tar weighs its bytes in the prefix layout (``steps.planning.prefixes``),
 and the target images per shard becomes a target in bytes. The plan's image counts are
 estimates; the shards' manifests count the real rows. Memory stays the planner's: a key spill
 and 65,536 counters, plus the one tar read.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from itertools import chain
 from typing import TYPE_CHECKING
 
@@ -129,16 +130,26 @@ def _no_tars(held: list, pages: Iterator[list[ObjectInfo]], where: str) -> Itera
         yield page
 
 
-def bytes_per_image(source: Storage, tar_key: str) -> tuple[float, str]:
-    """Bytes an image in ``tar_key`` (read whole, once), and how that was measured."""
+@dataclass(frozen=True)
+class Calibration:
+    """What one tar read whole says: bytes an image, the tar's size, and how it was measured."""
+
+    per_image: float
+    tar_bytes: int
+    measured: str
+
+
+def calibrate(source: Storage, tar_key: str) -> Calibration:
+    """Read ``tar_key`` whole, once, and count its images."""
     samples = read_tar(source, tar_key)
-    images = len(samples.images)
+    images, size = len(samples.images), len(samples.data)
     if not images:
         reason = next(iter(samples.rejects.values()), "no images")
         log(f"planning tars: {tar_key} gave no image ({reason}); assuming {FALLBACK_BYTES_PER_IMAGE} bytes an image")
-        return FALLBACK_BYTES_PER_IMAGE, f"assumed {FALLBACK_BYTES_PER_IMAGE / 1e3:.0f} KB an image"
-    per_image = len(samples.data) / images
-    return per_image, f"{per_image / 1e3:.1f} KB an image, measured on {tar_key} ({images} images)"
+        measured = f"assumed {FALLBACK_BYTES_PER_IMAGE / 1e3:.0f} KB an image"
+        return Calibration(FALLBACK_BYTES_PER_IMAGE, size or FALLBACK_BYTES_PER_IMAGE, measured)
+    per_image = size / images
+    return Calibration(per_image, size, f"{per_image / 1e3:.1f} KB an image, measured on {tar_key} ({images} images)")
 
 
 def _in_images(layout: ShardLayout, per_image: float, target_images: int, measured: str) -> ShardLayout:
@@ -166,14 +177,19 @@ def plan_tars(
 
     with tempfile.TemporaryDirectory(prefix="spot-batch-plan-") as spill_directory:
         spill = KeySpill(spill_directory, buffer_bytes)
-        first = None
+        first, calibration = None, None
         for page in pages:
             for obj in page:
-                spill.add(obj.key, obj.size, weight=max(obj.size, 1))
+                size = obj.size
+                if not size:  # a key list without sizes: such a tar weighs as much as the one measured
+                    calibration = calibration or calibrate(source, obj.key)
+                    size = calibration.tar_bytes
+                spill.add(obj.key, size, weight=max(size, 1))
                 first = obj.key if first is None or obj.key < first else first
         if first is None:
             return StreamedPlan(plan_layout(spill.counts, sizing.target_images(), max_shards), [], 0)
-        per_image, measured = bytes_per_image(source, first)
+        calibration = calibration or calibrate(source, first)
+        per_image, measured = calibration.per_image, calibration.measured
         target_images = sizing.target_images()
         by_bytes = Sizing(shard_size=max(1, round(target_images * per_image)))
         layout = layout_for_output(target, spill.counts, by_bytes, max_shards, prefix_width)

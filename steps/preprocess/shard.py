@@ -136,7 +136,7 @@ def preprocess_shard(
     state = shard_state(target, ledger, name, keys, chunk_size)
     readable = inputs.chunks(source, state.pending(keys, chunk_size))
     # Before any chunk runs: a removed key's files go only where no current key writes them.
-    removed = remove_derived(target, state.stale_keys, keys, PREPROCESS_FILES, threads)
+    removed = remove_derived(target, state.stale_keys, keys, PREPROCESS_FILES, threads, unit_of=inputs.unit_of)
     try:
         outcome = run_chunked(
             name=name,

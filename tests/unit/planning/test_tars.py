@@ -10,15 +10,17 @@ import pytest
 from steps.errors import ConfigError
 from steps.io.input_format import TAR_SHARDS
 from steps.io.listing import ObjectInfo
-from steps.io.storage import LocalStorage
+from steps.io.storage import LocalStorage, open_storage
 from steps.io.tar_reader import split_samples
+from steps.output.supersede import retire_superseded
 from steps.planning.inputs import list_inputs
 from steps.planning.run_plan import prepare_run
 from steps.planning.store import read_shard_keys
 from steps.planning.tars import UNDECIDED_KEYS, resolve_format
-from steps.preprocess.shard import preprocess_shard
+from steps.preprocess.shard import PREPROCESS_FILES, preprocess_shard
 from steps.preprocess.webdataset import WebDatasetPacker
 from steps.verify import verify
+from tests.support.flows import S3Server, upload_dir
 from tests.support.tars import images_to_tars
 
 
@@ -70,6 +72,14 @@ def test_shards_are_whole_tars_sized_by_estimated_images(tars: Path, tmp_path: P
     assert abs(plan.images - 9 * count) <= 9 * count // 3  # estimated from the first tar's bytes an image
     assert "whole tars" in plan.reason and "measured on 00000.tar" in plan.reason
 
+    listed = tmp_path / "tars.txt"  # a key list without sizes: each tar weighs as much as the first named
+    listed.write_text("\n".join(sorted(p.name for p in tars.glob("*.tar"))))
+    from_list = prepare_run(
+        str(tars), str(tmp_path / "o2"), shard_size=20, max_shards=100, prefix_width=0, threads=2, manifest=str(listed)
+    )
+    assert from_list.input_format == "webdataset" and len(from_list.shards) > 1
+    assert abs(from_list.images - 9 * count) <= 9 * count // 3
+
     preview = prepare_run(
         str(tars), str(tmp_path / "none"), shard_size=20, max_shards=100, prefix_width=0, threads=2, store=False
     )
@@ -116,3 +126,44 @@ def test_preprocess_from_tars_is_exactly_once_per_member_and_verifies(tars: Path
     (out / "_manifests" / "all.parquet").unlink()
     broken = verify(str(out), str(tars))
     assert not broken.ok and any(p.startswith("shard all: no manifest") for p in broken.problems)
+
+
+def test_a_new_layout_retires_tar_shards_and_keeps_the_images_of_tars_still_planned(tars: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    target = LocalStorage(out)
+
+    def process(plan: object) -> None:
+        for ref in plan.shards:
+            keys = read_shard_keys(target, ref.keys_key)
+            preprocess_shard(
+                name=ref.name,
+                keys=keys,
+                source=LocalStorage(tars),
+                target=target,
+                size=32,
+                threads=2,
+                inputs=TAR_SHARDS,
+            )
+
+    small = prepare_run(str(tars), str(out), shard_size=20, max_shards=100, prefix_width=0, threads=2)
+    process(small)
+    resized = sorted(out.glob("resized/**/*.jpg"))
+    assert len(small.shards) > 1 and resized
+    one = prepare_run(str(tars), str(out), shard_size=1000, max_shards=1, prefix_width=0, threads=2)
+    retired = retire_superseded(target, one.shards, PREPROCESS_FILES, 2, TAR_SHARDS.unit_of)
+    assert sorted(retired.shards) == sorted(ref.name for ref in small.shards)
+    assert sorted(out.glob("resized/**/*.jpg")) == resized  # every tar is still planned: its images stay
+    process(one)
+    assert verify(str(out), str(tars)).ok
+
+
+def test_tars_on_s3_are_planned_and_read_with_one_get_each(tars: Path, s3_server: S3Server) -> None:
+    bucket = s3_server.make_bucket("tars")
+    upload_dir(s3_server, tars, f"{bucket}/in")
+    plan = prepare_run(f"{bucket}/in", f"{bucket}/out", shard_size=20, max_shards=100, prefix_width=0, threads=2)
+    assert plan.input_format == "webdataset" and len(plan.shards) > 1
+    source, target = open_storage(f"{bucket}/in"), open_storage(f"{bucket}/out")
+    shard_keys = [read_shard_keys(target, ref.keys_key) for ref in plan.shards]
+    read = [keys for shard in shard_keys for _, keys in TAR_SHARDS.chunks(source, [[k] for k in shard])]
+    local = [keys for shard in shard_keys for _, keys in TAR_SHARDS.chunks(LocalStorage(tars), [[k] for k in shard])]
+    assert read == local and sum(map(len, read)) >= 50
