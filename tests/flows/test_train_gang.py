@@ -25,7 +25,9 @@ VENV_FIRST = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PA
 # 41 training images in global batches of 8 over 4 ranks: 5 steps per epoch, 10 in all.
 GANG = ("--nodes", "2", "--processes", "2", "--epochs", "2", "--batch-size", "8", "--image-size", "24", "--seed", "3")
 # The surviving node must fail this soon after the kill, not at the collective timeout (30 min).
-FAIL_WITHIN_S = 30
+# Measured 29.2 s at load average 17-40 on 2 cores: 0.2 s gloo, 3 s rank grace, the rest Metaflow's
+# task teardown (its card render) under that load.
+FAIL_WITHIN_S = 60
 # Two nodes' tasks, four ranks and their cards start torch a dozen times: minutes on 2 busy cores.
 RUN_TIMEOUT_S = 1500
 pytestmark = pytest.mark.timeout(2 * RUN_TIMEOUT_S)
