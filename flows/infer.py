@@ -63,9 +63,9 @@ def latest_model_uri() -> str:
 class InferFlow(ShardedFlow):
     """Batched inference on spot GPUs: one Parquet row per image, each chunk committed once."""
 
-    VERB = "Predicted"
-    THROUGHPUT_FLOW = "infer"
-    SHARD_FILES = INFER_FILES
+    _VERB = "Predicted"
+    _THROUGHPUT_FLOW = "infer"
+    _SHARD_FILES = INFER_FILES
 
     config = Config("config", default=config_file("infer.toml"), parser=tomllib.loads)
 

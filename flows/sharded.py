@@ -4,8 +4,10 @@
 
 A subclass declares its own ``config`` (a Metaflow ``Config`` named "config", whose keys give the
 shared Parameters their defaults, and whose ``[resources]`` are its shard step's and decide which
-instance types are priced), its ``process_shard`` and ``join`` steps, ``VERB`` for the headline,
-``SHARD_FILES`` and ``THROUGHPUT_FLOW`` (its config/throughput.toml section); it may extend ``check_settings``.
+instance types are priced), its ``process_shard`` and ``join`` steps, ``_VERB`` for the headline,
+``_SHARD_FILES`` and ``_THROUGHPUT_FLOW`` (its config/throughput.toml section); it may extend ``check_settings``.
+Those constants start with ``_``: Metaflow stores every public class attribute as an artifact of
+every task, and these are code, not results.
 The foreach runs over shard names (a shard task's card is titled by its shard and its log lines
 start with it; the Metaflow UI's timeline labels tasks by task id); everything else a shard task
 needs travels as artifacts or in the shard's key file under the output, so the fan-out stays small
@@ -16,7 +18,7 @@ import time
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import replace
 from threading import Event
 
 from cards import render
@@ -35,7 +37,6 @@ from steps.cost.throughput import image_cost
 from steps.io.storage import Storage, open_storage
 from steps.io.validation import check_output
 from steps.output.attempts import AttemptClock, start_attempt
-from steps.output.layout import plan_keys_key
 from steps.output.lease import acquire, heartbeat, release
 from steps.output.supersede import ShardFiles, retire_superseded
 from steps.planning.run_plan import prepare_run
@@ -46,10 +47,10 @@ from steps.stats.summary import RunSummary, ShardStats
 
 
 class ShardedFlow(FlowSpec):
-    VERB = "Processed"
-    SHARD_FILES: ShardFiles  # where the subclass's shards commit chunks and derived files
+    _VERB = "Processed"
+    _SHARD_FILES: ShardFiles  # where the subclass's shards commit chunks and derived files
 
-    THROUGHPUT_FLOW = "preprocess"  # the config/throughput.toml section of this flow
+    _THROUGHPUT_FLOW = "preprocess"  # the config/throughput.toml section of this flow
 
     regions = Config("regions", default=config_file("regions.toml"), parser=tomllib.loads)
     prices = Config("prices", default=config_file("prices.toml"), parser=tomllib.loads)
@@ -116,18 +117,17 @@ class ShardedFlow(FlowSpec):
                     prefix_width=self.prefix_width,
                     threads=self.threads,
                     task_minutes=self.task_minutes,
-                    cost=image_cost(self.throughput, self.THROUGHPUT_FLOW, vcpus=self.config.resources.cpu),
+                    cost=image_cost(self.throughput, self._THROUGHPUT_FLOW, vcpus=self.config.resources.cpu),
                     manifest=self.manifest,
                 )
-                retired = retire_superseded(output, plan.shards, self.SHARD_FILES, self.threads)
+                names = [shard.name for shard in plan.shards]
+                retired = retire_superseded(output, names, self._SHARD_FILES, self.threads)
             except BaseException:
                 release(output, self.lease)
                 raise
         self.superseded = {"shards": list(retired.shards), "files": retired.files}
         self.shard_plan = plan.describe()
-        # Plain dicts, not ShardRef: the Metaflow UI and notebooks can show them without this package.
-        self.shards = [asdict(ref) for ref in plan.shards]
-        self.shard_names = [ref.name for ref in plan.shards]  # the foreach: each task's self.input
+        self.shard_names = names  # the foreach: each task's self.input; its keys are under the output
         log(f"planned {plan.images} images into {len(plan.shards)} shards: {plan.reason}")
         self.next(self.select_region)
 
@@ -142,7 +142,7 @@ class ShardedFlow(FlowSpec):
             self.shard_plan["images"],
             resources=resources,
             tasks=len(self.shard_names),
-            flow=self.THROUGHPUT_FLOW,
+            flow=self._THROUGHPUT_FLOW,
             throughput=self.throughput,
             regions_config=self.regions,
             prices=prices,
@@ -157,7 +157,7 @@ class ShardedFlow(FlowSpec):
 
     def shard_keys(self, target: Storage) -> list[str]:
         """In a shard task: this shard's keys, from its key file under the output."""
-        return read_shard_keys(target, plan_keys_key(self.input))
+        return read_shard_keys(target, self.input)
 
     def begin_attempt(self, target: Storage) -> AttemptClock:
         """In a shard task, before any work: record this attempt's start (billing counts killed ones)."""
@@ -192,5 +192,5 @@ class ShardedFlow(FlowSpec):
     @step
     def end(self):
         release(open_storage(self.output_uri), self.lease)
-        self.headline = RunSummary.from_artifact(self.summary).headline(self.VERB, self.output_uri)
+        self.headline = RunSummary.from_artifact(self.summary).headline(self._VERB, self.output_uri)
         log(self.headline)

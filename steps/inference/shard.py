@@ -35,7 +35,7 @@ from steps.io.concurrency import Prefetcher
 from steps.io.storage import Storage
 from steps.models.loading import LoadedModel, class_names_for
 from steps.output.layout import PART_STEM, shard_directory
-from steps.output.ledger import ChunkLedger, ShardOutcome, run_chunked, shard_state
+from steps.output.ledger import ShardOutcome, run_chunked, shard_state
 from steps.output.supersede import ShardFiles
 from steps.progress import Progress, ProgressCallback
 
@@ -45,8 +45,7 @@ def no_derived_files(key: str) -> tuple[str, ...]:
     return ()
 
 
-# Named functions, not lambdas: Metaflow pickles the flow class attribute that holds this.
-INFER_FILES = ShardFiles(chunk_directory=shard_directory, derived=no_derived_files)
+INFER_FILES = ShardFiles(chunk_directory=shard_directory, derived=no_derived_files, chunk_stem=PART_STEM)
 
 
 @dataclass(frozen=True)
@@ -132,7 +131,7 @@ def infer_shard(
     """Predict every key of a shard into ``predictions/<name>/part-NNNNN.parquet``.
 
     Committed parts are skipped, a complete shard (manifest present) is skipped whole, and ``stop``
-    ends the shard after the chunk in flight is committed (see ``steps.ledger.run_chunked``).
+    ends the shard after the chunk in flight is committed (see ``steps.output.ledger.run_chunked``).
     ``decode`` is ``--decode`` (see ``decodes_on_device``); ``devices`` default to every visible one.
     """
     devices = list(devices or visible_devices())
@@ -140,7 +139,7 @@ def infer_shard(
     # Predictor moves its module to its device: every lane after the first gets its own copy.
     models = [model] + [replace(model, module=copy.deepcopy(model.module)) for _ in devices[1:]]
     predictors = [Predictor(m, device, top_k) for m, device in zip(models, devices, strict=True)]
-    ledger = ChunkLedger(target, shard_directory(name), stem=PART_STEM)
+    ledger = INFER_FILES.ledger(target, name)
     state = shard_state(target, ledger, name, keys, chunk_size)
     pending = state.pending(keys, chunk_size)
     lanes = [

@@ -96,7 +96,7 @@ class LoadedModel:
     input_size: int
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    crop_fraction: float = IMAGENET_CROP_FRACTION  # see steps.inference.prepare_image
+    crop_fraction: float = IMAGENET_CROP_FRACTION  # see steps.inference.pipeline.prepare_image
 
     def identity(self) -> dict:
         """The ``model`` artifact: enough to tell which model produced a set of predictions."""

@@ -30,8 +30,9 @@ from steps.output.layout import (
     plan_keys_key,
     planned_shard_name,
 )
+from steps.output.ledger import ChunkLedger
 from steps.planning.prefixes import PrefixCounts, range_name, shard_prefix
-from steps.planning.store import ShardRef, read_shard_keys, stored_layout
+from steps.planning.store import read_shard_keys, stored_layout
 from steps.progress import log
 
 
@@ -42,11 +43,19 @@ def no_directories(shard_name: str) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class ShardFiles:
     """Where a flow commits a shard's chunks, the files processing one input key writes, and
-    other per-shard directories (e.g. WebDataset tars) that go when the shard is retired."""
+    other per-shard directories (e.g. WebDataset tars) that go when the shard is retired.
+
+    The one declaration of a flow's chunk location: its shard tasks take their ledger from here
+    (``ledger``), and ``start`` retires superseded shards' chunks from the same place."""
 
     chunk_directory: Callable[[str], str]
     derived: Callable[[str], tuple[str, ...]]
     shard_directories: Callable[[str], tuple[str, ...]] = no_directories
+    chunk_stem: str = "chunk"  # chunk files are <chunk_directory>/<chunk_stem>-NNNNN.parquet
+
+    def ledger(self, storage: Storage, shard_name: str) -> ChunkLedger:
+        """The committed chunks of one shard."""
+        return ChunkLedger(storage, self.chunk_directory(shard_name), stem=self.chunk_stem)
 
 
 @dataclass(frozen=True)
@@ -77,7 +86,7 @@ def layout_misfit(
 
 
 def shard_name_of(key: str, width: int, starts: Sequence[str]) -> str:
-    """The name of the shard that holds ``key`` under a layout (as ``plan_shards`` names it)."""
+    """The name of the shard that holds ``key`` under a layout (as the planner names it)."""
     prefix = shard_prefix(key, width)
     if not starts:
         return prefix or "all"
@@ -93,7 +102,7 @@ def stored_shard_names(storage: Storage) -> set[str]:
 
 def recorded_keys(storage: Storage, name: str, files: ShardFiles) -> set[str]:
     """Keys any earlier run recorded for shard ``name``: planned, in committed chunks or the manifest."""
-    keys = set(read_shard_keys(storage, plan_keys_key(name))) if storage.exists(plan_keys_key(name)) else set()
+    keys = set(read_shard_keys(storage, name)) if storage.exists(plan_keys_key(name)) else set()
     records = [o.key for o in storage.list(files.chunk_directory(name) + "/") if o.key.endswith(".parquet")]
     if storage.exists(manifest_key(name)):
         records.append(manifest_key(name))
@@ -118,14 +127,14 @@ def remove_derived(
     return sum(map_bounded(delete, doomed, threads))
 
 
-def retire_superseded(storage: Storage, refs: Sequence[ShardRef], files: ShardFiles, threads: int) -> Retired:
-    """Remove every stored shard the current plan (``refs``, already written) does not have.
+def retire_superseded(storage: Storage, shard_names: Iterable[str], files: ShardFiles, threads: int) -> Retired:
+    """Remove every stored shard the current plan (``shard_names``, already written) does not have.
 
     A superseded shard's keys are looked up in the current shard that holds them now, one current
     key list at a time, so memory stays within one shard's keys whatever the output's size.
     """
     layout = stored_layout(storage)
-    current = {ref.name: ref for ref in refs}
+    current = set(shard_names)
     stale = sorted(stored_shard_names(storage) - set(current))
     if layout is None or not stale:
         return Retired()
@@ -136,7 +145,7 @@ def retire_superseded(storage: Storage, refs: Sequence[ShardRef], files: ShardFi
         for key in recorded_keys(storage, name, files):
             by_current[shard_name_of(key, width, starts)].append(key)
         for holder, keys in sorted(by_current.items()):
-            now = read_shard_keys(storage, current[holder].keys_key) if holder in current else []
+            now = read_shard_keys(storage, holder) if holder in current else []
             removed += remove_derived(storage, keys, now, files, threads)
         directories = (files.chunk_directory(name), *files.shard_directories(name))
         records = [o.key for directory in directories for o in storage.list(directory + "/")]

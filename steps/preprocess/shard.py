@@ -18,7 +18,7 @@ import pyarrow as pa
 from steps.io.concurrency import map_bounded
 from steps.io.storage import Storage
 from steps.output.layout import edges_key, key_stem, ledger_directory, resized_key, webdataset_directory
-from steps.output.ledger import ChunkLedger, ShardOutcome, run_chunked, shard_state
+from steps.output.ledger import ShardOutcome, run_chunked, shard_state
 from steps.output.supersede import ShardFiles, remove_derived
 from steps.preprocess.rows import preprocess_one
 from steps.preprocess.webdataset import WebDatasetPacker
@@ -123,7 +123,7 @@ def preprocess_shard(
             pack(table)
         return table
 
-    ledger = ChunkLedger(target, ledger_directory(name))
+    ledger = PREPROCESS_FILES.ledger(target, name)
     state = shard_state(target, ledger, name, keys, chunk_size)
     # Before any chunk runs: a removed key's files go only where no current key writes them.
     removed = remove_derived(target, state.stale_keys, keys, PREPROCESS_FILES, threads)
