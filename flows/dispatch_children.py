@@ -10,9 +10,12 @@ from metaflow._vendor import click  # the click Metaflow parameters are typed wi
 
 from steps.dispatch.manifest import ManifestRow
 from steps.errors import ConfigError
+from steps.inference.summary import InferenceStats
+from steps.stats.summary import FlowStats
 
 FLOWS = {"preprocess": "PreprocessFlow", "train": "TrainFlow", "infer": "InferFlow"}
-SHARDED = frozenset({"preprocess", "infer"})  # their runs' summaries are RunSummary and add up
+# The sharded flows: their runs' summaries are RunSummary (with these FlowStats) and add up.
+SHARDED: dict[str, type[FlowStats]] = {"preprocess": FlowStats, "infer": InferenceStats}
 COLUMNS = frozenset({"input", "output"})  # every child's parameters that the manifest's columns give
 
 

@@ -26,6 +26,7 @@ from steps.inference.pipeline import DECODE_CHOICES
 from steps.inference.predictions import Scores, load_labels
 from steps.inference.report import Sample, build_report, shard_scores
 from steps.inference.shard import INFER_FILES, infer_shard
+from steps.inference.summary import InferenceStats
 from steps.io.storage import open_storage
 from steps.io.validation import check_names
 from steps.models.loading import MODEL_FORMS, class_names_for, load_model
@@ -146,7 +147,9 @@ class InferFlow(ShardedFlow):
         summary = self.finish_summary(
             sum(
                 (
-                    RunSummary.of_shard(s, i.device, i.model_seconds, score.labelled, score.correct)
+                    RunSummary.of_shard(
+                        s, InferenceStats.of_shard(s, i.device, i.model_seconds, score.labelled, score.correct)
+                    )
                     for s, i, score in zip(stats, done, scores, strict=True)
                 ),
                 RunSummary(),

@@ -45,6 +45,9 @@ from steps.progress import log
 from steps.spot import on_cloud
 from steps.stats.summary import RunSummary, ShardStats
 
+# What ``start`` and ``select_region`` store for the join: every shard task carries them over.
+RUN_ARTIFACTS = ("started_at", "shard_plan", "superseded", "lease", "instance_type", "billing_rate")
+
 
 class ShardedFlow(FlowSpec):
     _VERB = "Processed"
@@ -149,7 +152,7 @@ class ShardedFlow(FlowSpec):
             capacity=live_capacity(prices, prices.instance_types, len(self.shard_names)),
         )
         self.region_table = choice.region_table
-        self.region, self.instance_type, self.batch_queue = choice.region, choice.instance_type, choice.batch_queue
+        self.instance_type = choice.instance_type
         self.billing_rate = choice.billing_rate().to_artifact()
         log(choice.explanation)
         render(choice.report())
@@ -166,20 +169,20 @@ class ShardedFlow(FlowSpec):
 
     def merge_shards(self, inputs) -> list[ShardStats]:
         """In a join: carry the run's artifacts over, store ``rejects``, return the shards' stats by name."""
-        self.merge_artifacts(
-            inputs, include=["started_at", "shard_plan", "superseded", "lease", "instance_type", "billing_rate"]
-        )
+        self.merge_artifacts(inputs, include=list(RUN_ARTIFACTS))
         stats = sorted((ShardStats(**i.shard_stats) for i in inputs), key=lambda s: s.name)
         # The first few examples of each reason per shard; every reject is in the shard manifests.
         self.rejects = [{"shard": s.name, "key": k, "reason": r} for s in stats for k, r in s.rejects]
         return stats
 
     def finish_summary(self, shards: RunSummary) -> RunSummary:
-        """The run's summary (the shards' added up, timed over the whole run, billed), stored as ``summary``."""
+        """The run's summary (the shards' added up, timed over the whole run, billed), stored as
+        ``summary``, and its ``headline``."""
         retired = self.superseded["files"]
         run = replace(shards, seconds=time.time() - self.started_at, stale_files=shards.stale_files + retired)
         run = run.billed(BillingRate(**self.billing_rate), on_cloud=on_cloud())
         self.summary = run.to_artifact()
+        self.headline = run.headline(self._VERB, self.output_uri)
         log(f"merged {run.shards} shards: {run.processed} ok, {run.rejected} rejected; {run.cost_line()}")
         return run
 
@@ -192,5 +195,4 @@ class ShardedFlow(FlowSpec):
     @step
     def end(self):
         release(open_storage(self.output_uri), self.lease)
-        self.headline = RunSummary.from_artifact(self.summary).headline(self._VERB, self.output_uri)
         log(self.headline)
