@@ -49,10 +49,11 @@ def row_arguments(flow: str, row: ManifestRow, parameters: dict[str, Parameter])
 
 
 def _converted(value: str, parameter: Parameter, where: str) -> Any:
-    # Metaflow fills ``kwargs`` when the flow initialises its parameters (not in this process):
-    # until then the declared keyword arguments wait in ``_override_kwargs``.
-    declared = {**getattr(parameter, "_override_kwargs", {}), **parameter.kwargs}
-    kind = declared.get("type") or str
+    # ``init`` is what Metaflow runs on every Parameter before building a flow's command line: it
+    # settles the declared type (or the default's) in ``kwargs``. Config-valued defaults stay
+    # unresolved here (ignore_errors): only the child's own run reads its config.
+    parameter.init(ignore_errors=True)
+    kind = parameter.kwargs.get("type") or str
     try:
         if isinstance(kind, click.ParamType):
             return kind.convert(value, None, None)

@@ -22,6 +22,11 @@ def not_tensors(what: str, path: str) -> ConfigError:
     )
 
 
+class LeaseConflict(Exception):
+    """Another run holds (or took) the output's lease (``steps.output.lease``): not bad
+    configuration, and not transient either; the message says which run and what to do."""
+
+
 class RejectedInput(Exception):
     """One input item cannot be processed (bad bytes, unreadable object): report it, go on."""
 

@@ -12,7 +12,7 @@ from steps.cost.prices import PriceBook
 from steps.cost.resources import StepResources
 from steps.cost.throughput import ImageCost, image_cost
 from steps.errors import ConfigError
-from steps.io.storage import is_s3, open_storage, s3_client
+from steps.io.storage import is_s3, s3_client
 from steps.report import Report, gigabytes
 
 
@@ -32,11 +32,6 @@ def data_region(uri: str, config: Mapping) -> str:
         return str(config["default_region"])
     # S3 reports us-east-1 as no constraint and, for old buckets, eu-west-1 as "EU".
     return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
-
-
-def input_sizes(uris: Iterable[str]) -> dict[str, int]:
-    """Total bytes under each input location (one listing each)."""
-    return {uri: sum(o.size for o in open_storage(uri).list()) for uri in uris}
 
 
 def queue_key(resources: StepResources | None) -> str:
@@ -172,7 +167,7 @@ def choose_region(
 ) -> RegionChoice:
     """Pick the region and instance type for a run's foreach step, among the regions in ``regions_config``.
 
-    ``inputs``: each input URI → its total bytes (``input_sizes`` measures them). ``images``: how
+    ``inputs``: each input URI → its total bytes (the plan's ``input_bytes``). ``images``: how
     many images the run processes, in ``tasks`` tasks of ``resources`` each (the step's
     ``@resources``). ``throughput``: parsed config/throughput.toml, whose ``flow`` section gives a
     task's calibrated cost per image on each instance type (a type without one is no candidate).
