@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/planner.py [--images 330000] [--concurrency 35] [--submit-rate 50]
 
-N sha256-named keys are planned with the real ``steps.planning.prefixes.plan_shards`` at each forced width
+N sha256-named keys are planned with the real ``steps.planning.prefixes.plan_layout`` at each forced width
 (so shard sizes are the real, slightly uneven ones). Each shard is one task: it is submitted at
 ``--submit-rate`` jobs/s (AWS Batch SubmitJob ≈ 50 TPS per account), waits for one of
 ``--concurrency`` slots, pays ``--start-s`` of start-up (instance/container/Python start, ~60 s
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from common import print_machine_info, print_table
 
-from steps.planning.prefixes import MAX_WIDTH, plan_shards
+from steps.planning.prefixes import MAX_WIDTH, PrefixCounts, cell_of, plan_layout
 
 
 @dataclass(frozen=True)
@@ -65,14 +65,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     print_machine_info("bench/planner.py: simulated wall time vs shard prefix width")
-    keys = [f"{hashlib.sha256(str(i).encode()).hexdigest()}.jpg" for i in range(args.images)]
+    counts = PrefixCounts()
+    for i in range(args.images):
+        counts.add(cell_of(f"{hashlib.sha256(str(i).encode()).hexdigest()}.jpg"))
     print(
         f"model:    {args.images:,} images, {args.concurrency} concurrent tasks, {args.submit_rate:g} submits/s, "
         f"{args.start_s:g} s start-up per task, {args.task_rate:g} images/s per task"
     )
     results = []
     for width in range(1, MAX_WIDTH + 1):
-        sizes = [len(s) for s in plan_shards(keys, args.shard_size, max_shards=16**width, width=width).shards]
+        sizes = [r.images for r in plan_layout(counts, args.shard_size, max_shards=16**width, width=width).ranges]
         submit, wall, billed = simulate(sizes, args)
         results.append(
             Simulated(
@@ -116,13 +118,13 @@ def main(argv: list[str] | None = None) -> None:
     fastest = min(results, key=lambda r: r.wall_s)
     picks = []
     for max_shards in sorted({args.max_shards, 16**MAX_WIDTH}):
-        plan = plan_shards(keys, args.shard_size, max_shards=max_shards)
-        _, wall, billed = simulate([len(s) for s in plan.shards], args)
+        plan = plan_layout(counts, args.shard_size, max_shards=max_shards)
+        _, wall, billed = simulate([r.images for r in plan.ranges], args)
         print(
             f"planner:  --shard-size {args.shard_size} --max-shards {max_shards}: {plan.reason} "
-            f"({len(plan.shards)} shards; simulated wall {clock(wall)}, {billed / 3600:.1f} task-hours)"
+            f"({len(plan.ranges)} shards; simulated wall {clock(wall)}, {billed / 3600:.1f} task-hours)"
         )
-        picks.append(f"{len(plan.shards)} shards (width {plan.width}) at --max-shards {max_shards}")
+        picks.append(f"{len(plan.ranges)} shards (width {plan.width}) at --max-shards {max_shards}")
     print(
         f"ratio: wall time width 4 / width 2 = {results[3].wall_s / results[1].wall_s:.0f}x, width 3 / width 2 = "
         f"{results[2].wall_s / results[1].wall_s:.1f}x; fastest simulated: width {fastest.width}; planner picks "

@@ -38,10 +38,11 @@ from common import print_machine_info, print_table, s3_server
 from steps.cost.throughput import image_cost, images_for, read_throughput
 from steps.io.concurrency import map_bounded
 from steps.io.storage import LocalStorage, S3Storage, s3_client
-from steps.planning.prefixes import ShardRange, plan_shards
+from steps.planning.prefixes import ShardRange
 from steps.planning.run_plan import prepare_run
 from steps.planning.store import write_shard_keys
 from tests.support.offline import LOOPBACK_ONLY_ENV
+from tests.support.plans import plan_shards
 
 BUCKET = "scale-bench"
 REAL_S3_PAGE_SECONDS = 0.2  # a real ListObjectsV2 page of 1,000 keys: 0.1-0.3 s

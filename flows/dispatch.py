@@ -212,7 +212,8 @@ class DispatchFlow(FlowSpec):
         self.merge_artifacts(inputs, include=["started_at"])
         results = sorted((RowResult(**i.row_result) for i in inputs), key=lambda r: r.line)
         self.rows = [asdict(r) for r in results]
-        merged = merged_summary(results, time.time() - self.started_at) if self.child_flow in SHARDED else None
+        stats = SHARDED.get(self.child_flow)
+        merged = merged_summary(results, time.time() - self.started_at, stats) if stats else None
         self.summary = merged.to_artifact() if merged else None
         report = build_report(FLOWS[self.child_flow], results, merged)
         self.headline = report.headline

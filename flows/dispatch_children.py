@@ -10,9 +10,12 @@ from metaflow._vendor import click  # the click Metaflow parameters are typed wi
 
 from steps.dispatch.manifest import ManifestRow
 from steps.errors import ConfigError
+from steps.inference.summary import InferenceStats
+from steps.stats.summary import FlowStats
 
 FLOWS = {"preprocess": "PreprocessFlow", "train": "TrainFlow", "infer": "InferFlow"}
-SHARDED = frozenset({"preprocess", "infer"})  # their runs' summaries are RunSummary and add up
+# The sharded flows: their runs' summaries are RunSummary (with these FlowStats) and add up.
+SHARDED: dict[str, type[FlowStats]] = {"preprocess": FlowStats, "infer": InferenceStats}
 COLUMNS = frozenset({"input", "output"})  # every child's parameters that the manifest's columns give
 
 
@@ -46,10 +49,11 @@ def row_arguments(flow: str, row: ManifestRow, parameters: dict[str, Parameter])
 
 
 def _converted(value: str, parameter: Parameter, where: str) -> Any:
-    # Metaflow fills ``kwargs`` when the flow initialises its parameters (not in this process):
-    # until then the declared keyword arguments wait in ``_override_kwargs``.
-    declared = {**getattr(parameter, "_override_kwargs", {}), **parameter.kwargs}
-    kind = declared.get("type") or str
+    # ``init`` is what Metaflow runs on every Parameter before building a flow's command line: it
+    # settles the declared type (or the default's) in ``kwargs``. Config-valued defaults stay
+    # unresolved here (ignore_errors): only the child's own run reads its config.
+    parameter.init(ignore_errors=True)
+    kind = parameter.kwargs.get("type") or str
     try:
         if isinstance(kind, click.ParamType):
             return kind.convert(value, None, None)

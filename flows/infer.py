@@ -62,9 +62,9 @@ def latest_model_uri() -> str:
 class InferFlow(ShardedFlow):
     """Batched inference on spot GPUs: one Parquet row per image, each chunk committed once."""
 
-    VERB = "Predicted"
-    THROUGHPUT_FLOW = "infer"
-    SHARD_FILES = INFER_FILES
+    _VERB = "Predicted"
+    _THROUGHPUT_FLOW = "infer"
+    _SHARD_FILES = INFER_FILES
 
     config = Config("config", default=config_file("infer.toml"), parser=tomllib.loads)
 
@@ -188,6 +188,7 @@ class InferFlow(ShardedFlow):
     def join(self, inputs):
         from steps.inference.predictions import Scores
         from steps.inference.report import Sample, build_report
+        from steps.inference.summary import InferenceStats
 
         stats = self.merge_shards(inputs)
         self.merge_artifacts(inputs, include=["model", "model_uri"])
@@ -196,7 +197,9 @@ class InferFlow(ShardedFlow):
         summary = self.finish_summary(
             sum(
                 (
-                    RunSummary.of_shard(s, i.device, i.model_seconds, score.labelled, score.correct)
+                    RunSummary.of_shard(
+                        s, InferenceStats.of_shard(s, i.device, i.model_seconds, score.labelled, score.correct)
+                    )
                     for s, i, score in zip(stats, done, scores, strict=True)
                 ),
                 RunSummary(),

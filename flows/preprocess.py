@@ -32,8 +32,8 @@ from steps.stats.summary import RunSummary, shard_stats
 class PreprocessFlow(ShardedFlow):
     """Decode each image once; write a resized JPEG and a Sobel edge map; report rejects."""
 
-    VERB = "Preprocessed"
-    SHARD_FILES = PREPROCESS_FILES
+    _VERB = "Preprocessed"
+    _SHARD_FILES = PREPROCESS_FILES
 
     config = Config("config", default=config_file("preprocess.toml"), parser=tomllib.loads)
 

@@ -8,8 +8,10 @@ run's own region compares (steps/cost/run_region.py).
 
 A subclass declares its own ``config`` (a Metaflow ``Config`` named "config", whose keys give the
 shared Parameters their defaults, and whose ``[resources]`` are its shard step's and decide which
-instance types are priced), its ``process_shard`` and ``join`` steps, ``VERB`` for the headline,
-``SHARD_FILES`` and ``THROUGHPUT_FLOW`` (its config/throughput.toml section); it may extend ``check_settings``.
+instance types are priced), its ``process_shard`` and ``join`` steps, ``_VERB`` for the headline,
+``_SHARD_FILES`` and ``_THROUGHPUT_FLOW`` (its config/throughput.toml section); it may extend ``check_settings``.
+Those constants start with ``_``: Metaflow stores every public class attribute as an artifact of
+every task, and these are code, not results.
 The foreach runs over shard names (a shard task's card is titled by its shard and its log lines
 start with it; the Metaflow UI's timeline labels tasks by task id); everything else a shard task
 needs travels as artifacts or in the shard's key file under the output, so the fan-out stays small
@@ -20,7 +22,7 @@ import time
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import replace
 from threading import Event
 
 from cards import render
@@ -41,7 +43,6 @@ from steps.io.input_format import InputFormat, input_format
 from steps.io.storage import Storage, open_storage
 from steps.io.validation import check_output
 from steps.output.attempts import AttemptClock, start_attempt
-from steps.output.layout import plan_keys_key
 from steps.output.lease import acquire, heartbeat, release
 from steps.output.supersede import ShardFiles, retire_superseded
 from steps.planning.run_plan import prepare_run
@@ -51,12 +52,15 @@ from steps.progress import log
 from steps.spot import on_cloud
 from steps.stats.summary import RunSummary, ShardStats
 
+# What ``start`` and ``select_region`` store for the join: every shard task carries them over.
+RUN_ARTIFACTS = ("started_at", "shard_plan", "superseded", "lease", "instance_type", "billing_rate", "run_region")
+
 
 class ShardedFlow(FlowSpec):
-    VERB = "Processed"
-    SHARD_FILES: ShardFiles  # where the subclass's shards commit chunks and derived files
+    _VERB = "Processed"
+    _SHARD_FILES: ShardFiles  # where the subclass's shards commit chunks and derived files
 
-    THROUGHPUT_FLOW = "preprocess"  # the config/throughput.toml section of this flow
+    _THROUGHPUT_FLOW = "preprocess"  # the config/throughput.toml section of this flow
 
     regions = Config("regions", default=config_file("regions.toml"), parser=tomllib.loads)
     prices = Config("prices", default=config_file("prices.toml"), parser=tomllib.loads)
@@ -131,21 +135,22 @@ class ShardedFlow(FlowSpec):
                     prefix_width=self.prefix_width,
                     threads=self.threads,
                     task_minutes=self.task_minutes,
-                    cost=image_cost(self.throughput, self.THROUGHPUT_FLOW, vcpus=self.config.resources.cpu),
+                    cost=image_cost(self.throughput, self._THROUGHPUT_FLOW, vcpus=self.config.resources.cpu),
                     manifest=self.manifest,
                     input_format=self.input_format,
                 )
                 choice = self.rank_regions(plan.input_bytes, plan.images, len(plan.shards))
                 unit_of = input_format(plan.input_format).unit_of
-                retired = retire_superseded(output, plan.shards, self.SHARD_FILES, self.threads, unit_of)
+                names = [shard.name for shard in plan.shards]
+                retired = retire_superseded(output, names, self._SHARD_FILES, self.threads, unit_of)
             except BaseException:
                 release(output, self.lease)
                 raise
         self.superseded = {"shards": list(retired.shards), "files": retired.files}
         self.shard_plan = plan.describe()
-        # Plain dicts, not ShardRef: the Metaflow UI and notebooks can show them without this package.
-        self.shards = [asdict(ref) for ref in plan.shards]
-        self.shard_names = [ref.name for ref in plan.shards]  # the foreach: each task's self.input
+        self.shard_names = names  # the foreach: each task's self.input; its keys are under the output
+        # A tar shard's image count is known once its tars are read: the plan's estimate, for its progress.
+        self.planned_images = {shard.name: shard.images for shard in plan.shards}
         log(f"planned {plan.images} images into {len(plan.shards)} shards: {plan.reason}")
         verdict = judge_run_region(choice, region_of_run())
         self.region_table = choice.region_table
@@ -166,7 +171,7 @@ class ShardedFlow(FlowSpec):
             images,
             resources=resources,
             tasks=shards,
-            flow=self.THROUGHPUT_FLOW,
+            flow=self._THROUGHPUT_FLOW,
             throughput=self.throughput,
             regions_config=self.regions,
             prices=prices,
@@ -175,12 +180,12 @@ class ShardedFlow(FlowSpec):
 
     def shard_keys(self, target: Storage) -> list[str]:
         """In a shard task: this shard's keys, from its key file under the output."""
-        return read_shard_keys(target, plan_keys_key(self.input))
+        return read_shard_keys(target, self.input)
 
     def shard_inputs(self) -> tuple[InputFormat, int | None]:
         """In a shard task: what its keys are (images, or tars) and, for tars, the images planned."""
         inputs = input_format(self.shard_plan["input_format"])
-        planned = next(s["images"] for s in self.shards if s["name"] == self.input) if inputs.tars else None
+        planned = self.planned_images[self.input] if inputs.tars else None
         return inputs, planned
 
     def begin_attempt(self, target: Storage) -> AttemptClock:
@@ -190,21 +195,20 @@ class ShardedFlow(FlowSpec):
 
     def merge_shards(self, inputs) -> list[ShardStats]:
         """In a join: carry the run's artifacts over, store ``rejects``, return the shards' stats by name."""
-        self.merge_artifacts(
-            inputs,
-            include=["started_at", "shard_plan", "superseded", "lease", "instance_type", "billing_rate", "run_region"],
-        )
+        self.merge_artifacts(inputs, include=list(RUN_ARTIFACTS))
         stats = sorted((ShardStats(**i.shard_stats) for i in inputs), key=lambda s: s.name)
         # The first few examples of each reason per shard; every reject is in the shard manifests.
         self.rejects = [{"shard": s.name, "key": k, "reason": r} for s in stats for k, r in s.rejects]
         return stats
 
     def finish_summary(self, shards: RunSummary) -> RunSummary:
-        """The run's summary (the shards' added up, timed over the whole run, billed), stored as ``summary``."""
+        """The run's summary (the shards' added up, timed over the whole run, billed), stored as
+        ``summary``, and its ``headline``."""
         retired = self.superseded["files"]
         run = replace(shards, seconds=time.time() - self.started_at, stale_files=shards.stale_files + retired)
         run = run.billed(BillingRate(**self.billing_rate), on_cloud=on_cloud())
         self.summary = {**run.to_artifact(), "run_region": self.run_region["sentence"]}
+        self.headline = run.headline(self._VERB, self.output_uri)
         log(f"merged {run.shards} shards: {run.processed} ok, {run.rejected} rejected; {run.cost_line()}")
         return run
 
@@ -217,6 +221,5 @@ class ShardedFlow(FlowSpec):
     @step
     def end(self):
         release(open_storage(self.output_uri), self.lease)
-        self.headline = RunSummary.from_artifact(self.summary).headline(self.VERB, self.output_uri)
         log(self.headline)
         log(self.summary["run_region"])

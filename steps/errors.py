@@ -27,6 +27,11 @@ class UserCodeError(Exception):
     if it were a spot loss. Raised ``from`` the user's exception, so its traceback is printed."""
 
 
+class LeaseConflict(Exception):
+    """Another run holds (or took) the output's lease (``steps.output.lease``): not bad
+    configuration, and not transient either; the message says which run and what to do."""
+
+
 class RejectedInput(Exception):
     """One input item cannot be processed (bad bytes, unreadable object): report it, go on."""
 

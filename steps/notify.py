@@ -39,9 +39,13 @@ def notify_run_end(run: Any = None) -> None:
 
 
 def notify_url_of(run: Any) -> str:
-    """The run's ``--notify`` value, read from its parameters (stored before any step runs)."""
-    parameters = run["_parameters"].task
-    return str(parameters[URL_PARAMETER].data or "") if URL_PARAMETER in parameters else ""
+    """The run's ``--notify`` value. Metaflow stores parameters as artifacts of every task, a
+    failed one's too, so the latest step's first task has it (the client's public API; a run that
+    failed before any task ran has no task to say where to post)."""
+    for step in run:  # latest step first
+        for task in step:
+            return str(task[URL_PARAMETER].data or "") if URL_PARAMETER in task else ""
+    return ""
 
 
 def document(outcome: RunOutcome) -> dict[str, Any]:

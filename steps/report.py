@@ -6,7 +6,6 @@ import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 MAX_DECIMALS = 8
 
@@ -89,11 +88,6 @@ def fixed(values: Sequence[float], least: int = 2) -> list[str]:
     """A numeric column, all with the same decimals (``column_decimals``)."""
     decimals = column_decimals(values, least)
     return [f"{v:,.{decimals}f}" for v in values]
-
-
-def iso_time(epoch_seconds: float) -> str:
-    """A Unix time as ISO 8601 UTC to the second, e.g. 2026-12-01T10:11:31Z."""
-    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def human(value: object) -> str:

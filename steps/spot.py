@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from steps.errors import ConfigError, SpotInterruption, UserCodeError
+from steps.errors import ConfigError, LeaseConflict, SpotInterruption, UserCodeError
 from steps.progress import log
 
 DEFAULT_METADATA_URL = "http://169.254.169.254"
@@ -164,7 +164,7 @@ def is_transient(error: BaseException) -> bool:
         return True
     if isinstance(error, ClientError):
         return error.response.get("Error", {}).get("Code", "") in _TRANSIENT_AWS_CODES
-    if isinstance(error, ConfigError | UserCodeError):  # a user's bug, even if it raised a TimeoutError
+    if isinstance(error, ConfigError | LeaseConflict | UserCodeError):  # a user's bug, even if it raised a TimeoutError
         return False
     cause = error.__cause__ or error.__context__
     return cause is not None and is_transient(cause)

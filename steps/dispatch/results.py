@@ -11,7 +11,7 @@ from typing import Any
 
 from steps.dispatch.placing import NAMED, RowPlace
 from steps.report import Report, Table, usd
-from steps.stats.summary import RunSummary
+from steps.stats.summary import FlowStats, RunSummary
 
 SUCCEEDED, FAILED, REUSED = "succeeded", "failed", "done earlier"
 
@@ -46,10 +46,10 @@ class RowResult:
         return f"line {self.line} ({self.region} {self.input})"
 
 
-def merged_summary(results: list[RowResult], seconds: float) -> RunSummary:
+def merged_summary(results: list[RowResult], seconds: float, flow_stats: type[FlowStats] = FlowStats) -> RunSummary:
     """Sharded rows that ran in this dispatch, added up and timed over its wall time (they ran side
     by side). Rows done earlier are reported, not re-counted: their work and cost were earlier runs'."""
-    ran = [RunSummary.from_artifact(r.summary) for r in results if r.status == SUCCEEDED and r.summary]
+    ran = [RunSummary.from_artifact(r.summary, flow_stats) for r in results if r.status == SUCCEEDED and r.summary]
     return replace(sum(ran, RunSummary()), seconds=seconds)
 
 

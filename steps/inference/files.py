@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from steps.output.layout import shard_directory
+from steps.output.layout import PART_STEM, shard_directory
 from steps.output.supersede import ShardFiles
 
 
@@ -12,5 +12,4 @@ def no_derived_files(key: str) -> tuple[str, ...]:
     return ()
 
 
-# Named functions, not lambdas: Metaflow pickles the flow class attribute that holds this.
-INFER_FILES = ShardFiles(chunk_directory=shard_directory, derived=no_derived_files)
+INFER_FILES = ShardFiles(chunk_directory=shard_directory, derived=no_derived_files, chunk_stem=PART_STEM)

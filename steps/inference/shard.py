@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from steps.inference.files import INFER_FILES
 from steps.inference.pipeline import (
     Batch,
     ChunkEnd,
@@ -33,8 +34,7 @@ from steps.inference.tasks import ClassifyTask, InferTask, Runner
 from steps.io.concurrency import Prefetcher
 from steps.io.input_format import IMAGE_OBJECTS, InputFormat
 from steps.io.storage import Storage
-from steps.output.layout import PART_STEM, shard_directory
-from steps.output.ledger import ChunkLedger, ShardOutcome, run_chunked, shard_state
+from steps.output.ledger import ShardOutcome, run_chunked, shard_state
 from steps.progress import Progress, ProgressCallback
 
 
@@ -128,7 +128,7 @@ def infer_shard(
     """Predict every key of a shard into ``predictions/<name>/part-NNNNN.parquet``.
 
     Committed parts are skipped, a complete shard (manifest present) is skipped whole, and ``stop``
-    ends the shard after the chunk in flight is committed (see ``steps.ledger.run_chunked``).
+    ends the shard after the chunk in flight is committed (see ``steps.output.ledger.run_chunked``).
     ``decode`` is ``--decode`` (see ``decodes_on_device``); ``devices`` default to every visible one.
     ``inputs`` says what ``keys`` are (images, or tars: one chunk each); ``images``: the rows expected.
     ``worker_processes`` runs each device's lane in a process of its own (``steps.inference.lanes``);
@@ -137,7 +137,7 @@ def infer_shard(
     devices = list(devices or visible_devices())
     settings = LaneSettings(source, batch_size, threads, workers, prefetch_batches, decode, inputs)
     chunk_size = inputs.chunk_size(chunk_size)
-    ledger = ChunkLedger(target, shard_directory(name), stem=PART_STEM, unit_of=inputs.unit_of)
+    ledger = INFER_FILES.ledger(target, name, unit_of=inputs.unit_of)
     state = shard_state(target, ledger, name, keys, chunk_size)
     pending = state.pending(keys, chunk_size)
     if worker_processes is None:

@@ -1,16 +1,22 @@
 """Where inputs and outputs live: local directories and s3:// prefixes behind one small interface.
 
 Writes are atomic: a local write is a temporary file and a rename; an S3 PUT is already atomic (the
-object appears whole or not at all).
+object appears whole or not at all). Conditional writes (``create``, ``replace``, ``delete_version``)
+let a small record be shared by runs that race for it (``steps.output.lease``): on S3 they are
+``If-None-Match: *`` and ``If-Match: <ETag>`` requests; locally an ``flock`` on ``<key>.lock``
+serialises each read-then-write, and a version is the sha256 of the bytes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
+import hashlib
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -36,6 +42,11 @@ class Storage(Protocol):
     def write(self, key: str, data: bytes) -> None: ...
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...
+    # Conditional writes: ``version`` is what ``read_versioned`` returned; False when the condition failed.
+    def create(self, key: str, data: bytes) -> bool: ...
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None: ...
+    def replace(self, key: str, data: bytes, version: str) -> bool: ...
+    def delete_version(self, key: str, version: str) -> bool: ...
 
 
 def is_s3(uri: str) -> bool:
@@ -111,6 +122,49 @@ class LocalStorage:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> Iterator[tuple[bytes, str] | None]:
+        """Hold ``<key>.lock`` exclusively (other processes' conditional writes wait) and give the
+        key's current bytes and version."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.with_name(path.name + ".lock").open("a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                yield None
+            else:
+                yield data, hashlib.sha256(data).hexdigest()
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if it does not exist."""
+        with self._locked(key) as current:
+            if current is not None:
+                return False
+            self.write(key, data)
+            return True
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        with self._locked(key) as current:
+            return current
+
+    def replace(self, key: str, data: bytes, version: str) -> bool:
+        """Overwrite ``key`` only if it still holds ``version``."""
+        with self._locked(key) as current:
+            if current is None or current[1] != version:
+                return False
+            self.write(key, data)
+            return True
+
+    def delete_version(self, key: str, version: str) -> bool:
+        """Delete ``key`` only if it still holds ``version``."""
+        with self._locked(key) as current:
+            if current is None or current[1] != version:
+                return False
+            self.delete(key)
+            return True
 
 
 def s3_client(max_connections: int = 16, fail_fast: bool = False):
@@ -188,6 +242,44 @@ class S3Storage:
 
     def delete(self, key: str) -> None:
         self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def _conditional(self, call: Callable[..., object], key: str, **condition: object) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            call(Bucket=self.bucket, Key=self._key(key), **condition)
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "")
+            status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            # 412: the condition failed; 409: a concurrent conditional write won; 404: gone meanwhile.
+            if code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey") or status in (404, 409, 412):
+                return False
+            raise
+        return True
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if it does not exist (``If-None-Match: *``)."""
+        return self._conditional(self._client.put_object, key, Body=data, IfNoneMatch="*")
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and ETag, or None when it does not exist."""
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        return response["Body"].read(), response["ETag"]
+
+    def replace(self, key: str, data: bytes, version: str) -> bool:
+        """Overwrite ``key`` only if its ETag is still ``version`` (``If-Match``)."""
+        return self._conditional(self._client.put_object, key, Body=data, IfMatch=version)
+
+    def delete_version(self, key: str, version: str) -> bool:
+        """Delete ``key`` only if its ETag is still ``version`` (``If-Match``)."""
+        return self._conditional(self._client.delete_object, key, IfMatch=version)
 
     def check_bucket(self) -> None:
         """Raise ConfigError when the bucket is missing or unreachable with these credentials."""

@@ -94,7 +94,7 @@ class LoadedModel:
     input_size: int
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    crop_fraction: float = IMAGENET_CROP_FRACTION  # see steps.inference.prepare_image
+    crop_fraction: float = IMAGENET_CROP_FRACTION  # see steps.inference.pipeline.prepare_image
     resize: str = "crop"  # steps.imaging.placement: classifiers see the centre crop
 
     def identity(self) -> dict:

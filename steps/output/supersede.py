@@ -30,9 +30,9 @@ from steps.output.layout import (
     plan_keys_key,
     planned_shard_name,
 )
-from steps.output.ledger import same_key
+from steps.output.ledger import ChunkLedger, same_key
 from steps.planning.prefixes import PrefixCounts, range_name, shard_prefix
-from steps.planning.store import ShardRef, read_shard_keys, stored_layout
+from steps.planning.store import read_shard_keys, stored_layout
 from steps.progress import log
 
 
@@ -43,11 +43,19 @@ def no_directories(shard_name: str) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class ShardFiles:
     """Where a flow commits a shard's chunks, the files processing one input key writes, and
-    other per-shard directories (e.g. WebDataset tars) that go when the shard is retired."""
+    other per-shard directories (e.g. WebDataset tars) that go when the shard is retired.
+
+    The one declaration of a flow's chunk location: its shard tasks take their ledger from here
+    (``ledger``), and ``start`` retires superseded shards' chunks from the same place."""
 
     chunk_directory: Callable[[str], str]
     derived: Callable[[str], tuple[str, ...]]
     shard_directories: Callable[[str], tuple[str, ...]] = no_directories
+    chunk_stem: str = "chunk"  # chunk files are <chunk_directory>/<chunk_stem>-NNNNN.parquet
+
+    def ledger(self, storage: Storage, shard_name: str, unit_of: Callable[[str], str] = same_key) -> ChunkLedger:
+        """The committed chunks of one shard; ``unit_of`` maps a row key to its planned key."""
+        return ChunkLedger(storage, self.chunk_directory(shard_name), stem=self.chunk_stem, unit_of=unit_of)
 
 
 @dataclass(frozen=True)
@@ -78,7 +86,7 @@ def layout_misfit(
 
 
 def shard_name_of(key: str, width: int, starts: Sequence[str]) -> str:
-    """The name of the shard that holds ``key`` under a layout (as ``plan_shards`` names it)."""
+    """The name of the shard that holds ``key`` under a layout (as the planner names it)."""
     prefix = shard_prefix(key, width)
     if not starts:
         return prefix or "all"
@@ -94,7 +102,7 @@ def stored_shard_names(storage: Storage) -> set[str]:
 
 def recorded_keys(storage: Storage, name: str, files: ShardFiles) -> set[str]:
     """Keys any earlier run recorded for shard ``name``: planned, in committed chunks or the manifest."""
-    keys = set(read_shard_keys(storage, plan_keys_key(name))) if storage.exists(plan_keys_key(name)) else set()
+    keys = set(read_shard_keys(storage, name)) if storage.exists(plan_keys_key(name)) else set()
     records = [o.key for o in storage.list(files.chunk_directory(name) + "/") if o.key.endswith(".parquet")]
     if storage.exists(manifest_key(name)):
         records.append(manifest_key(name))
@@ -130,19 +138,19 @@ def remove_derived(
 
 def retire_superseded(
     storage: Storage,
-    refs: Sequence[ShardRef],
+    shard_names: Iterable[str],
     files: ShardFiles,
     threads: int,
     unit_of: Callable[[str], str] = same_key,
 ) -> Retired:
-    """Remove every stored shard the current plan (``refs``, already written) does not have;
+    """Remove every stored shard the current plan (``shard_names``, already written) does not have;
     ``unit_of`` maps a recorded row key to its planned key (its tar, for an input of tars).
 
     A superseded shard's keys are looked up in the current shard that holds them now, one current
     key list at a time, so memory stays within one shard's keys whatever the output's size.
     """
     layout = stored_layout(storage)
-    current = {ref.name: ref for ref in refs}
+    current = set(shard_names)
     stale = sorted(stored_shard_names(storage) - set(current))
     if layout is None or not stale:
         return Retired()
@@ -153,7 +161,7 @@ def retire_superseded(
         for key in recorded_keys(storage, name, files):
             by_current[shard_name_of(unit_of(key), width, starts)].append(key)
         for holder, keys in sorted(by_current.items()):
-            now = read_shard_keys(storage, current[holder].keys_key) if holder in current else []
+            now = read_shard_keys(storage, holder) if holder in current else []
             removed += remove_derived(storage, keys, now, files, threads, unit_of=unit_of)
         directories = (files.chunk_directory(name), *files.shard_directories(name))
         records = [o.key for directory in directories for o in storage.list(directory + "/")]

@@ -13,33 +13,34 @@ from steps.errors import ConfigError
 from steps.io.input_format import WEBDATASET
 from steps.io.storage import ObjectInfo, Storage, is_s3, open_storage
 from steps.io.validation import check_input, check_output, check_positive
-from steps.output.layout import plan_keys_key
 from steps.output.supersede import layout_misfit
 from steps.planning.inputs import input_pages
 from steps.planning.inventory import manifest_pages
-from steps.planning.prefixes import PrefixCounts, ShardLayout, cell_of, plan_layout
+from steps.planning.prefixes import PrefixCounts, ShardLayout, ShardRange, cell_of, plan_layout
 from steps.planning.sizing import Sizing
 from steps.planning.spill import KeySpill
-from steps.planning.store import ShardRef, stored_layout, write_layout, write_shard_keys
+from steps.planning.store import stored_layout, write_layout, write_shard_keys
 from steps.planning.tars import plan_tars, resolve_format
 from steps.progress import log
 
 
 @dataclass(frozen=True)
 class RunPlan:
+    """The plan of a run: its shards (each one's keys stored at ``plan_keys_key(name)`` under the
+    output) and why they are what they are."""
+
     input_uri: str
     output_uri: str
     width: int
     reason: str
-    images: int
     input_bytes: int
-    shards: list[ShardRef]
+    shards: tuple[ShardRange, ...]
     largest_task_minutes: float | None = None  # estimated, from the flow's per-image cost
     input_format: str = "images"  # or "webdataset": the keys are tars, their image counts estimates
 
     @property
-    def largest_shard(self) -> int:
-        return max((s.images for s in self.shards), default=0)
+    def images(self) -> int:
+        return sum(s.images for s in self.shards)
 
     def describe(self) -> dict:
         """What people see as the ``shard_plan`` artifact."""
@@ -90,15 +91,9 @@ def layout_for_output(
     return layout
 
 
-@dataclass(frozen=True)
-class StreamedPlan:
-    layout: ShardLayout
-    refs: list[ShardRef]
-    input_bytes: int
-
-
 def stream_plan(
     pages: Iterable[list[ObjectInfo]],
+    source_uri: str,
     target: Storage,
     *,
     sizing: Sizing,
@@ -107,12 +102,12 @@ def stream_plan(
     threads: int,
     store: bool = True,
     buffer_bytes: int = 8 << 20,
-) -> StreamedPlan:
-    """Plan the keys of ``pages`` without holding them: each key is counted and parked in a
-    local spill file as it arrives, and each shard's key list is written to ``target`` as soon as
-    it is complete, so memory is bounded by ``buffer_bytes`` plus a few of the largest shards.
-    ``store=False`` only counts: nothing is written anywhere, and the refs name key lists that
-    do not exist."""
+) -> RunPlan:
+    """Plan the keys of ``pages`` (listed from ``source_uri``) without holding them: each key is
+    counted and parked in a local spill file as it arrives, and each shard's key list is written
+    to ``target`` as soon as it is complete, so memory is bounded by ``buffer_bytes`` plus a few
+    of the largest shards. ``store=False`` only counts: nothing is written anywhere. No key: a
+    plan without shards."""
     with tempfile.TemporaryDirectory(prefix="spot-batch-plan-") as spill_directory:
         spill = KeySpill(spill_directory, buffer_bytes)
         counts, input_bytes = spill.counts, 0
@@ -124,15 +119,22 @@ def stream_plan(
                     counts.add(cell_of(obj.key))
                     input_bytes += obj.size
         if not counts.total:
-            return StreamedPlan(plan_layout(counts, sizing.target_images(), max_shards), [], 0)
+            return RunPlan(source_uri, target.uri, 0, "no input", 0, ())
         layout = layout_for_output(target, counts, sizing, max_shards, prefix_width)
-        if not store:
-            return StreamedPlan(
-                layout, [ShardRef(r.name, r.images, plan_keys_key(r.name)) for r in layout.ranges], input_bytes
-            )
-        write_layout(target, layout)
-        refs = write_shard_keys(target, spill.shard_keys(layout.ranges), threads)
-        return StreamedPlan(layout, refs, spill.input_bytes)
+        shards = layout.ranges
+        if store:
+            write_layout(target, layout)
+            shards = tuple(write_shard_keys(target, spill.shard_keys(layout.ranges), threads))
+            input_bytes = spill.input_bytes
+    return RunPlan(
+        source_uri,
+        target.uri,
+        layout.width,
+        sizing.explain(layout),
+        input_bytes,
+        shards,
+        sizing.largest_minutes(layout),
+    )
 
 
 def prepare_run(
@@ -169,8 +171,9 @@ def prepare_run(
     pages = manifest_pages(manifest, source) if manifest else input_pages(source)
     resolved, pages = resolve_format(pages, input_format, manifest or input_uri)
     planner = partial(plan_tars, source=source) if resolved == WEBDATASET else stream_plan
-    planned = planner(
+    plan = planner(
         pages,
+        source.uri,
         target,
         sizing=sizing,
         max_shards=max_shards,
@@ -178,7 +181,7 @@ def prepare_run(
         threads=threads,
         store=store,
     )
-    if not planned.refs:
+    if not plan.shards:
         what, where = ("--manifest", manifest) if manifest else ("--input", input_uri)
         raise ConfigError(
             what,
@@ -186,10 +189,4 @@ def prepare_run(
             "at least one .tar file" if resolved == WEBDATASET else "at least one object",
             "point --input at the folder/prefix that holds the images or tars",
         )
-    layout = planned.layout
-    images = sum(r.images for r in planned.refs)
-    reason = sizing.explain(layout)
-    minutes = sizing.largest_minutes(layout)
-    return RunPlan(
-        source.uri, target.uri, layout.width, reason, images, planned.input_bytes, planned.refs, minutes, resolved
-    )
+    return plan

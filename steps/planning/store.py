@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import replace
 
 from steps.io.concurrency import map_bounded
 from steps.io.storage import Storage
 from steps.output.layout import PLAN_LAYOUT_KEY, plan_keys_key
 from steps.planning.prefixes import ShardLayout, ShardRange
 from steps.planning.spill import decode_keys, encode_key
-
-
-@dataclass(frozen=True)
-class ShardRef:
-    """A shard as the fan-out sees it: small enough to pass to every task.
-
-    The key list itself lives at ``keys_key`` in the output location, so a 10^8-image plan does
-    not travel inside a Metaflow artifact that every foreach task would load whole.
-    """
-
-    name: str
-    images: int
-    keys_key: str
 
 
 def stored_layout(storage: Storage) -> tuple[int, tuple[str, ...]] | None:
@@ -42,19 +29,22 @@ def write_layout(storage: Storage, layout: ShardLayout) -> None:
 
 def write_shard_keys(
     storage: Storage, shards: Iterable[tuple[ShardRange, list[str]]], threads: int = 16
-) -> list[ShardRef]:
-    """Store each shard's sorted keys at ``_plan/<shard>.jsonl`` (one JSON string a line) and
-    return the refs to fan out over, sorted by name. At most ``threads`` shards are held at once."""
+) -> list[ShardRange]:
+    """Store each shard's sorted keys at ``plan_keys_key(name)`` (one JSON string a line) and
+    return the shards to fan out over, sorted by name, each counting the keys stored (a key a
+    manifest lists twice is planned once). At most ``threads`` shards are held at once.
 
-    def write(item: tuple[ShardRange, list[str]]) -> ShardRef:
+    The key list lives in the output location, not in an artifact, so a 10^8-image plan does not
+    travel inside the Metaflow artifact that every foreach task would load whole."""
+
+    def write(item: tuple[ShardRange, list[str]]) -> ShardRange:
         shard, keys = item
-        key = plan_keys_key(shard.name)
-        storage.write(key, b"".join(encode_key(k) for k in keys))
-        return ShardRef(shard.name, len(keys), key)
+        storage.write(plan_keys_key(shard.name), b"".join(encode_key(k) for k in keys))
+        return replace(shard, images=len(keys))
 
-    return sorted(map_bounded(write, shards, threads, in_flight=threads), key=lambda ref: ref.name)
+    return sorted(map_bounded(write, shards, threads, in_flight=threads), key=lambda shard: shard.name)
 
 
-def read_shard_keys(storage: Storage, keys_key: str) -> list[str]:
-    """A shard's key list, from ``ShardRef.keys_key``."""
-    return decode_keys(storage.read(keys_key))
+def read_shard_keys(storage: Storage, shard_name: str) -> list[str]:
+    """A shard's key list, as ``write_shard_keys`` stored it."""
+    return decode_keys(storage.read(plan_keys_key(shard_name)))

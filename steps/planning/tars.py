@@ -30,15 +30,14 @@ from steps.errors import ConfigError
 from steps.io.input_format import IMAGES, INPUT_FORMATS, WEBDATASET
 from steps.io.storage import ObjectInfo, Storage
 from steps.io.tar_reader import TAR_SUFFIX, read_tar
-from steps.output.layout import plan_keys_key
-from steps.planning.prefixes import ShardLayout, plan_layout
+from steps.planning.prefixes import ShardLayout
 from steps.planning.sizing import Sizing
 from steps.planning.spill import KeySpill
-from steps.planning.store import ShardRef, write_layout, write_shard_keys
+from steps.planning.store import write_layout, write_shard_keys
 from steps.progress import log
 
 if TYPE_CHECKING:
-    from steps.planning.run_plan import StreamedPlan
+    from steps.planning.run_plan import RunPlan
 
 UNDECIDED_KEYS = 100_000  # keys held while ``auto`` has seen neither a tar nor an image
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".avif", ".jp2")
@@ -161,6 +160,7 @@ def _in_images(layout: ShardLayout, per_image: float, target_images: int, measur
 
 def plan_tars(
     pages: Iterable[list[ObjectInfo]],
+    source_uri: str,
     target: Storage,
     *,
     source: Storage,
@@ -170,10 +170,10 @@ def plan_tars(
     threads: int,
     store: bool = True,
     buffer_bytes: int = 8 << 20,
-) -> StreamedPlan:
+) -> RunPlan:
     """``stream_plan`` for tars: the same prefix layout, each tar weighing its bytes, the target
-    in bytes from the images of the first tar; the refs' ``images`` are estimates."""
-    from steps.planning.run_plan import StreamedPlan, layout_for_output  # run_plan hooks this module in
+    in bytes from the images of the first tar; the shards' ``images`` are estimates."""
+    from steps.planning.run_plan import RunPlan, layout_for_output  # run_plan hooks this module in
 
     with tempfile.TemporaryDirectory(prefix="spot-batch-plan-") as spill_directory:
         spill = KeySpill(spill_directory, buffer_bytes)
@@ -187,7 +187,7 @@ def plan_tars(
                 spill.add(obj.key, size, weight=max(size, 1))
                 first = obj.key if first is None or obj.key < first else first
         if first is None:
-            return StreamedPlan(plan_layout(spill.counts, sizing.target_images(), max_shards), [], 0)
+            return RunPlan(source_uri, target.uri, 0, "no input", 0, (), input_format=WEBDATASET)
         calibration = calibration or calibrate(source, first)
         per_image, measured = calibration.per_image, calibration.measured
         target_images = sizing.target_images()
@@ -195,10 +195,19 @@ def plan_tars(
         layout = layout_for_output(target, spill.counts, by_bytes, max_shards, prefix_width)
         in_images = _in_images(layout, per_image, target_images, measured)
         sizing.check_fanout(in_images, sum(r.images for r in in_images.ranges), max_shards)
-        images = {r.name: r.images for r in in_images.ranges}
-        if not store:
-            refs = [ShardRef(r.name, r.images, plan_keys_key(r.name)) for r in in_images.ranges]
-            return StreamedPlan(in_images, refs, spill.input_bytes)
-        write_layout(target, layout)
-        refs = write_shard_keys(target, spill.shard_keys(layout.ranges), threads)
-        return StreamedPlan(in_images, [replace(ref, images=images[ref.name]) for ref in refs], spill.input_bytes)
+        shards = in_images.ranges
+        if store:
+            images = {r.name: r.images for r in in_images.ranges}
+            write_layout(target, layout)
+            written = write_shard_keys(target, spill.shard_keys(layout.ranges), threads)
+            shards = tuple(replace(shard, images=images[shard.name]) for shard in written)
+    return RunPlan(
+        source_uri,
+        target.uri,
+        in_images.width,
+        sizing.explain(in_images),
+        spill.input_bytes,
+        shards,
+        sizing.largest_minutes(in_images),
+        WEBDATASET,
+    )

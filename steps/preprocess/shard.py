@@ -19,7 +19,7 @@ from steps.io.concurrency import map_bounded
 from steps.io.input_format import IMAGE_OBJECTS, InputFormat
 from steps.io.storage import Storage
 from steps.output.layout import edges_key, key_stem, ledger_directory, resized_key, webdataset_directory
-from steps.output.ledger import ChunkLedger, ShardOutcome, run_chunked, shard_state
+from steps.output.ledger import ShardOutcome, run_chunked, shard_state
 from steps.output.supersede import ShardFiles, remove_derived
 from steps.preprocess.rows import preprocess_one
 from steps.preprocess.webdataset import WebDatasetPacker
@@ -132,7 +132,7 @@ def preprocess_shard(
             pack(table)
         return table
 
-    ledger = ChunkLedger(target, ledger_directory(name), unit_of=inputs.unit_of)
+    ledger = PREPROCESS_FILES.ledger(target, name, unit_of=inputs.unit_of)
     state = shard_state(target, ledger, name, keys, chunk_size)
     readable = inputs.chunks(source, state.pending(keys, chunk_size))
     # Before any chunk runs: a removed key's files go only where no current key writes them.

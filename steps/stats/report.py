@@ -30,14 +30,7 @@ def totals_table(summary: RunSummary) -> Table:
         ["task attempts (retried)", f"{s.attempts} ({s.retried_attempts})"],
         ["task time, all attempts (s)", human(s.task_seconds)],
     ]
-    if s.devices:
-        rows += [
-            ["devices", ", ".join(s.devices)],
-            ["model busy (s)", human(s.model_seconds)],
-            ["GPU task time (s)", human(s.gpu_seconds)],
-        ]
-    if s.accuracy is not None:
-        rows.append(["accuracy (labelled images)", f"{s.accuracy:.1%} ({s.labelled})"])
+    rows += s.flow_stats.rows()  # the flow's own figures (steps.stats.summary.FlowStats)
     rows += cost_rows(s)
     return Table("Totals", ["item", "value"], rows)
 

@@ -100,13 +100,77 @@ def shard_stats(outcome: ShardOutcome, attempt_seconds: tuple[float, ...] = ()) 
     )
 
 
+def _added(name: str, mine: object, theirs: object) -> object:
+    """Two parts' values of one field, added: wall seconds take the longest (the parts ran side by
+    side), sets of names unite, basis sentences join, counts and times add."""
+    if name == "seconds":
+        return max(mine, theirs)
+    if isinstance(mine, tuple):
+        return tuple(sorted(set(mine) | set(theirs)))
+    if isinstance(mine, str):
+        return "; ".join(part for part in (mine, theirs) if part)
+    return mine + theirs
+
+
+def _plain_fields(value: object, skip: tuple[str, ...] = ()) -> dict:
+    """A dataclass's fields as plain data (6 significant digits, name tuples joined by ", ")."""
+    return {
+        item.name: ", ".join(v) if isinstance(v := getattr(value, item.name), tuple) else _rounded(v)
+        for item in fields(value)
+        if item.name not in skip
+    }
+
+
+@dataclass(frozen=True)
+class FlowStats:
+    """A flow's own figures in its run summary, beside the generic counts, time and cost: an open
+    extension, as datatrove lets each step add its metrics to a stats object. A flow subclasses
+    it (``steps.inference.summary.InferenceStats``: model, devices, accuracy); the base adds
+    nothing. Fields add as ``RunSummary``'s do; the hooks say what the headline and the report
+    show of them."""
+
+    def __add__(self, other: FlowStats) -> FlowStats:
+        if type(other) is FlowStats:
+            return self
+        if type(self) is FlowStats:
+            return other
+        values = {f.name: _added(f.name, getattr(self, f.name), getattr(other, f.name)) for f in fields(self)}
+        return type(self)(**values)
+
+    def to_artifact(self) -> dict:
+        """Plain data, merged into the ``summary`` artifact; derived figures included."""
+        return _plain_fields(self)
+
+    @classmethod
+    def from_artifact(cls, plain: dict) -> FlowStats:
+        values = {f.name: plain[f.name] for f in fields(cls)}
+        for item in fields(cls):
+            if isinstance(item.default, tuple):
+                values[item.name] = tuple(part for part in values[item.name].split(", ") if part)
+        return cls(**values)
+
+    def work_phrase(self) -> str:
+        """Said after the run's throughput in the headline (``; model busy …``), or empty."""
+        return ""
+
+    def outcome_phrase(self) -> str:
+        """Said after the ok / rejected counts in the headline (``, accuracy …``), or empty."""
+        return ""
+
+    def rows(self) -> list[list[object]]:
+        """The report's totals rows for these figures, after the generic ones."""
+        return []
+
+
 @dataclass(frozen=True)
 class RunSummary:
     """What a sharded run did, in one typed value: shards add up to a run, runs to a dispatch.
 
-    Counts add; ``seconds`` (wall time) takes the longest, since added parts ran side by side —
-    the join sets the run's own wall time with ``dataclasses.replace``. ``to_artifact()`` is the
-    plain ``summary`` dict the Metaflow UI shows; ``from_artifact`` reads one back (DispatchFlow).
+    The generic part (counts, time, cost) is every sharded flow's; ``flow_stats`` holds the flow's
+    own figures (``FlowStats``). Counts add; ``seconds`` (wall time) takes the longest, since added
+    parts ran side by side — the join sets the run's own wall time with ``dataclasses.replace``.
+    ``to_artifact()`` is the plain ``summary`` dict the Metaflow UI shows (the flow's figures
+    alongside); ``from_artifact`` reads one back (DispatchFlow), given the flow's ``FlowStats`` type.
     """
 
     images: int = 0
@@ -124,20 +188,14 @@ class RunSummary:
     retried_attempts: int = 0
     task_seconds: float = 0.0  # every attempt of every task: what instances bill
     final_task_seconds: float = 0.0  # the attempts that finished
-    model_seconds: float = 0.0  # inference: time the model was busy (transfer + forward + top-k)
-    gpu_seconds: float = 0.0  # inference: task time of shards that ran on CUDA
-    devices: tuple[str, ...] = ()
-    labelled: int = 0  # inference: predicted images with a ground-truth label
-    correct: int = 0
     instance_types: tuple[str, ...] = ()
     task_hours: float = 0.0  # what the estimate is priced on (billed, or the calibrated rate locally)
     estimated_usd: float = 0.0
     cost_basis: str = ""  # one sentence: what the dollars are based on
+    flow_stats: FlowStats = FlowStats()
 
     @classmethod
-    def of_shard(
-        cls, stats: ShardStats, device: str = "", model_seconds: float = 0.0, labelled: int = 0, correct: int = 0
-    ) -> RunSummary:
+    def of_shard(cls, stats: ShardStats, flow_stats: FlowStats = FlowStats()) -> RunSummary:
         worked = not stats.skipped
         attempts = stats.attempt_seconds or (stats.seconds,)
         return cls(
@@ -156,26 +214,13 @@ class RunSummary:
             retried_attempts=len(attempts) - 1,
             task_seconds=sum(attempts),
             final_task_seconds=attempts[-1],
-            model_seconds=model_seconds,
-            gpu_seconds=sum(attempts) if device.startswith("cuda") else 0.0,
-            devices=(device,) if device else (),
-            labelled=labelled,
-            correct=correct,
+            flow_stats=flow_stats,
         )
 
     def __add__(self, other: RunSummary) -> RunSummary:
-        merged = {}
-        for item in fields(self):
-            mine, theirs = getattr(self, item.name), getattr(other, item.name)
-            if item.name == "seconds":
-                merged[item.name] = max(mine, theirs)
-            elif isinstance(mine, tuple):
-                merged[item.name] = tuple(sorted(set(mine) | set(theirs)))
-            elif isinstance(mine, str):
-                merged[item.name] = "; ".join(part for part in (mine, theirs) if part)
-            else:
-                merged[item.name] = mine + theirs
-        return RunSummary(**merged)
+        return RunSummary(
+            **{f.name: _added(f.name, getattr(self, f.name), getattr(other, f.name)) for f in fields(self)}
+        )
 
     def __radd__(self, other: int) -> RunSummary:  # sum() starts from 0
         return self if other == 0 else NotImplemented
@@ -198,30 +243,21 @@ class RunSummary:
         return self.images_worked / self.seconds if self.seconds > 0 else 0.0
 
     @property
-    def accuracy(self) -> float | None:
-        return self.correct / self.labelled if self.labelled else None
-
-    @property
     def usd_per_million_images(self) -> float | None:
         return self.estimated_usd / self.images_worked * 1e6 if self.images_worked and self.estimated_usd else None
 
     def to_artifact(self) -> dict:
         """Plain data for the ``summary`` artifact (6 significant digits), derived figures included."""
-        plain = {}
-        for item in fields(self):
-            value = getattr(self, item.name)
-            plain[item.name] = ", ".join(value) if isinstance(value, tuple) else _rounded(value)
+        plain = _plain_fields(self, skip=("flow_stats",))
         plain["images_per_second"] = _rounded(self.images_per_second)
-        plain["accuracy"] = None if self.accuracy is None else round(self.accuracy, 4)
         plain["usd_per_million_images"] = _rounded(self.usd_per_million_images)
-        return plain
+        return {**plain, **self.flow_stats.to_artifact()}
 
     @classmethod
-    def from_artifact(cls, plain: dict) -> RunSummary:
-        values = {item.name: plain[item.name] for item in fields(cls)}
-        for name in ("devices", "instance_types"):
-            values[name] = tuple(part for part in values[name].split(", ") if part)
-        return cls(**values)
+    def from_artifact(cls, plain: dict, flow_stats: type[FlowStats] = FlowStats) -> RunSummary:
+        values = {item.name: plain[item.name] for item in fields(cls) if item.name != "flow_stats"}
+        values["instance_types"] = tuple(part for part in values["instance_types"].split(", ") if part)
+        return cls(**values, flow_stats=flow_stats.from_artifact(plain))
 
     def cost_line(self) -> str:
         """The dollars in one phrase, with their basis; empty when unpriced."""
@@ -237,20 +273,13 @@ class RunSummary:
             if self.skipped_shards
             else ""
         )
-        busy = (
-            f"; model busy {self.model_seconds:.1f} s on {', '.join(self.devices)}, {self.gpu_seconds:.1f} GPU-seconds"
-            if self.devices
-            else ""
-        )
         stale = f"; {self.stale_files} stale files of earlier runs removed" if self.stale_files else ""
-        accuracy = self.accuracy
-        scored = f", accuracy {accuracy:.1%} on {self.labelled} labelled images" if accuracy is not None else ""
         cost = self.cost_line()
         priced = f" {cost}" if cost else ""
         return (
             f"{verb} {self.images} images in {self.seconds:.1f} s ({self.images_per_second:.1f} images/s this run"
-            f"{busy}): {self.processed} ok, {self.rejected} rejected{scored}, {self.shards} shards{reuse}{stale}."
-            f"{priced} "
+            f"{self.flow_stats.work_phrase()}): {self.processed} ok, {self.rejected} rejected"
+            f"{self.flow_stats.outcome_phrase()}, {self.shards} shards{reuse}{stale}.{priced} "
             f"Output: {output}"
         )
 

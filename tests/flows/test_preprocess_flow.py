@@ -38,6 +38,21 @@ def assert_region_chosen_in_start_and_the_run_told_it_is_local(first: FlowRun, w
     assert "Local run: on AWS Batch" in region_card
 
 
+def assert_results_only(run) -> None:
+    """Artifacts are plain data, so the Metaflow UI (which cannot import steps/) can show them, and
+    results only: no flow class constants (Metaflow stores every public class attribute of the flow
+    as an artifact of every task), nothing that nobody reads."""
+    assert {type(task.data.shard_stats) for task in run["process_shard"]} == {dict}
+    for step in run:
+        for task in step:
+            names = {artifact.id for artifact in task}
+            assert "input_uri" in names, (task.pathspec, sorted(names))  # parameters are in every task
+            assert not {name for name in names if name.isupper()}, (task.pathspec, sorted(names))
+            assert not names & {"shards", "region", "batch_queue"}, (task.pathspec, sorted(names))
+    project_types = {a.id: type(a.data) for a in run["start"].task if type(a.data).__module__.startswith("steps")}
+    assert not project_types, project_types
+
+
 def test_local_run_writes_outputs_manifests_report_and_rerun_skips(sample_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     first = run_flow("preprocess", tmp_path / "wd", "--input", str(sample_dir), "--output", str(out), *SHARDING)
@@ -58,9 +73,7 @@ def test_local_run_writes_outputs_manifests_report_and_rerun_skips(sample_dir: P
     rejected = {r["key"]: r["reason"] for r in rows if r["status"] == "rejected"}
     assert set(rejected) == bad and all(rejected.values())
 
-    # Artifacts are plain data, so the Metaflow UI (which cannot import steps/) can show them.
-    assert {type(ref) for ref in run["start"].task.data.shards} == {dict}
-    assert {type(task.data.shard_stats) for task in run["process_shard"]} == {dict}
+    assert_results_only(run)
 
     summary = run.data.summary
     assert summary["images"] == len(good) + len(bad)

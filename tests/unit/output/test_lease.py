@@ -1,4 +1,5 @@
-"""One writer per output: the lease, locally and on S3 (moto honours If-None-Match / If-Match)."""
+"""One writer per output: the lease, locally and on S3 (moto honours If-None-Match / If-Match), and
+the Storage conditional writes it is made of."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from steps.errors import ConfigError, SpotInterruption
+from steps.errors import ConfigError, LeaseConflict, SpotInterruption
 from steps.io.storage import LocalStorage, S3Storage, Storage
 from steps.output.layout import LEASE_KEY
-from steps.output.lease import LeaseLost, acquire, heartbeat, lease_store, release, renew
+from steps.output.lease import LeaseLost, OutputInUse, acquire, heartbeat, release, renew
 from steps.spot import is_transient
 from tests.support.flows import S3Server
 
@@ -45,12 +46,15 @@ def dead_pid() -> int:
 
 def test_a_second_run_is_refused_with_one_line_naming_the_holder(output: Storage) -> None:
     first = acquire(output, "PreprocessFlow/1")
-    with pytest.raises(ConfigError) as refused:
+    with pytest.raises(OutputInUse) as refused:
         acquire(output, "PreprocessFlow/2")
+    assert not isinstance(refused.value, ConfigError) and not is_transient(refused.value)
     message = str(refused.value)
     assert "\n" not in message
-    assert "PreprocessFlow/1 on " in message and f"(pid {first.pid}) since " in message and "UTC" in message
-    assert "choose another --output" in message
+    assert message.startswith(f"output {output.uri!r} is in use: PreprocessFlow/1 on ")
+    assert f"(pid {first.pid}) holds its lease since " in message and "UTC" in message
+    assert ", last heartbeat " in message and " s ago); wait for that run to end " in message
+    assert "for its lease to expire at " in message and message.endswith("or choose another --output")
     release(output, first.token)
     second = acquire(output, "PreprocessFlow/2")  # released: free again
     assert second.run == "PreprocessFlow/2"
@@ -59,7 +63,7 @@ def test_a_second_run_is_refused_with_one_line_naming_the_holder(output: Storage
 def test_an_expired_lease_is_taken_over_and_the_old_holder_loses_it(output: Storage) -> None:
     first = acquire(output, "InferFlow/1")
     rewrite(output, lambda r: r.update(host="elsewhere"))  # not this host: only expiry frees it
-    with pytest.raises(ConfigError, match="InferFlow/1 on elsewhere"):
+    with pytest.raises(OutputInUse, match="InferFlow/1 on elsewhere"):
         acquire(output, "InferFlow/2")
     rewrite(output, lambda r: r.update(expires=time.time() - 1))  # no heartbeat for a whole TTL
     second = acquire(output, "InferFlow/2")
@@ -67,7 +71,7 @@ def test_an_expired_lease_is_taken_over_and_the_old_holder_loses_it(output: Stor
         renew(output, first.token)
     renew(output, second.token)
     release(output, first.token)  # not the holder: leaves the lease alone
-    assert lease_store(output).read() is not None
+    assert output.exists(LEASE_KEY)
 
 
 def test_a_killed_local_run_on_this_host_is_taken_over_at_once(output: Storage) -> None:
@@ -82,7 +86,7 @@ def test_concurrent_takers_get_exactly_one_lease(output: Storage) -> None:
     def take(i: int) -> None:
         try:
             won.append(acquire(output, f"PreprocessFlow/{i}"))
-        except ConfigError:
+        except OutputInUse:
             refused.append(i)
 
     threads = [threading.Thread(target=take, args=(i,)) for i in range(8)]
@@ -109,12 +113,33 @@ def test_heartbeat_renews_while_work_runs_and_stops_work_when_the_lease_is_taken
     assert not is_transient(lost.value)  # even chained to the interruption: never retried
 
 
-def test_s3_lease_is_a_conditional_put(s3_server: S3Server) -> None:
-    s3_server.make_bucket("lease-shape")
-    storage = S3Storage("s3://lease-shape/out")
-    store = lease_store(storage)
-    assert store.create(b"{}") and not store.create(b"{}")  # If-None-Match: *
-    data, etag = store.read()
+def test_conditional_create_replace_and_delete(output: Storage) -> None:
+    """Storage's conditional writes, the lease's only way to touch its record: create only if
+    absent (S3 If-None-Match: *), replace and delete only the version read (S3 If-Match)."""
+    assert output.read_versioned("_record.json") is None
+    assert output.create("_record.json", b"{}") and not output.create("_record.json", b"[]")
+    data, version = output.read_versioned("_record.json")
     assert data == b"{}"
-    assert not store.replace(b"{}", '"0000"') and store.replace(b'{"a": 1}', etag)  # If-Match
-    assert not store.delete(etag)  # the ETag changed with the replace
+    assert not output.replace("_record.json", b"{}", '"0000"') and output.replace("_record.json", b'{"a": 1}', version)
+    assert output.read("_record.json") == b'{"a": 1}'
+    assert not output.delete_version("_record.json", version)  # the version changed with the replace
+    assert output.delete_version("_record.json", output.read_versioned("_record.json")[1])
+    assert not output.exists("_record.json") and not output.replace("_record.json", b"{}", version)
+
+
+def test_concurrent_creates_of_one_record_let_exactly_one_win(output: Storage) -> None:
+    won = []
+    threads = [
+        threading.Thread(target=lambda i=i: won.append(i) if output.create("_one.json", str(i).encode()) else None)
+        for i in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(won) == 1 and output.read("_one.json") == str(won[0]).encode()
+
+
+def test_a_lease_that_others_keep_taking_is_a_lease_conflict_not_configuration() -> None:
+    assert issubclass(OutputInUse, LeaseConflict) and issubclass(LeaseLost, LeaseConflict)
+    assert not issubclass(LeaseConflict, ConfigError)

@@ -93,7 +93,7 @@ def plan_run(source: Path, output: Path, settings: Settings, files: ShardFiles) 
         prefix_width=settings.prefix_width,
         threads=2,
     )
-    retire_superseded(LocalStorage(output), plan.shards, files, threads=2)
+    retire_superseded(LocalStorage(output), [s.name for s in plan.shards], files, threads=2)
     return plan
 
 
@@ -120,7 +120,7 @@ def run_shards(
     named in ``lost`` stop before their first chunk."""
     target = LocalStorage(output)
     for ref in plan_run(source, output, settings, files).shards:
-        common = {"name": ref.name, "keys": read_shard_keys(target, ref.keys_key), "source": LocalStorage(source)}
+        common = {"name": ref.name, "keys": read_shard_keys(target, ref.name), "source": LocalStorage(source)}
         with contextlib.suppress(SpotInterruption):
             task(**common, target=target, threads=2, chunk_size=chunk_size, stop=stop_for(ref.name, lost))
 
@@ -201,7 +201,7 @@ def test_removed_inputs_lose_their_files_and_a_whole_shard_gone_is_retired(tmp_p
     # Remove every key of the first shard of the current plan (half of a one-shard plan), and a.jpg
     # (a.png now owns its output name).
     plans = sorted((output / "_plan").glob(f"*{PLAN_KEYS_SUFFIX}"))
-    first = read_shard_keys(LocalStorage(output), f"_plan/{plans[0].name}")
+    first = read_shard_keys(LocalStorage(output), plans[0].name.removesuffix(PLAN_KEYS_SUFFIX))
     gone = (set(first if len(plans) > 1 else first[::2]) | {"holiday/a.jpg"}) - {"holiday/a.png"}
     set_inputs(source, [k for k in names if k not in gone])
     preprocess_run(source, output, settings)

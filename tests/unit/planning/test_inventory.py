@@ -23,7 +23,7 @@ KEYS = [hashlib.sha256(str(i).encode()).hexdigest() + ".jpg" for i in range(60)]
 
 def planned_keys(output: Path, run) -> list[str]:
     storage = LocalStorage(output)
-    return sorted(k for ref in run.shards for k in read_shard_keys(storage, ref.keys_key))
+    return sorted(k for ref in run.shards for k in read_shard_keys(storage, ref.name))
 
 
 def plan(source: str, output: Path, manifest: str):

@@ -4,7 +4,8 @@ import pytest
 
 from steps.errors import ConfigError
 from steps.output.layout import object_stem
-from steps.planning.prefixes import choose_width, plan_shards, shard_prefix
+from steps.planning.prefixes import choose_width, shard_prefix
+from tests.support.plans import plan_shards
 
 
 def sha_keys(count: int) -> list[str]:

@@ -15,11 +15,11 @@ import pytest
 from steps.errors import ConfigError
 from steps.io.storage import LocalStorage, ObjectInfo
 from steps.output.layout import PLAN_LAYOUT_KEY
-from steps.planning.prefixes import plan_shards
-from steps.planning.run_plan import StreamedPlan, prepare_run, stream_plan
+from steps.planning.run_plan import RunPlan, prepare_run, stream_plan
 from steps.planning.sizing import Sizing
 from steps.planning.store import read_shard_keys
 from tests.support.flows import REPO
+from tests.support.plans import plan_shards
 
 
 def sha_names(count: int, start: int = 0) -> list[str]:
@@ -36,7 +36,7 @@ def make_input(root: Path, names: list[str]) -> Path:
 
 def written_plan(output: Path, refs) -> dict[str, list[str]]:
     storage = LocalStorage(output)
-    return {ref.name: read_shard_keys(storage, ref.keys_key) for ref in refs}
+    return {ref.name: read_shard_keys(storage, ref.name) for ref in refs}
 
 
 @pytest.mark.parametrize(("shard_size", "max_shards"), [(10_000, 100), (40, 100), (10, 20)])
@@ -94,10 +94,17 @@ def planner_memory(out: str) -> tuple[int, int, int, int]:
     keys: enough that the planner's fixed costs (prefix counters, buffers) are small beside them."""
     count = 100_000
 
-    def plan(pages: Iterator[list[ObjectInfo]], into: str) -> StreamedPlan:
+    def plan(pages: Iterator[list[ObjectInfo]], into: str) -> RunPlan:
         storage, sizing = LocalStorage(into), Sizing(1000)
         return stream_plan(
-            pages, storage, sizing=sizing, max_shards=256, prefix_width=0, threads=2, buffer_bytes=256 << 10
+            pages,
+            "generated",
+            storage,
+            sizing=sizing,
+            max_shards=256,
+            prefix_width=0,
+            threads=2,
+            buffer_bytes=256 << 10,
         )
 
     plan(generated_pages(2000), f"{out}/warm-up")  # first-use imports and caches are not the planner's keys
@@ -110,7 +117,7 @@ def planner_memory(out: str) -> tuple[int, int, int, int]:
     planned = plan(generated_pages(count), out)
     peak = tracemalloc.get_traced_memory()[1] - base
     tracemalloc.stop()
-    return len(planned.refs), sum(r.images for r in planned.refs), peak, all_keys
+    return len(planned.shards), planned.images, peak, all_keys
 
 
 def test_planner_memory_is_bounded_by_shards_not_by_the_dataset(tmp_path: Path) -> None:

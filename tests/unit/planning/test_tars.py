@@ -66,7 +66,7 @@ def test_shards_are_whole_tars_sized_by_estimated_images(tars: Path, tmp_path: P
     count = len(list(tars.glob("*.tar")))
     plan = prepare_run(str(tars), str(tmp_path / "out"), shard_size=20, max_shards=100, prefix_width=0, threads=2)
     assert plan.input_format == "webdataset" and plan.describe()["input_format"] == "webdataset"
-    keys = [read_shard_keys(LocalStorage(tmp_path / "out"), ref.keys_key) for ref in plan.shards]
+    keys = [read_shard_keys(LocalStorage(tmp_path / "out"), ref.name) for ref in plan.shards]
     assert sorted(k for shard in keys for k in shard) == sorted(p.name for p in tars.glob("*.tar"))
     assert len(plan.shards) > 1 and all(0 < ref.images <= 3 * 20 for ref in plan.shards)
     assert abs(plan.images - 9 * count) <= 9 * count // 3  # estimated from the first tar's bytes an image
@@ -91,7 +91,7 @@ def test_preprocess_from_tars_is_exactly_once_per_member_and_verifies(tars: Path
     out = tmp_path / "out"
     plan = prepare_run(str(tars), str(out), shard_size=1000, max_shards=1, prefix_width=0, threads=2)
     target = LocalStorage(out)
-    keys = read_shard_keys(target, plan.shards[0].keys_key)
+    keys = read_shard_keys(target, plan.shards[0].name)
 
     def run() -> object:
         pack = WebDatasetPacker(target, "all", keys, 1, {}, threads=2, unit_of=TAR_SHARDS.unit_of)
@@ -134,7 +134,7 @@ def test_a_new_layout_retires_tar_shards_and_keeps_the_images_of_tars_still_plan
 
     def process(plan: object) -> None:
         for ref in plan.shards:
-            keys = read_shard_keys(target, ref.keys_key)
+            keys = read_shard_keys(target, ref.name)
             preprocess_shard(
                 name=ref.name,
                 keys=keys,
@@ -163,7 +163,7 @@ def test_tars_on_s3_are_planned_and_read_with_one_get_each(tars: Path, s3_server
     plan = prepare_run(f"{bucket}/in", f"{bucket}/out", shard_size=20, max_shards=100, prefix_width=0, threads=2)
     assert plan.input_format == "webdataset" and len(plan.shards) > 1
     source, target = open_storage(f"{bucket}/in"), open_storage(f"{bucket}/out")
-    shard_keys = [read_shard_keys(target, ref.keys_key) for ref in plan.shards]
+    shard_keys = [read_shard_keys(target, ref.name) for ref in plan.shards]
     read = [keys for shard in shard_keys for _, keys in TAR_SHARDS.chunks(source, [[k] for k in shard])]
     local = [keys for shard in shard_keys for _, keys in TAR_SHARDS.chunks(LocalStorage(tars), [[k] for k in shard])]
     assert read == local and sum(map(len, read)) >= 50

@@ -1,4 +1,5 @@
-"""RunSummary: shards add up to a run, runs to a dispatch; the artifact round-trips; one headline."""
+"""RunSummary: shards add up to a run, runs to a dispatch; the artifact round-trips; one headline;
+a flow's own figures (InferFlow's ``InferenceStats``) ride along without the generic part knowing them."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import pyarrow as pa
 import pytest
 
 from steps.cost.billing import BillingRate
+from steps.inference.summary import InferenceStats
 from steps.output.ledger import ShardOutcome
-from steps.stats.summary import RunSummary, ShardStats, shard_stats
+from steps.stats.report import totals_table
+from steps.stats.summary import FlowStats, RunSummary, ShardStats, shard_stats
 
 
 def stats(
@@ -20,6 +23,11 @@ def stats(
     )
 
 
+def inferred(shard: ShardStats, device: str, model_seconds: float, labelled: int, correct: int) -> RunSummary:
+    """An InferFlow shard's summary, as its join builds it."""
+    return RunSummary.of_shard(shard, InferenceStats.of_shard(shard, device, model_seconds, labelled, correct))
+
+
 def rate(spot: float, seconds_per_image: float = 1.0, tasks_per_instance: int = 1) -> BillingRate:
     return BillingRate("us-east-1", "c7i.xlarge", "no GPU, 4 vCPU", spot, tasks_per_instance, seconds_per_image, "test")
 
@@ -27,8 +35,8 @@ def rate(spot: float, seconds_per_image: float = 1.0, tasks_per_instance: int = 
 def test_shards_add_up_and_skipped_shards_do_not_count_as_work() -> None:
     total = sum(
         [
-            RunSummary.of_shard(stats("0", 10, 1, 4.0), "cuda:0", 1.5, labelled=9, correct=6),
-            RunSummary.of_shard(stats("1", 20, 2, 6.0), "cpu", 2.5, labelled=18, correct=18),
+            inferred(stats("0", 10, 1, 4.0), "cuda:0", 1.5, labelled=9, correct=6),
+            inferred(stats("1", 20, 2, 6.0), "cpu", 2.5, labelled=18, correct=18),
             RunSummary.of_shard(stats("2", 30, 0, 9.0, skipped=True)),
         ],
         RunSummary(),
@@ -36,10 +44,10 @@ def test_shards_add_up_and_skipped_shards_do_not_count_as_work() -> None:
     assert (total.images, total.images_this_run, total.processed, total.rejected) == (60, 30, 57, 3)
     assert (total.shards, total.skipped_shards, total.reused_chunks) == (3, 1, 3)
     # Every task bills, the skipped shard's too (its check took its attempt's seconds).
-    assert (total.task_seconds, total.gpu_seconds, total.model_seconds) == (19.0, 4.0, 4.0)
+    assert (total.task_seconds, total.flow_stats.gpu_seconds, total.flow_stats.model_seconds) == (19.0, 4.0, 4.0)
     assert (total.attempts, total.retried_attempts, total.images_worked) == (3, 0, 30)
-    assert total.devices == ("cpu", "cuda:0")
-    assert total.accuracy == pytest.approx(24 / 27)
+    assert total.flow_stats.devices == ("cpu", "cuda:0")
+    assert total.flow_stats.accuracy == pytest.approx(24 / 27)
     assert total.seconds == 6.0  # parts ran side by side: the longest, not the sum
 
 
@@ -94,22 +102,20 @@ def test_reused_images_are_neither_throughput_nor_billed_work() -> None:
 
 
 def test_artifact_is_plain_data_and_round_trips() -> None:
-    run = RunSummary.of_shard(stats("0", 10, 1, 4.0), "cuda:0", 1.0, 9, 9) + RunSummary.of_shard(stats("1", 5, 0, 2.0))
+    run = inferred(stats("0", 10, 1, 4.0), "cuda:0", 1.0, 9, 9) + RunSummary.of_shard(stats("1", 5, 0, 2.0))
     run = run.billed(rate(0.5, seconds_per_image=0.0001), on_cloud=False)
     plain = run.to_artifact()
     assert plain["devices"] == "cuda:0" and plain["instance_types"] == "c7i.xlarge"
     assert plain["accuracy"] == 1.0 and plain["images_per_second"] == pytest.approx(run.images_per_second, 1e-5)
     assert all(isinstance(v, str | int | float | type(None)) for v in plain.values())
     assert plain["estimated_usd"] == pytest.approx(run.estimated_usd, rel=1e-5) and plain["estimated_usd"] > 0
-    assert RunSummary.from_artifact(plain) == replace(
+    assert RunSummary.from_artifact(plain, InferenceStats) == replace(
         run, estimated_usd=plain["estimated_usd"], task_hours=plain["task_hours"], seconds=4.0
     )
 
 
 def test_headline_names_the_verb_counts_accuracy_and_skips() -> None:
-    run = RunSummary.of_shard(stats("0", 10, 1, 4.0), "cpu", 1.0, 9, 3) + RunSummary.of_shard(
-        stats("1", 5, 0, 2.0, skipped=True)
-    )
+    run = inferred(stats("0", 10, 1, 4.0), "cpu", 1.0, 9, 3) + RunSummary.of_shard(stats("1", 5, 0, 2.0, skipped=True))
     line = run.headline("Predicted", "/out")
     assert line.startswith("Predicted 15 images in 4.0 s")
     assert "14 ok, 1 rejected, accuracy 33.3% on 9 labelled images, 2 shards" in line
@@ -123,3 +129,23 @@ def test_a_shard_completed_by_a_killed_attempt_is_this_runs_work() -> None:
     assert shard_stats(complete, (0.1,)).skipped  # one attempt: complete before this run
     retried = shard_stats(complete, (30.0, 0.1))  # the killed attempt wrote the manifest
     assert not retried.skipped and retried.worked_images == 2
+
+
+def test_a_flow_without_its_own_figures_has_only_the_generic_ones() -> None:
+    run = RunSummary.of_shard(stats("0", 10, 1, 4.0)) + RunSummary.of_shard(stats("1", 5, 0, 2.0))
+    assert run.flow_stats == FlowStats()
+    plain = run.to_artifact()
+    assert not {"devices", "model_seconds", "labelled", "accuracy", "flow_stats"} & set(plain)
+    assert RunSummary.from_artifact(plain) == replace(run, seconds=4.0)
+    assert "model busy" not in run.headline("Preprocessed", "/o")
+    items = [row[0] for row in totals_table(run).rows]
+    assert "images" in items and "cost basis" in items and "devices" not in items
+
+
+def test_the_flows_figures_reach_the_report_through_its_extension() -> None:
+    run = inferred(stats("0", 10, 1, 4.0), "cuda:0", 1.5, 9, 6)
+    rows = {row[0]: row[1] for row in totals_table(run).rows}
+    assert rows["devices"] == "cuda:0" and rows["accuracy (labelled images)"] == "66.7% (9)"
+    assert "; model busy 1.5 s on cuda:0, 4.0 GPU-seconds)" in run.headline("Predicted", "/o")
+    # A run without the extension adds to one with it: a dispatch of InferFlow rows keeps the model's figures.
+    assert (RunSummary() + run).flow_stats == run.flow_stats == (run + RunSummary()).flow_stats
