@@ -206,11 +206,10 @@ def test_flow_runs_on_batch_and_survives_a_killed_task(
     assert "resuming, 1/" in run.output  # the retry kept the committed chunk
 
     # The run's own region comes from its Batch job's environment (Metaflow sets the driver's
-    # AWS_DEFAULT_REGION there), judged against the selector's choice in the card and the summary.
-    data = run.client_run().data
-    assert data.run_region["run_region"] == os.environ["AWS_DEFAULT_REGION"]
-    assert data.run_region["sentence"].startswith(f"This run is in {os.environ['AWS_DEFAULT_REGION']}")
-    assert data.summary["run_region"] == data.run_region["sentence"]
+    # AWS_DEFAULT_REGION there), judged against the selector's choice: start logs the verdict and
+    # end logs it again from the summary (the tasks' logs stream into the run's output).
+    verdict = [line for line in run.output.splitlines() if f"This run is in {os.environ['AWS_DEFAULT_REGION']}" in line]
+    assert len(verdict) >= 2, run.output[-5000:]
 
     step = flow_graph(REPO / "flows" / f"{case.flow}.py", tmp_path)[case.step]
     expected = {
