@@ -103,10 +103,13 @@ def test_latest_model_with_a_killed_shard_then_a_rerun_that_skips(sample_dir: Pa
     assert parts == [f"part-0000{i}.parquet" for i in range(9)]
     assert set(predictions.loc[predictions["status"] == "ok", "label"]) <= set(CLASSES)
 
-    # The killed attempt is billed: two attempts, priced with the laptop time of both.
+    # The killed attempt is billed as work, not as a ratio of laptop times: every image this run's
+    # attempts committed, plus at most the one chunk (6 images) the killed attempt had in flight.
     assert (summary["attempts"], summary["retried_attempts"]) == (2, 1)
     assert "(2 attempts incl. 1 retried); laptop seconds are not billed" in summary["cost_basis"]
-    assert "for the retried attempts" in summary["cost_basis"]
+    assert summary["images_worked"] == 54 and 0 <= summary["images_redone"] <= 6
+    assert summary["cost_basis"].startswith("local run, priced as the same work on")
+    assert "(54 images" in summary["cost_basis"]
     records = sorted((output / "_attempts" / run.id / "all").iterdir())
     assert [p.name for p in records] == ["0.json", "1.json"]
     killed_attempt = run["process_shard"].task["shard_stats"].data["attempt_seconds"][0]
