@@ -7,6 +7,7 @@ Metaflow's local @parallel starts the other nodes as ``python`` from PATH: the v
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -71,7 +72,7 @@ def test_two_nodes_of_two_ranks_train_as_one_group_of_four(straight: tuple[FlowR
     assert [len(run.client_run()[step].task.data.summary) > 0 for step in ("join", "end")] == [True, True]
     control = next(t for t in run.client_run()["train"] if t.data.node_index == 0)
     card = card_text("train", run.workdir, control.pathspec.split("/", 1)[1])
-    assert "2 nodes × 2 × cpu" in card
+    assert json.dumps("2 nodes × 2 × cpu") in card  # as the card JSON holds it (non-ASCII escaped)
 
 
 def test_a_killed_node_fails_the_gang_in_seconds_and_the_retry_resumes_bit_identically(
