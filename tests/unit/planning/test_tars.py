@@ -150,7 +150,7 @@ def test_a_new_layout_retires_tar_shards_and_keeps_the_images_of_tars_still_plan
     resized = sorted(out.glob("resized/**/*.jpg"))
     assert len(small.shards) > 1 and resized
     one = prepare_run(str(tars), str(out), shard_size=1000, max_shards=1, prefix_width=0, threads=2)
-    retired = retire_superseded(target, one.shards, PREPROCESS_FILES, 2, TAR_SHARDS.unit_of)
+    retired = retire_superseded(target, [s.name for s in one.shards], PREPROCESS_FILES, 2, TAR_SHARDS.unit_of)
     assert sorted(retired.shards) == sorted(ref.name for ref in small.shards)
     assert sorted(out.glob("resized/**/*.jpg")) == resized  # every tar is still planned: its images stay
     process(one)
