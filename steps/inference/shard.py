@@ -34,7 +34,7 @@ from steps.inference.tasks import ClassifyTask, InferTask, Runner
 from steps.io.concurrency import Prefetcher
 from steps.io.input_format import IMAGE_OBJECTS, InputFormat
 from steps.io.storage import Storage
-from steps.output.ledger import ShardOutcome, run_chunked, shard_state
+from steps.output.ledger import ShardOutcome, open_shard, run_chunked
 from steps.progress import Progress, ProgressCallback
 
 
@@ -138,8 +138,8 @@ def infer_shard(
     settings = LaneSettings(source, batch_size, threads, workers, prefetch_batches, decode, inputs)
     chunk_size = inputs.chunk_size(chunk_size)
     ledger = INFER_FILES.ledger(target, name, unit_of=inputs.unit_of)
-    state = shard_state(target, ledger, name, keys, chunk_size)
-    pending = state.pending(keys, chunk_size)
+    shard = open_shard(target, ledger, name, keys, chunk_size, images=images)
+    pending = shard.pending()
     if worker_processes is None:
         # A python: model's factory may live in a file a spawned process cannot import: classifiers only.
         worker_processes = (
@@ -168,18 +168,7 @@ def infer_shard(
         return table
 
     try:
-        outcome = run_chunked(
-            name=name,
-            keys=keys,
-            chunk_size=chunk_size,
-            storage=target,
-            ledger=ledger,
-            process_chunk=process_chunk,
-            stop=stop,
-            state=state,
-            on_progress=on_progress,
-            images=images,
-        )
+        outcome = run_chunked(shard, process_chunk, stop=stop, on_progress=on_progress)
     finally:
         for lane in lanes:
             lane.close()

@@ -136,8 +136,34 @@ class ShardState:
         return [keys[r.start : r.stop] for i, r in enumerate(ranges) if i not in self.reused]
 
 
-def shard_state(storage: Storage, ledger: ChunkLedger, name: str, keys: Sequence[str], chunk_size: int) -> ShardState:
-    """Read what is stored of the shard; a manifest that does not cover exactly ``keys`` is removed."""
+@dataclass(frozen=True)
+class ChunkedShard:
+    """One shard as ``run_chunked`` works through it: its plan (``keys`` cut into chunks of
+    ``chunk_size``), where it commits, and what earlier attempts or runs left of it (``state``)."""
+
+    name: str
+    keys: Sequence[str]
+    chunk_size: int
+    storage: Storage
+    ledger: ChunkLedger
+    state: ShardState
+    images: int | None = None  # rows the shard is expected to give, where a key is not one image
+
+    def pending(self) -> list[Sequence[str]]:
+        """The key lists of the chunks still to do, in order."""
+        return self.state.pending(self.keys, self.chunk_size)
+
+
+def open_shard(
+    storage: Storage, ledger: ChunkLedger, name: str, keys: Sequence[str], chunk_size: int, *, images: int | None = None
+) -> ChunkedShard:
+    """The shard with what is stored of it; a manifest that does not cover exactly ``keys`` is removed."""
+    return ChunkedShard(
+        name, keys, chunk_size, storage, ledger, _stored_state(storage, ledger, name, keys, chunk_size), images
+    )
+
+
+def _stored_state(storage: Storage, ledger: ChunkLedger, name: str, keys: Sequence[str], chunk_size: int) -> ShardState:
     manifest = stored_manifest(storage, name)
     if manifest is not None and ledger.units(manifest.column("key").to_pylist()) == list(keys):
         return ShardState(manifest, {})
@@ -159,34 +185,33 @@ def rejected_reasons(table: pa.Table) -> list[str]:
 
 
 def run_chunked(
-    *,
-    name: str,
-    keys: Sequence[str],
-    chunk_size: int,
-    storage: Storage,
-    ledger: ChunkLedger,
+    shard: ChunkedShard,
     process_chunk: Callable[[Sequence[str], Progress], pa.Table],
+    *,
     stop: threading.Event | None = None,
-    state: ShardState | None = None,
     on_progress: ProgressCallback | None = None,
     finish: Callable[[pa.Table], int] | None = None,
-    images: int | None = None,
 ) -> ShardOutcome:
     """Process a shard chunk by chunk, skipping committed chunks; write the manifest last.
 
     ``process_chunk`` returns one row per key. ``stop`` (set on a spot interruption notice)
     ends the loop after the chunk in flight is committed, raising SpotInterruption so the task
-    exits non-zero, is retried, and resumes from the next chunk. ``state`` is ``shard_state``'s
-    answer when the caller needed it first (to know the pending chunks), so it is read once.
-    ``on_progress`` gets ``ShardProgress`` snapshots at a bounded rate (see ``steps.progress``).
-    ``finish`` brings per-shard extras (WebDataset tars) in line with the shard's manifest, before
-    the manifest is written or, for a shard complete earlier, on its stored one; it returns how
-    many stale files it removed. ``images``: how many rows the shard is expected to give, where a
-    key is not one image (default: one per key).
+    exits non-zero, is retried, and resumes from the next chunk. ``on_progress`` gets
+    ``ShardProgress`` snapshots at a bounded rate (see ``steps.progress``). ``finish`` brings
+    per-shard extras (WebDataset tars) in line with the shard's manifest, before the manifest is
+    written or, for a shard complete earlier, on its stored one; it returns how many stale files
+    it removed.
     """
+    name, keys, chunk_size, storage, ledger, state = (
+        shard.name,
+        shard.keys,
+        shard.chunk_size,
+        shard.storage,
+        shard.ledger,
+        shard.state,
+    )
     ranges = chunk_ranges(len(keys), chunk_size)
-    progress = Progress(name, len(keys) if images is None else images, len(ranges), on_progress)
-    state = state or shard_state(storage, ledger, name, keys, chunk_size)
+    progress = Progress(name, len(keys) if shard.images is None else shard.images, len(ranges), on_progress)
     if state.complete is not None:
         log(f"shard {name}: complete in an earlier run (manifest exists), skipping")
         progress.complete_earlier()

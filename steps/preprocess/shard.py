@@ -19,7 +19,7 @@ from steps.io.concurrency import map_bounded
 from steps.io.input_format import IMAGE_OBJECTS, InputFormat
 from steps.io.storage import Storage
 from steps.output.layout import edges_key, key_stem, ledger_directory, resized_key, webdataset_directory
-from steps.output.ledger import ShardOutcome, run_chunked, shard_state
+from steps.output.ledger import ShardOutcome, open_shard, run_chunked
 from steps.output.supersede import ShardFiles, remove_derived
 from steps.preprocess.rows import preprocess_one
 from steps.preprocess.webdataset import WebDatasetPacker
@@ -133,23 +133,13 @@ def preprocess_shard(
         return table
 
     ledger = PREPROCESS_FILES.ledger(target, name, unit_of=inputs.unit_of)
-    state = shard_state(target, ledger, name, keys, chunk_size)
-    readable = inputs.chunks(source, state.pending(keys, chunk_size))
+    shard = open_shard(target, ledger, name, keys, chunk_size, images=images)
+    readable = inputs.chunks(source, shard.pending())
     # Before any chunk runs: a removed key's files go only where no current key writes them.
-    removed = remove_derived(target, state.stale_keys, keys, PREPROCESS_FILES, threads, unit_of=inputs.unit_of)
+    removed = remove_derived(target, shard.state.stale_keys, keys, PREPROCESS_FILES, threads, unit_of=inputs.unit_of)
     try:
         outcome = run_chunked(
-            name=name,
-            keys=keys,
-            chunk_size=chunk_size,
-            storage=target,
-            ledger=ledger,
-            process_chunk=process_chunk,
-            stop=stop,
-            state=state,
-            on_progress=on_progress,
-            finish=pack.finish if pack is not None else None,
-            images=images,
+            shard, process_chunk, stop=stop, on_progress=on_progress, finish=pack.finish if pack is not None else None
         )
     finally:
         readable.close()

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from steps.io.storage import open_storage
-from steps.output.ledger import ChunkLedger, run_chunked
+from steps.output.ledger import ChunkLedger, open_shard, run_chunked
 from steps.progress import MAX_REASON_KINDS, OTHER_REASONS, Progress, ShardProgress, reason_kind
 
 KEYS = [f"k{i:03d}" for i in range(23)]
@@ -44,15 +44,8 @@ def processor(fail_on_chunk: int | None = None):
 
 def run(tmp_path: Path, snapshots: list[ShardProgress], fail_on_chunk: int | None = None) -> None:
     storage = open_storage(str(tmp_path))
-    run_chunked(
-        name="s0",
-        keys=KEYS,
-        chunk_size=5,
-        storage=storage,
-        ledger=ChunkLedger(storage, "_ledger/s0"),
-        process_chunk=processor(fail_on_chunk),
-        on_progress=snapshots.append,
-    )
+    shard = open_shard(storage, ChunkLedger(storage, "_ledger/s0"), "s0", KEYS, 5)
+    run_chunked(shard, processor(fail_on_chunk), on_progress=snapshots.append)
 
 
 def test_a_retried_shard_reports_what_the_earlier_attempt_committed_and_final_counts(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from steps.errors import SpotInterruption
 from steps.io.storage import open_storage
 from steps.output.layout import manifest_key
-from steps.output.ledger import ChunkLedger, ShardOutcome, chunk_ranges, run_chunked
+from steps.output.ledger import ChunkLedger, ShardOutcome, chunk_ranges, open_shard, run_chunked
 from steps.progress import Progress
 
 KEYS = [f"k{i:03d}" for i in range(23)]
@@ -38,9 +38,7 @@ def run(
 ) -> ShardOutcome:
     storage = open_storage(str(tmp_path))
     ledger = ChunkLedger(storage, "_ledger/s0")
-    return run_chunked(
-        name="s0", keys=keys, chunk_size=5, storage=storage, ledger=ledger, process_chunk=process, stop=stop
-    )
+    return run_chunked(open_shard(storage, ledger, "s0", keys, 5), process, stop=stop)
 
 
 def test_chunk_ranges_cover_everything_once() -> None:
