@@ -164,10 +164,11 @@ class InferFlow(ShardedFlow):
             scores, samples = shard_scores(result.outcome.manifest, load_labels(source), stats.samples)
             self.digest = None
         else:
-            from steps.inference.task_report import shard_digest
+            from steps.inference.task_report import DIGEST_COLUMNS, shard_digest
 
             scores, samples = Scores(), []
-            self.digest = shard_digest(self.task, result.outcome.manifest)  # small: the card's samples
+            parts = INFER_FILES.ledger(target, self.input).tables(DIGEST_COLUMNS)
+            self.digest = shard_digest(self.task, (part for _, part in parts))  # small: the card's samples
         # Plain data, not project classes: readable in the Metaflow UI and notebooks.
         self.shard_stats, self.scores, self.samples = asdict(stats), scores.to_dict(), [asdict(s) for s in samples]
         self.model_seconds = result.model_seconds

@@ -12,4 +12,13 @@ def no_derived_files(key: str) -> tuple[str, ...]:
     return ()
 
 
-INFER_FILES = ShardFiles(chunk_directory=shard_directory, derived=no_derived_files, chunk_stem=PART_STEM)
+# A shard's manifest keeps what the join reads (stats, and a classifier's scores), not the outputs:
+# embeddings and boxes stay in the parts alone.
+MANIFEST_COLUMNS = ("key", "status", "reason", "label", "score")
+
+INFER_FILES = ShardFiles(
+    chunk_directory=shard_directory,
+    derived=no_derived_files,
+    chunk_stem=PART_STEM,
+    manifest_columns=MANIFEST_COLUMNS,
+)

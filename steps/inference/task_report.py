@@ -1,6 +1,7 @@
 """The report card's sections for tasks other than classify.
 
-Each shard task sends the join a small, bounded summary of its own manifest (``shard_digest``):
+Each shard task sends the join a small, bounded summary of its own outputs (``shard_digest``, which
+reads the shard's parts back one at a time, only the columns it needs):
 
 * embed: the norms of its vectors (count, min, mean, max) and, for ``NEIGHBOUR_QUERIES`` sample
   images, their ``NEIGHBOURS`` nearest neighbours within the shard (exact, cosine);
@@ -12,7 +13,8 @@ The join adds them up and draws them (``task_sections``); nothing grows with the
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from itertools import chain
 
 import numpy as np
 import pyarrow as pa
@@ -36,42 +38,73 @@ def _vectors(table: pa.Table, column: str) -> np.ndarray:
     return flat.reshape(len(values), values.type.list_size)
 
 
-def embed_digest(manifest: pa.Table, column: str = "embedding") -> dict:
-    ok = manifest.filter(pc.equal(manifest.column("status"), "ok")).select(["key", column])
-    if ok.num_rows == 0:
+def _ok_rows(part: pa.Table) -> pa.Table:
+    return part.filter(pc.equal(part.column("status"), "ok"))
+
+
+def embed_digest(parts: Iterable[pa.Table], column: str = "embedding") -> dict:
+    """Norms and nearest neighbours over the shard's parts, read one at a time: the queries are
+    its first ok rows, and each query keeps its best ``NEIGHBOURS`` as the parts go by."""
+    count, low, total, high = 0, float("inf"), 0.0, 0.0
+    query_keys: list[str] = []
+    queries = np.empty((0, 0), np.float32)
+    best: list[list[tuple[float, str]]] = []
+    for part in parts:
+        ok = _ok_rows(part)
+        if ok.num_rows == 0:
+            continue
+        vectors = _vectors(ok, column)
+        norms = np.linalg.norm(vectors, axis=1)
+        count, low, total, high = count + len(norms), min(low, norms.min()), total + norms.sum(), max(high, norms.max())
+        unit = vectors / np.where(norms > 0, norms, 1)[:, None]
+        keys = ok.column("key").to_pylist()
+        if len(query_keys) < NEIGHBOUR_QUERIES:
+            taken = min(NEIGHBOUR_QUERIES - len(query_keys), len(keys))
+            query_keys += keys[:taken]
+            queries = unit[:taken] if not len(queries) else np.vstack([queries, unit[:taken]])
+            best += [[] for _ in range(taken)]
+        for query, (query_key, scores) in enumerate(zip(query_keys, queries @ unit.T, strict=True)):
+            candidates = [(float(scores[i]), keys[i]) for i in np.argsort(-scores)[: NEIGHBOURS + 1]]
+            best[query] = sorted(best[query] + [c for c in candidates if c[1] != query_key], reverse=True)[:NEIGHBOURS]
+    if not count:
         return {"kind": "embed", "norms": [], "neighbours": []}
-    vectors = _vectors(ok, column)
-    norms = np.linalg.norm(vectors, axis=1)
-    keys = ok.column("key").to_pylist()
-    unit = vectors / np.where(norms > 0, norms, 1)[:, None]
-    neighbours = []
-    for row in range(min(NEIGHBOUR_QUERIES, len(keys))):
-        scores = unit @ unit[row]
-        order = [int(i) for i in np.argsort(-scores) if i != row][:NEIGHBOURS]
-        neighbours.append([keys[row], [[keys[i], round(float(scores[i]), 4)] for i in order]])
-    stats = [len(norms), float(norms.min()), float(norms.mean()), float(norms.max())]
-    return {"kind": "embed", "norms": stats, "neighbours": neighbours}
-
-
-def detect_digest(manifest: pa.Table) -> dict:
-    ok = manifest.filter(pc.equal(manifest.column("status"), "ok"))
-    labels = ok.column("labels").to_pylist()
-    counts = Counter(label for image in labels for label in image)
-    found = [i for i, image in enumerate(labels) if image][:DETECT_SAMPLES]
-    samples = [
-        [ok.column("key")[i].as_py(), ok.column("boxes")[i].as_py(), labels[i], ok.column("scores")[i].as_py()]
-        for i in found
+    neighbours = [
+        [key, [[k, round(score, 4)] for score, k in found]] for key, found in zip(query_keys, best, strict=True)
     ]
-    return {"kind": "detect", "counts": dict(counts), "images": ok.num_rows, "samples": samples}
+    return {"kind": "embed", "norms": [count, float(low), float(total / count), float(high)], "neighbours": neighbours}
 
 
-def shard_digest(task: str, manifest: pa.Table) -> dict | None:
-    """What the join needs of a shard's outputs for ``task``'s card sections (None: nothing)."""
+def detect_digest(parts: Iterable[pa.Table]) -> dict:
+    """Boxes per label and the first ``DETECT_SAMPLES`` images with boxes, over parts read one at a time."""
+    counts: Counter[str] = Counter()
+    images, samples = 0, []
+    for part in parts:
+        ok = _ok_rows(part)
+        images += ok.num_rows
+        labels = ok.column("labels").to_pylist()
+        counts.update(label for image in labels for label in image)
+        for i in [i for i, image in enumerate(labels) if image][: DETECT_SAMPLES - len(samples)]:
+            samples.append(
+                [ok.column("key")[i].as_py(), ok.column("boxes")[i].as_py(), labels[i], ok.column("scores")[i].as_py()]
+            )
+    return {"kind": "detect", "counts": dict(counts), "images": images, "samples": samples}
+
+
+DIGEST_COLUMNS = ("key", "status", "embedding", "boxes", "labels", "scores")  # what a digest may read
+
+
+def shard_digest(task: str, parts: Iterable[pa.Table]) -> dict | None:
+    """What the join needs of a shard's outputs for ``task``'s card sections (None: nothing).
+    ``parts``: the shard's committed parts in order, each read with ``DIGEST_COLUMNS``."""
     if task == "detect":
-        return detect_digest(manifest)
-    if "embedding" in manifest.column_names and pa.types.is_fixed_size_list(manifest.schema.field("embedding").type):
-        return embed_digest(manifest)
-    return None
+        return detect_digest(parts)
+    parts = iter(parts)
+    first = next(parts, None)
+    if first is None or "embedding" not in first.column_names:
+        return None
+    if not pa.types.is_fixed_size_list(first.schema.field("embedding").type):
+        return None
+    return embed_digest(chain([first], parts))
 
 
 def boxes_drawn(source: Storage, key: str, boxes: Sequence[Sequence[float]], labels: Sequence[str]) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,8 +15,12 @@ def table_to_parquet(table: pa.Table) -> bytes:
     return buffer.getvalue()
 
 
-def parquet_to_table(data: bytes) -> pa.Table:
+def parquet_to_table(data: bytes, columns: Sequence[str] | None = None) -> pa.Table:
+    """The table in ``data``; with ``columns``, only those of them it has."""
     # Start no Arrow thread pool: reading a Python file object (or read_table's dataset scanner)
     # starts Arrow's I/O threads, which can abort a Metaflow task process at exit ("terminate
     # called without an active exception") after its work is done: a failed attempt for nothing.
-    return pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
+    file = pq.ParquetFile(pa.BufferReader(data))
+    if columns is not None:
+        columns = [name for name in columns if name in file.schema_arrow.names]
+    return file.read(columns=columns, use_threads=False)

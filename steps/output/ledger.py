@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -42,15 +42,25 @@ def chunk_ranges(count: int, chunk_size: int) -> list[range]:
 
 class ChunkLedger:
     """Committed chunks of one shard, as files ``<directory>/<stem>-<index>.parquet``; ``unit_of``
-    maps a row key to the planned key it comes from (``same_key``, or a row's tar)."""
+    maps a row key to the planned key it comes from (``same_key``, or a row's tar).
+
+    ``manifest_columns`` are the columns of a chunk the shard's manifest keeps (None: all of
+    them), so a shard whose chunks are its outputs (predictions, embeddings) holds and writes
+    only each row's key, status and small fields a second time."""
 
     def __init__(
-        self, storage: Storage, directory: str, stem: str = "chunk", unit_of: Callable[[str], str] = same_key
+        self,
+        storage: Storage,
+        directory: str,
+        stem: str = "chunk",
+        unit_of: Callable[[str], str] = same_key,
+        manifest_columns: Sequence[str] | None = None,
     ) -> None:
         self.storage = storage
         self.directory = directory.rstrip("/")
         self.stem = stem
         self.unit_of = unit_of
+        self.manifest_columns = manifest_columns
         self._pattern = re.compile(rf"{re.escape(stem)}-(\d+)\.parquet$")
 
     def chunk_key(self, index: int) -> str:
@@ -78,14 +88,24 @@ class ChunkLedger:
         of the other committed chunks that the plan no longer has (their derived files are stale)."""
         ranges = chunk_ranges(len(keys), chunk_size)
         tables, recorded = {}, set()
-        for index in sorted(self.committed()):
-            table = parquet_to_table(self.storage.read(self.chunk_key(index)))
+        for index, table in self.tables(self.manifest_columns):
             chunk = table.column("key").to_pylist()
             if index < len(ranges) and self.units(chunk) == list(keys[ranges[index].start : ranges[index].stop]):
                 tables[index] = table
             else:
                 recorded.update(chunk)
         return tables, self.unplanned(recorded, keys)
+
+    def tables(self, columns: Sequence[str] | None = None) -> Iterator[tuple[int, pa.Table]]:
+        """Each committed chunk with its index, in order, read one at a time (only ``columns``, where given)."""
+        for index in sorted(self.committed()):
+            yield index, parquet_to_table(self.storage.read(self.chunk_key(index)), columns)
+
+    def manifest_rows(self, table: pa.Table) -> pa.Table:
+        """The part of a chunk the manifest keeps."""
+        if self.manifest_columns is None:
+            return table
+        return table.select([name for name in table.column_names if name in self.manifest_columns])
 
     def remove_beyond(self, count: int) -> int:
         """Delete chunk files at index ``count`` and above (left by a larger, earlier plan); return how many."""
@@ -240,7 +260,7 @@ def run_chunked(
                 "not rows of exactly its keys in order"
             )
         ledger.commit(index, table)
-        tables[index] = table
+        tables[index] = ledger.manifest_rows(table)
         progress.committed(rejected_reasons(table))
     stale_files = state.stale_files + ledger.remove_beyond(len(ranges))
     manifest = pa.concat_tables(tables[i] for i in range(len(ranges))) if ranges else pa.table({"key": []})

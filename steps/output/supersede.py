@@ -52,10 +52,17 @@ class ShardFiles:
     derived: Callable[[str], tuple[str, ...]]
     shard_directories: Callable[[str], tuple[str, ...]] = no_directories
     chunk_stem: str = "chunk"  # chunk files are <chunk_directory>/<chunk_stem>-NNNNN.parquet
+    manifest_columns: tuple[str, ...] | None = None  # what the manifest keeps of a chunk (None: all)
 
     def ledger(self, storage: Storage, shard_name: str, unit_of: Callable[[str], str] = same_key) -> ChunkLedger:
         """The committed chunks of one shard; ``unit_of`` maps a row key to its planned key."""
-        return ChunkLedger(storage, self.chunk_directory(shard_name), stem=self.chunk_stem, unit_of=unit_of)
+        return ChunkLedger(
+            storage,
+            self.chunk_directory(shard_name),
+            stem=self.chunk_stem,
+            unit_of=unit_of,
+            manifest_columns=self.manifest_columns,
+        )
 
 
 @dataclass(frozen=True)

@@ -16,18 +16,27 @@ from PIL import Image
 from torch import nn
 
 from steps.errors import ConfigError
+from steps.inference.files import INFER_FILES
 from steps.inference.predictions import load_predictions, load_table
 from steps.inference.shard import infer_shard
 from steps.inference.similar import similar
-from steps.inference.task_report import shard_digest, task_sections
+from steps.inference.task_report import DIGEST_COLUMNS, shard_digest, task_sections
 from steps.inference.tasks import DETECT_COLUMNS, CallableTask, load_task
+from steps.io.parquet import parquet_to_table
 from steps.io.storage import LocalStorage
 from steps.models.architectures import build_architecture
 from steps.models.detection import detection_model
 from steps.models.embedding import without_head
+from steps.output.layout import manifest_key
 from steps.planning.inputs import list_inputs
 from tests.support.flows import SPOT_BATCH
 from tests.support.models import save_bundle
+
+
+def digest_of(task: str, out: Path) -> dict | None:
+    """The shard's digest as its task makes it: from the committed parts, read back one at a time."""
+    parts = INFER_FILES.ledger(LocalStorage(out), "all").tables(DIGEST_COLUMNS)
+    return shard_digest(task, (part for _, part in parts))
 
 
 def run(source: Path, out: Path, task: CallableTask, decode: str = "cpu") -> None:
@@ -81,9 +90,18 @@ def test_embed_writes_unit_float16_vectors_and_similar_finds_a_duplicate(sample_
     with pytest.raises(ConfigError, match="expected a key predicted ok"):
         similar(str(tmp_path / "out"), "no-such-key.jpg")
 
-    # The report card: norms, and a sample's nearest neighbours in its shard as thumbnails.
-    digest = shard_digest("embed", load_table(str(tmp_path / "out")))
+    # The manifest keeps each row's key and status, not its vector: embeddings are stored once.
+    manifest = parquet_to_table((tmp_path / "out" / manifest_key("all")).read_bytes())
+    assert manifest.column_names == ["key", "status", "reason"] and manifest.num_rows == len(rows)
+
+    # The report card: norms, and a sample's nearest neighbours in its shard as thumbnails,
+    # found over the shard's parts one at a time: the same as all pairs at once.
+    assert len(list((tmp_path / "out" / "predictions" / "all").iterdir())) > 2
+    digest = digest_of("embed", tmp_path / "out")
     assert digest["norms"][0] == len(ok) and abs(digest["norms"][2] - 1) < 2e-3
+    for query, found in digest["neighbours"]:
+        nearest = sorted((k for k in by_key if k != query), key=lambda k: -float(by_key[k] @ by_key[query]))
+        assert [key for key, _ in found] == nearest[:4]
     sections = task_sections([digest], LocalStorage(source))
     assert sections[0].rows[0][0] == len(ok)
     query, neighbours = digest["neighbours"][0]
@@ -163,7 +181,7 @@ def test_detect_boxes_are_in_the_original_upright_image(tmp_path: Path, decode: 
     assert rows.at["broken.jpg", "status"] == "rejected"
 
     # The report card: counts by label, and thumbnails with the boxes drawn where they belong.
-    digest = shard_digest("detect", table)
+    digest = digest_of("detect", tmp_path / "out")
     assert digest["counts"] == {"box": 2} and digest["images"] == 2
     sections = task_sections([digest], LocalStorage(source))
     assert sections[0].rows == [["box", 2]]
