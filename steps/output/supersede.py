@@ -114,7 +114,7 @@ def recorded_keys(storage: Storage, name: str, files: ShardFiles) -> set[str]:
     if storage.exists(manifest_key(name)):
         records.append(manifest_key(name))
     for record in records:
-        keys.update(parquet_to_table(storage.read(record)).column("key").to_pylist())
+        keys.update(parquet_to_table(storage.read(record), ["key"]).column("key").to_pylist())
     return keys
 
 

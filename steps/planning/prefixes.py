@@ -165,9 +165,11 @@ def plan_layout(
 ) -> ShardLayout:
     """Choose the shards for keys counted in ``counts``; ``width`` 0 chooses it from the count.
 
-    When the chosen width gives more prefixes than ``max_shards``, contiguous prefixes are packed
-    into as many ranges as the target needs, at most ``max_shards`` (and the reason says so): a
-    fan-out of 100 tasks, not a fall back to 16. ``starts`` reuses the ranges of an earlier plan,
+    When the chosen width gives more prefixes than the target needs shards (the smallest width
+    averages between 1/16 of the target and the target), contiguous prefixes are packed into as
+    many ranges as the target needs, at most ``max_shards`` (and the reason says so): 3 shards of
+    ~20 images for 54 images at ``--shard-size 20``, not 16 of ~3, and a fan-out of 100 tasks
+    under ``--max-shards 100``, not a fall back to 16. ``starts`` reuses the ranges of an earlier plan,
     so a rerun's shards line up with it. A forced width that gives more than ``max_shards`` shards
     is an error.
     """
@@ -198,15 +200,21 @@ def plan_layout(
 
     wanted = choose_width(counts.total, target_size)
     groups = counts.at_width(wanted)
-    if len(groups) <= max_shards:
+    # The target needs this many shards; one per prefix would give up to 16 times as many small ones.
+    needed = math.ceil(counts.total / target_size)
+    if len(groups) <= min(needed, max_shards):
         return ShardLayout(
             wanted,
             _prefix_ranges(groups, wanted),
             target_size,
             f"prefix width {wanted} keeps shards at or under ~{target_size} images",
         )
-    # As many ranges as the target needs (so shards do not shrink below it), at most max_shards.
-    packed = pack_starts(groups, min(max_shards, math.ceil(counts.total / target_size)), wanted)
+    # As many ranges as the target needs (so shards do not shrink below it), at most max_shards,
+    # cut at a width fine enough (16+ prefixes a range) that they come out near-equal.
+    shards = min(max_shards, needed)
+    wanted = max(wanted, min(MAX_WIDTH, math.ceil(math.log(shards, 16)) + 1))
+    groups = counts.at_width(wanted)
+    packed = pack_starts(groups, shards, wanted)
     ranges = _packed_ranges(counts, wanted, packed)
     packed_into = f"prefix width {wanted}, {len(groups)} prefixes packed into {len(ranges)} range" + (
         "s" if len(ranges) != 1 else ""

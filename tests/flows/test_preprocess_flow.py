@@ -223,7 +223,7 @@ def test_reruns_after_new_images_and_new_settings_keep_inputs_exactly_once(sampl
     grown = rerun(*small)
     assert "planning" in grown["output"] and "anew, superseding its earlier shards: its one shard" in grown["output"]
     assert "retired 1 superseded shards (all)" in grown["output"]
-    # 90 images at ~70 per shard: two ranges of one-digit prefixes, none below the target.
+    # 90 images at ~70 per shard: two ranges of two-digit prefixes, none below the target.
     assert grown["images"] == first["images"] + 36 and grown["shards"] == 2
     assert grown["stale_files"] >= 3 and "stale files of earlier runs removed" in grown["output"]
 

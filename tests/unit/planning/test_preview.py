@@ -20,7 +20,7 @@ def test_plan_prints_the_plan_and_writes_nothing(tmp_path: Path, capsys: pytest.
     source = make_input(tmp_path / "in", 300)
     assert main(["plan", str(source), str(tmp_path / "out"), "--flow", "infer", "--shard-size", "40", "--json"]) == 0
     facts = json.loads(capsys.readouterr().out)
-    assert (facts["images"], facts["shards"], facts["input_bytes"]) == (300, 16, 900)
+    assert (facts["images"], facts["shards"], facts["input_bytes"]) == (300, 8, 900)  # 300 / 40 → 8 shards
     assert facts["largest_task_minutes"] == pytest.approx(facts["largest_shard"] * facts["ms_per_image"] / 60_000)
     assert facts["cost_basis"] == "g4dn.xlarge" and facts["spot_dollars"] is not None
     assert not (tmp_path / "out").exists()

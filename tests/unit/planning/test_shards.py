@@ -41,25 +41,33 @@ def test_auto_width_targets_shard_size(count: int, target: int, width: int) -> N
     assert choose_width(count, target) == width
 
 
-def test_auto_width_keeps_shards_near_target() -> None:
+def test_auto_shards_hold_about_the_target_not_a_sixteenth_of_it() -> None:
     plan = plan_shards(sha_keys(5000), target_size=100, max_shards=1000)
-    assert plan.width == 2
-    assert len(plan.shards) == 256
-    assert max(len(s) for s in plan.shards) < 2 * 5000 / 256 + 10
+    # Width 2 would give 256 shards of ~20; 50 ranges of 16+ width-3 prefixes each hold ~100.
+    assert plan.width == 3 and len(plan.shards) == 50
+    assert all(85 <= len(s) <= 115 for s in plan.shards), sorted(len(s) for s in plan.shards)
+    assert "packed into 50 ranges of ~100 images" in plan.reason
+    small = plan_shards(sha_keys(54), target_size=20, max_shards=16)
+    assert len(small.shards) == 3 and all(14 <= len(s) <= 22 for s in small.shards)
+
+
+def test_prefixes_that_are_no_more_than_the_target_needs_stay_one_shard_each() -> None:
+    plan = plan_shards(sha_keys(5000), target_size=320, max_shards=100)  # 16 shards needed
+    assert plan.width == 1 and [s.name for s in plan.shards] == [f"{p:x}" for p in range(16)]
 
 
 def test_more_prefixes_than_max_shards_are_packed_into_balanced_ranges() -> None:
     keys = sha_keys(5000)
     plan = plan_shards(keys, target_size=20, max_shards=100)
-    assert plan.width == 2  # 250 wanted shards: 256 prefixes, packed into ranges
+    assert plan.width == 3  # 250 wanted shards, 100 allowed: 4,096 prefixes, packed into ranges
     assert 90 <= len(plan.shards) <= 100
     sizes = [len(s) for s in plan.shards]
-    assert max(sizes) < 2 * 5000 / 100
+    assert max(sizes) < 1.25 * 5000 / 100
     assert sorted(k for s in plan.shards for k in s.keys) == sorted(keys)
-    assert plan.shards[0].name.startswith("00-") and plan.shards[-1].name.endswith("-ff")
+    assert plan.shards[0].name.startswith("000-") and plan.shards[-1].name.endswith("-fff")
     for shard in plan.shards:  # every key lies in its shard's prefix range
         first, last = shard.name.split("-")
-        assert all(first <= shard_prefix(k, 2) <= last for k in shard.keys)
+        assert all(first <= shard_prefix(k, 3) <= last for k in shard.keys)
     assert "packed into" in plan.reason and "--max-shards" in plan.reason and "max-num-splits" in plan.reason
 
 

@@ -41,7 +41,7 @@ def test_target_comes_from_task_minutes_and_the_reason_says_both_numbers() -> No
     sizing = Sizing(task_minutes=0.5, cost=COST)  # 5,000 images a shard
     counts = counts_of(40_000)
     layout = plan_layout(counts, sizing.target_images(), max_shards=100)
-    assert sizing.target_images() == 5_000 and len(layout.ranges) == 16  # width 1: ~2,500 a shard
+    assert sizing.target_images() == 5_000 and len(layout.ranges) == 8  # 8 ranges of ~5,000, not 16 of ~2,500
     sizing.check_fanout(layout, counts.total, 100)
     reason = sizing.explain(layout)
     assert "0.5 task minutes" in reason and "6 ms per image" in reason
