@@ -102,8 +102,10 @@ class LiveCard(Generic[Value]):
             with self._lock:
                 interval = next_interval(interval, self.expected_seconds())
         # Metaflow renders no final card for a failed task: show the failure in the live one
-        # (dropped if the last refresh was under REFRESH_S ago).
-        self._redraw()
+        # (dropped if the last refresh was under REFRESH_S ago). A task that succeeds gets its final
+        # card from Metaflow: one more refresh here would be a process for nothing.
+        if self.failure:
+            self._redraw()
 
     def _redraw(self) -> None:
         with self._lock:

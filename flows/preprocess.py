@@ -20,9 +20,7 @@ from steps.io.input_format import input_format
 from steps.io.storage import open_storage
 from steps.io.validation import check_names
 from steps.output.attempts import attempt_seconds
-from steps.preprocess.report import build_report
-from steps.preprocess.shard import PREPROCESS_DEVICES, PREPROCESS_FILES, preprocess_shard, tensor_device
-from steps.preprocess.webdataset import FORMATS, WebDatasetPacker, read_label_map
+from steps.preprocess.files import PREPROCESS_FILES
 from steps.stats.summary import RunSummary, shard_stats
 
 
@@ -51,6 +49,11 @@ class PreprocessFlow(ShardedFlow):
     )
 
     def check_settings(self) -> None:
+        # Arrow, Pillow and numpy load in the steps that use them, not with the flow file (which
+        # every task and card refresh imports).
+        from steps.preprocess.shard import PREPROCESS_DEVICES
+        from steps.preprocess.webdataset import FORMATS
+
         super().check_settings()
         check_names("--device", [self.compute_device], PREPROCESS_DEVICES, "cpu or cuda", "--device")
         if self.output_format not in FORMATS:
@@ -61,6 +64,9 @@ class PreprocessFlow(ShardedFlow):
     @retry(times=config.retry.times, minutes_between_retries=config.retry.minutes_between_retries)
     @step
     def process_shard(self):
+        from steps.preprocess.shard import preprocess_shard, tensor_device
+        from steps.preprocess.webdataset import WebDatasetPacker, read_label_map
+
         source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
         attempt = self.begin_attempt(target)
         inputs, planned_images = self.shard_inputs()
@@ -99,6 +105,8 @@ class PreprocessFlow(ShardedFlow):
     @card(type="blank", id="report")
     @step
     def join(self, inputs):
+        from steps.preprocess.report import build_report
+
         stats = self.merge_shards(inputs)
         summary = self.finish_summary(sum((RunSummary.of_shard(s) for s in stats), RunSummary()))
         source = input_format(self.shard_plan["input_format"]).row_reader(open_storage(self.input_uri))

@@ -45,7 +45,6 @@ from steps.io.validation import check_output
 from steps.output.attempts import AttemptClock, start_attempt
 from steps.output.lease import acquire, heartbeat, release
 from steps.output.supersede import ShardFiles, retire_superseded
-from steps.planning.run_plan import prepare_run
 from steps.planning.store import read_shard_keys
 from steps.planning.tars import check_input_format
 from steps.progress import log
@@ -121,6 +120,9 @@ class ShardedFlow(FlowSpec):
     @card(type="blank", id="region")
     @step
     def start(self):
+        # Imported here: planning reads inventories with Arrow, which no other task needs.
+        from steps.planning.run_plan import prepare_run
+
         self.started_at = time.time()
         with configuration_checked():
             self.check_settings()

@@ -25,15 +25,11 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from steps.errors import SpotInterruption
+from steps.io.input_format import same_key
 from steps.io.parquet import parquet_to_table, table_to_parquet
 from steps.io.storage import Storage
 from steps.output.layout import manifest_key
 from steps.progress import Progress, ProgressCallback, log
-
-
-def same_key(key: str) -> str:
-    """One row per planned key: the row's key is its unit."""
-    return key
 
 
 def chunk_ranges(count: int, chunk_size: int) -> list[range]:

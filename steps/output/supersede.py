@@ -18,8 +18,10 @@ import bisect
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from steps.io.concurrency import map_bounded
+from steps.io.input_format import same_key
 from steps.io.parquet import parquet_to_table
 from steps.io.storage import Storage
 from steps.output.layout import (
@@ -30,10 +32,12 @@ from steps.output.layout import (
     plan_keys_key,
     planned_shard_name,
 )
-from steps.output.ledger import ChunkLedger, same_key
 from steps.planning.prefixes import PrefixCounts, range_name, shard_prefix
 from steps.planning.store import read_shard_keys, stored_layout
 from steps.progress import log
+
+if TYPE_CHECKING:
+    from steps.output.ledger import ChunkLedger
 
 
 def no_directories(shard_name: str) -> tuple[str, ...]:
@@ -56,6 +60,9 @@ class ShardFiles:
 
     def ledger(self, storage: Storage, shard_name: str, unit_of: Callable[[str], str] = same_key) -> ChunkLedger:
         """The committed chunks of one shard; ``unit_of`` maps a row key to its planned key."""
+        # Imported here: the ledger needs Arrow, and flow files import this module in every task.
+        from steps.output.ledger import ChunkLedger
+
         return ChunkLedger(
             storage,
             self.chunk_directory(shard_name),

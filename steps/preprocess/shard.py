@@ -18,9 +18,10 @@ import pyarrow as pa
 from steps.io.concurrency import map_bounded
 from steps.io.input_format import IMAGE_OBJECTS, InputFormat
 from steps.io.storage import Storage
-from steps.output.layout import edges_key, key_stem, ledger_directory, resized_key, webdataset_directory
+from steps.output.layout import key_stem
 from steps.output.ledger import ShardOutcome, open_shard, run_chunked
-from steps.output.supersede import ShardFiles, remove_derived
+from steps.output.supersede import remove_derived
+from steps.preprocess.files import PREPROCESS_FILES
 from steps.preprocess.rows import preprocess_one
 from steps.preprocess.webdataset import WebDatasetPacker
 from steps.progress import Progress, ProgressCallback, log
@@ -38,19 +39,6 @@ MANIFEST_SCHEMA = pa.schema(
         ("height", pa.int32()),
         ("milliseconds", pa.float32()),
     ]
-)
-
-
-def derived_files(key: str) -> tuple[str, ...]:
-    return resized_key(key), edges_key(key)
-
-
-def shard_directories(shard_name: str) -> tuple[str, ...]:
-    return (webdataset_directory(shard_name),)
-
-
-PREPROCESS_FILES = ShardFiles(
-    chunk_directory=ledger_directory, derived=derived_files, shard_directories=shard_directories
 )
 
 

@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 
 from steps.io.concurrency import map_bounded
+from steps.io.input_format import same_key
 from steps.io.storage import Storage
 from steps.output.layout import (
     LABELS_FILE,
@@ -50,7 +51,6 @@ from steps.output.layout import (
     webdataset_sample_id,
     webdataset_tar_key,
 )
-from steps.output.ledger import same_key
 from steps.progress import log
 
 FORMATS = ("files", "webdataset")

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING
 
 from steps.cost.billing import BillingRate, Work, bill
-from steps.output.ledger import ShardOutcome
 from steps.report import usd
 from steps.stats.rejects import count_reasons, first_examples
+
+if TYPE_CHECKING:  # the module stays free of Arrow: flow files import it, and every task and card refresh imports them
+    from steps.output.ledger import ShardOutcome
 
 SAMPLES_PER_SHARD = 2
 

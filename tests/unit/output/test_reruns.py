@@ -35,7 +35,8 @@ from steps.output.supersede import ShardFiles, layout_misfit, retire_superseded
 from steps.planning.prefixes import PrefixCounts, cell_of
 from steps.planning.run_plan import RunPlan, prepare_run
 from steps.planning.store import read_shard_keys
-from steps.preprocess.shard import PREPROCESS_FILES, preprocess_shard
+from steps.preprocess.files import PREPROCESS_FILES
+from steps.preprocess.shard import preprocess_shard
 from steps.preprocess.webdataset import WebDatasetPacker, read_label_map
 from steps.verify import verify
 from tests.support.models import save_bundle

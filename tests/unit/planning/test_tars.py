@@ -17,7 +17,8 @@ from steps.planning.inputs import list_inputs
 from steps.planning.run_plan import prepare_run
 from steps.planning.store import read_shard_keys
 from steps.planning.tars import UNDECIDED_KEYS, resolve_format
-from steps.preprocess.shard import PREPROCESS_FILES, preprocess_shard
+from steps.preprocess.files import PREPROCESS_FILES
+from steps.preprocess.shard import preprocess_shard
 from steps.preprocess.webdataset import WebDatasetPacker
 from steps.verify import verify
 from tests.support.flows import S3Server, upload_dir
