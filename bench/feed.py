@@ -67,7 +67,7 @@ def ustar_images(data: bytes) -> int:
 
 def worker(reader: str, images: int, size: int, threads: int) -> dict:
     """In the reader's own process: images read, client CPU and wall seconds (after a warm-up)."""
-    from steps.io.storage import S3Storage, s3_client
+    from steps.io.s3_storage import S3Storage, s3_client
 
     storage = S3Storage(f"s3://{BUCKET}", max_connections=threads)
     if reader in ("tar members from memory", "ustar scan from memory"):

@@ -46,7 +46,7 @@ from steps.imaging.tensor_decode import RGB, decode_jpegs
 from steps.inference.pipeline import Predictor
 from steps.inference.shard import infer_shard
 from steps.inference.tasks import ClassifyTask
-from steps.io.storage import LocalStorage
+from steps.io.local_storage import LocalStorage
 from steps.models.loading import DEFAULT_INPUT_SIZE, LoadedModel
 from steps.preprocess.shard import preprocess_shard
 

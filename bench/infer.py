@@ -55,7 +55,8 @@ from steps.inference.pipeline import Batch, Predictor
 from steps.inference.shard import infer_shard
 from steps.inference.tasks import CallableRunner, ClassifyTask, InferTask, load_task
 from steps.io.input_format import IMAGE_OBJECTS, TAR_SHARDS, InputFormat
-from steps.io.storage import LocalStorage, Storage
+from steps.io.local_storage import LocalStorage
+from steps.io.storage import Storage
 from steps.io.tar_reader import TarMembers, read_tar
 from steps.models.architectures import IMAGENET_MEAN, IMAGENET_STD
 from steps.models.loading import DEFAULT_INPUT_SIZE, LoadedModel

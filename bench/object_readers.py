@@ -34,7 +34,7 @@ CANDIDATES = ("botocore", "obstore", "s3torchconnector", "awscrt", "ours")
 
 
 def botocore_get(endpoint: str, threads: int) -> Callable[[str], bytes]:
-    from steps.io.storage import s3_client
+    from steps.io.s3_storage import s3_client
 
     client = s3_client(threads)
     return lambda key: client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
@@ -93,7 +93,7 @@ def awscrt_get(endpoint: str, threads: int) -> Callable[[str], bytes]:
 
 
 def ours_get(endpoint: str, threads: int) -> Callable[[str], bytes]:
-    from steps.io.storage import S3Storage
+    from steps.io.s3_storage import S3Storage
 
     return S3Storage(f"s3://{BUCKET}", max_connections=threads).read
 

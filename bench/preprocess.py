@@ -46,7 +46,7 @@ from PIL import Image, ImageFilter, ImageOps
 
 from steps.imaging.codec import decode, draft_scale, encode, resize_to_fit
 from steps.imaging.edges import sobel_edges
-from steps.io.storage import LocalStorage
+from steps.io.local_storage import LocalStorage
 from steps.preprocess.image import preprocess_image
 from steps.preprocess.shard import preprocess_shard
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from common import best_seconds, camera_jpegs, print_machine_info, print_table
 
-from steps.io.storage import LocalStorage
+from steps.io.local_storage import LocalStorage
 from steps.preprocess.shard import preprocess_shard
 from steps.progress import Progress, ProgressCallback, ShardProgress
 

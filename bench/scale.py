@@ -37,7 +37,8 @@ from common import print_machine_info, print_table, s3_server
 
 from steps.cost.throughput import image_cost, images_for, read_throughput
 from steps.io.concurrency import map_bounded
-from steps.io.storage import LocalStorage, S3Storage, s3_client
+from steps.io.local_storage import LocalStorage
+from steps.io.s3_storage import S3Storage, s3_client
 from steps.planning.prefixes import ShardRange
 from steps.planning.run_plan import prepare_run
 from steps.planning.store import write_shard_keys

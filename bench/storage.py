@@ -20,7 +20,7 @@ import boto3
 from common import best_seconds, print_machine_info, print_table, s3_server
 
 from steps.io.concurrency import map_bounded
-from steps.io.storage import S3Storage
+from steps.io.s3_storage import S3Storage
 from tests.support.offline import LOOPBACK_ONLY_ENV
 
 BUCKET = "bench"

@@ -12,7 +12,8 @@ from steps.cost.prices import PriceBook
 from steps.cost.resources import StepResources
 from steps.cost.throughput import ImageCost, image_cost
 from steps.errors import ConfigError
-from steps.io.storage import is_s3, s3_client
+from steps.io.s3_storage import s3_client
+from steps.io.storage import is_s3
 from steps.report import Report, gigabytes
 
 

@@ -11,7 +11,8 @@ import uuid
 from collections.abc import Iterable
 
 from steps.errors import ConfigError
-from steps.io.storage import S3Storage, Storage, is_s3, open_storage
+from steps.io.s3_storage import S3Storage
+from steps.io.storage import Storage, is_s3, open_storage
 from steps.output.layout import PROBE_DIR
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from steps.io.storage import ObjectInfo, Storage
+from steps.io.listing import ObjectInfo
+from steps.io.storage import Storage
 from steps.output.layout import METADATA_NAMES
 
 

@@ -31,8 +31,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from steps.errors import ConfigError
-from steps.io.listing import PAGE
-from steps.io.storage import ObjectInfo, S3Storage, Storage, is_s3, open_storage
+from steps.io.listing import PAGE, ObjectInfo
+from steps.io.s3_storage import S3Storage
+from steps.io.storage import Storage, is_s3, open_storage
 from steps.output.layout import METADATA_NAMES
 
 _ARN = "arn:aws:s3:::"

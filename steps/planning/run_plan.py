@@ -11,7 +11,8 @@ from functools import partial
 from steps.cost.throughput import ImageCost
 from steps.errors import ConfigError
 from steps.io.input_format import WEBDATASET
-from steps.io.storage import ObjectInfo, Storage, is_s3, open_storage
+from steps.io.listing import ObjectInfo
+from steps.io.storage import Storage, is_s3, open_storage
 from steps.io.validation import check_input, check_output, check_positive
 from steps.output.supersede import layout_misfit
 from steps.planning.inputs import input_pages

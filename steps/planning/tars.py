@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 
 from steps.errors import ConfigError
 from steps.io.input_format import IMAGES, INPUT_FORMATS, WEBDATASET
-from steps.io.storage import ObjectInfo, Storage
+from steps.io.listing import ObjectInfo
+from steps.io.storage import Storage
 from steps.io.tar_reader import TAR_SUFFIX, read_tar
 from steps.planning.prefixes import ShardLayout
 from steps.planning.sizing import Sizing

@@ -15,7 +15,7 @@ import pytest
 
 from steps.demo.sample_data import generate
 from steps.inference.predictions import load_predictions
-from steps.io.storage import LocalStorage
+from steps.io.local_storage import LocalStorage
 from steps.planning.inputs import list_inputs
 from steps.verify import verify
 from tests.support.fakes import fake_imds, flaky_s3_proxy

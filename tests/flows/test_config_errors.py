@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from steps.io.storage import LocalStorage
+from steps.io.local_storage import LocalStorage
 from steps.models.architectures import build_architecture
 from steps.output.lease import acquire, release
 from tests.support.flows import run_flow

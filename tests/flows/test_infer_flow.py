@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from steps.inference.predictions import load_labels, load_predictions
-from steps.io.storage import LocalStorage
+from steps.io.local_storage import LocalStorage
 from steps.planning.inputs import list_inputs
 from steps.report import usd
 from tests.support.flows import SPOT_BATCH, S3Server, card_text, run_flow, run_flow_killing, upload_dir

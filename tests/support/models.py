@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from steps.demo.sample_data import SOURCES
-from steps.io.storage import LocalStorage
+from steps.io.local_storage import LocalStorage
 from steps.models.architectures import build_architecture
 from steps.models.bundle import ModelBundle
 

@@ -23,7 +23,7 @@ from steps.inference.pipeline import Batch, Prepared, decodes_on_device, prepare
 from steps.inference.predictions import load_predictions
 from steps.inference.shard import infer_shard
 from steps.inference.tasks import ClassifyTask
-from steps.io.storage import LocalStorage
+from steps.io.local_storage import LocalStorage
 from steps.models.loading import LoadedModel, load_model
 from steps.planning.inputs import list_inputs
 from tests.support.models import save_torchscript, save_trained_bundle

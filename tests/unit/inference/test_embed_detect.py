@@ -22,8 +22,8 @@ from steps.inference.shard import infer_shard
 from steps.inference.similar import similar
 from steps.inference.task_report import DIGEST_COLUMNS, shard_digest, task_sections
 from steps.inference.tasks import DETECT_COLUMNS, CallableTask, load_task
+from steps.io.local_storage import LocalStorage
 from steps.io.parquet import parquet_to_table
-from steps.io.storage import LocalStorage
 from steps.models.architectures import build_architecture
 from steps.models.detection import detection_model
 from steps.models.embedding import without_head

@@ -12,7 +12,7 @@ from steps.errors import ConfigError
 from steps.inference.predictions import load_predictions
 from steps.inference.shard import infer_shard
 from steps.inference.tasks import CallableTask, ClassifyTask, load_task
-from steps.io.storage import LocalStorage
+from steps.io.local_storage import LocalStorage
 from steps.planning.inputs import list_inputs
 
 transformers = pytest.importorskip("transformers", reason="the hf extra: pip install 'spot-batch[hf]'")

@@ -19,7 +19,7 @@ from steps.inference.predictions import load_labels, load_predictions
 from steps.inference.shard import infer_shard
 from steps.inference.tasks import ClassifyTask
 from steps.io.concurrency import Prefetcher
-from steps.io.storage import LocalStorage
+from steps.io.local_storage import LocalStorage
 from steps.models.architectures import build_architecture
 from steps.models.loading import class_names_for, load_model
 from steps.planning.inputs import list_inputs

@@ -12,7 +12,7 @@ from steps.inference.predictions import load_predictions
 from steps.inference.shard import infer_shard
 from steps.inference.tasks import ClassifyTask
 from steps.io.input_format import TAR_SHARDS
-from steps.io.storage import LocalStorage
+from steps.io.local_storage import LocalStorage
 from steps.models.loading import load_model
 from steps.planning.inputs import list_inputs
 from tests.support.models import save_bundle

@@ -16,7 +16,7 @@ from steps.errors import ConfigError, UserCodeError
 from steps.inference.predictions import describe, load_table
 from steps.inference.shard import infer_shard
 from steps.inference.tasks import CallableTask, load_task
-from steps.io.storage import LocalStorage
+from steps.io.local_storage import LocalStorage
 from steps.planning.inputs import list_inputs
 from steps.spot import is_transient
 from tests.support.flows import REPO

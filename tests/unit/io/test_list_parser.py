@@ -10,7 +10,7 @@ import pytest
 from botocore.parsers import RestXMLParser
 
 from steps.io.list_parser import parse_list_objects_v2
-from steps.io.storage import s3_client
+from steps.io.s3_storage import s3_client
 
 NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 KEYS = ["in/a b+c.jpg", "in/é/ü.png", "in/x&y<z>.jpg"]

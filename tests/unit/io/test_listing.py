@@ -10,7 +10,8 @@ import pytest
 
 from steps.errors import RejectedInput
 from steps.io import listing
-from steps.io.storage import LocalStorage, open_storage, read_input
+from steps.io.local_storage import LocalStorage
+from steps.io.storage import open_storage, read_input
 
 
 def test_local_listing_walks_nested_directories_in_parallel(tmp_path: Path) -> None:

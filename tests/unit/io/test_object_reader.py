@@ -12,7 +12,8 @@ from steps.errors import RejectedInput
 from steps.io import object_reader as reader_module
 from steps.io.concurrency import map_bounded
 from steps.io.object_reader import object_reader
-from steps.io.storage import S3Storage, open_storage, read_input, s3_client
+from steps.io.s3_storage import S3Storage, s3_client
+from steps.io.storage import open_storage, read_input
 from tests.support.flows import S3Server
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from steps.errors import RejectedInput
 from steps.io.input_format import InputFormat
-from steps.io.storage import LocalStorage
+from steps.io.local_storage import LocalStorage
 from steps.io.tar_reader import TarMembers, read_tar, split_samples, tar_members, unit_of
 from tests.support.tars import sample_members, tar_bytes
 

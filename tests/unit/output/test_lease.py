@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from steps.errors import ConfigError, LeaseConflict, SpotInterruption
-from steps.io.storage import LocalStorage, S3Storage, Storage
+from steps.io.local_storage import LocalStorage
+from steps.io.s3_storage import S3Storage
+from steps.io.storage import Storage
 from steps.output.layout import LEASE_KEY
 from steps.output.lease import LeaseLost, OutputInUse, acquire, heartbeat, release, renew
 from steps.spot import is_transient

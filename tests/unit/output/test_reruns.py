@@ -27,8 +27,9 @@ from steps.errors import SpotInterruption
 from steps.inference.files import INFER_FILES
 from steps.inference.shard import infer_shard
 from steps.inference.tasks import ClassifyTask
+from steps.io.local_storage import LocalStorage
 from steps.io.parquet import parquet_to_table
-from steps.io.storage import LocalStorage, Storage
+from steps.io.storage import Storage
 from steps.models.loading import LoadedModel, load_model
 from steps.output.layout import PLAN_KEYS_SUFFIX
 from steps.output.supersede import ShardFiles, layout_misfit, retire_superseded

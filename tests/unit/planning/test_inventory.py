@@ -13,8 +13,9 @@ import pyarrow as pa
 import pytest
 
 from steps.errors import ConfigError
+from steps.io.local_storage import LocalStorage
 from steps.io.parquet import table_to_parquet
-from steps.io.storage import LocalStorage, open_storage
+from steps.io.storage import open_storage
 from steps.planning.run_plan import prepare_run
 from steps.planning.store import read_shard_keys
 

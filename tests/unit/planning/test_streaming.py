@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from steps.errors import ConfigError
-from steps.io.storage import LocalStorage, ObjectInfo
+from steps.io.listing import ObjectInfo
+from steps.io.local_storage import LocalStorage
 from steps.output.layout import PLAN_LAYOUT_KEY
 from steps.planning.run_plan import RunPlan, prepare_run, stream_plan
 from steps.planning.sizing import Sizing

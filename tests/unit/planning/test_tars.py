@@ -10,7 +10,8 @@ import pytest
 from steps.errors import ConfigError
 from steps.io.input_format import TAR_SHARDS
 from steps.io.listing import ObjectInfo
-from steps.io.storage import LocalStorage, open_storage
+from steps.io.local_storage import LocalStorage
+from steps.io.storage import open_storage
 from steps.io.tar_reader import split_samples
 from steps.output.supersede import retire_superseded
 from steps.planning.inputs import list_inputs

@@ -21,8 +21,8 @@ from PIL import Image
 
 from steps.imaging.codec import decode, resize_to_fit
 from steps.imaging.edges import sobel_edges
+from steps.io.local_storage import LocalStorage
 from steps.io.parquet import parquet_to_table
-from steps.io.storage import LocalStorage
 from steps.planning.inputs import list_inputs
 from steps.preprocess.shard import preprocess_shard
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import webdataset as wds
 
-from steps.io.storage import LocalStorage
+from steps.io.local_storage import LocalStorage
 from steps.output.layout import edges_key, manifest_key, resized_key
 from steps.preprocess.webdataset import WebDatasetPacker, read_label_map
 from steps.training.webdataset_input import describe_webdataset, is_webdataset_input, samples

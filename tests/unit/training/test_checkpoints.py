@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from steps.errors import ConfigError, SpotInterruption
-from steps.io.storage import LocalStorage, open_storage
+from steps.io.local_storage import LocalStorage
+from steps.io.storage import open_storage
 from steps.models.architectures import SmallCNN
 from steps.training.checkpoints import CheckpointStore, checkpoint_name, load_resume_from
 from steps.training.data import Dataset, check_dataset, load_dataset
