@@ -31,7 +31,9 @@ demo: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q
+	# One worker per core (at most 4: a flow test's tasks hold ~800 MB each); a module's tests share a
+	# worker, so its module-scoped reference runs are made once.
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadscope
 
 clean:
 	rm -rf $(DEMO) .metaflow

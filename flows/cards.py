@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from metaflow import current
-from metaflow.cards import Image, Markdown, Table
+from metaflow.cards import Image, Markdown, Table, VegaChart
 
 from steps.report import Chart, Images, Report, human
 from steps.report import Table as ReportTable
@@ -28,4 +28,4 @@ def render(report: Report) -> None:
                 )
             )
         elif isinstance(section, Chart):
-            card.append(Image(src=section.png))  # titled by the section header above
+            card.append(VegaChart(section.spec))  # titled by the section header above

@@ -25,36 +25,10 @@ from steps.training.events import (
     TrainingEvent,
     TrainingStarted,
 )
+from steps.training.report import curves_spec
 
 TRAIN_CARD = "progress"
 CHECKPOINTS_SHOWN = 12  # the newest; the count covers them all
-
-
-def curves_spec(history: dict[str, list[float]]) -> dict:
-    """Vega-Lite: train loss and validation accuracy per epoch, each on its own axis."""
-    rows = [
-        {"epoch": epoch, "metric": metric.replace("_", " "), "value": value}
-        for metric, values in history.items()
-        for epoch, value in enumerate(values, start=1)
-    ]
-
-    def line(metric: str, color: str, domain: list[float] | None = None) -> dict:
-        scale = {"domain": domain} if domain else {"zero": False}
-        return {
-            "transform": [{"filter": {"field": "metric", "equal": metric}}],
-            "mark": {"type": "line", "point": True, "color": color},
-            "encoding": {
-                "x": {"field": "epoch", "type": "quantitative", "axis": {"tickMinStep": 1}},
-                "y": {"field": "value", "type": "quantitative", "title": metric, "scale": scale},
-            },
-        }
-
-    return {
-        "data": {"values": rows},
-        "layer": [line("train loss", "#d8573b"), line("val accuracy", "#3b7dd8", [0, 1])],
-        "resolve": {"scale": {"y": "independent"}},
-        "height": 220,
-    }
 
 
 class TrainCard(LiveCard[TrainingEvent]):

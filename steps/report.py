@@ -1,8 +1,11 @@
-"""A card-agnostic report: titled tables, image rows and charts that a flow renders as a Metaflow card."""
+"""A card-agnostic report: titled tables, image rows and charts that a flow renders as a Metaflow card.
+
+Charts are Vega-Lite specs (plain dicts): the Metaflow UI draws them itself, interactively, and a
+task that reports draws nothing (no plotting library to import: ~0.8 s of CPU a join or end task).
+"""
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +31,7 @@ class Images:
 @dataclass(frozen=True)
 class Chart:
     title: str
-    png: bytes
+    spec: dict  # Vega-Lite
 
 
 @dataclass
@@ -38,22 +41,19 @@ class Report:
     sections: list[Table | Images | Chart] = field(default_factory=list)
 
 
-def bar_chart_png(labels: Sequence[str], values: Sequence[float], ylabel: str, title: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3), dpi=100)
-    ax.bar(list(labels), list(values), color="#3b7dd8")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.tick_params(axis="x", labelrotation=90 if len(labels) > 16 else 0, labelsize=7)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+def bar_chart(labels: Sequence[str], values: Sequence[float], ylabel: str) -> dict:
+    """Vega-Lite: one bar per label, in the order given."""
+    return {
+        "data": {
+            "values": [{"label": str(label), "value": value} for label, value in zip(labels, values, strict=True)]
+        },
+        "mark": {"type": "bar", "color": "#3b7dd8"},
+        "encoding": {
+            "x": {"field": "label", "type": "nominal", "sort": None, "title": None},
+            "y": {"field": "value", "type": "quantitative", "title": ylabel},
+        },
+        "height": 200,
+    }
 
 
 def usd(value: float) -> str:

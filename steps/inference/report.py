@@ -12,7 +12,7 @@ import pyarrow as pa
 from steps.imaging.codec import thumbnail_jpeg
 from steps.inference.predictions import Scores, score
 from steps.io.storage import Storage
-from steps.report import Chart, Images, Report, Table, bar_chart_png, human
+from steps.report import Chart, Images, Report, Table, bar_chart, human
 from steps.stats.report import durations_table, rejects_tables, shard_table, throughput_chart, totals_table
 from steps.stats.summary import RunSummary, ShardStats
 
@@ -118,7 +118,7 @@ def build_report(
         report.sections.append(throughput_chart(stats))
     counts = scores.label_counts.most_common(40)
     if counts:
-        chart = bar_chart_png([c[0] for c in counts], [c[1] for c in counts], "images", "images per predicted label")
+        chart = bar_chart([c[0] for c in counts], [c[1] for c in counts], "images")
         report.sections.append(Chart("Predicted labels", chart))
     if scores.labelled:
         report.sections += [per_class_table(scores), confusion_table(scores)]

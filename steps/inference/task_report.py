@@ -23,7 +23,7 @@ from PIL import ImageDraw
 
 from steps.imaging.codec import decode, encode, thumbnail_jpeg
 from steps.io.storage import Storage
-from steps.report import Chart, Images, Table, bar_chart_png
+from steps.report import Chart, Images, Table, bar_chart
 
 NEIGHBOUR_QUERIES = 2  # per shard
 NEIGHBOURS = 4
@@ -162,8 +162,7 @@ def task_sections(digests: Sequence[dict], source: Storage) -> list[Table | Imag
         )
     ]
     if top:
-        chart = bar_chart_png([c[0] for c in top], [c[1] for c in top], "boxes", "boxes per label")
-        sections.append(Chart("Detections by label", chart))
+        sections.append(Chart("Detections by label", bar_chart([c[0] for c in top], [c[1] for c in top], "boxes")))
     samples = [s for d in digests for s in d["samples"]][:SHOWN]
     if samples:
         drawn = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from steps.report import Chart, Table, bar_chart_png, human, usd
+from steps.report import Chart, Table, bar_chart, human, usd
 from steps.stats.rejects import merge_counts, reason_kind
 from steps.stats.stragglers import ShardTiming, durations
 from steps.stats.summary import RunSummary, ShardStats
@@ -102,9 +102,7 @@ def throughput_chart(stats: Sequence[ShardStats]) -> Chart:
     title, worked = first_shards("Throughput per shard", [s for s in stats if not s.skipped])
     return Chart(
         title,
-        bar_chart_png(
-            [s.name for s in worked], [s.images_per_second for s in worked], "images/s", "images/s per shard"
-        ),
+        bar_chart([s.name for s in worked], [s.images_per_second for s in worked], "images/s"),
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 from steps.cost.prices import PriceBook, parse_snapshot, read_snapshot
@@ -21,28 +20,31 @@ def headline(summary: dict[str, Any]) -> str:
     )
 
 
-def curves_png(metrics: dict[str, list[float]]) -> bytes:
-    import matplotlib
+def curves_spec(history: dict[str, list[float]]) -> dict:
+    """Vega-Lite: train loss and validation accuracy per epoch, each on its own axis."""
+    rows = [
+        {"epoch": epoch, "metric": metric.replace("_", " "), "value": value}
+        for metric, values in history.items()
+        for epoch, value in enumerate(values, start=1)
+    ]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def line(metric: str, color: str, domain: list[float] | None = None) -> dict:
+        scale = {"domain": domain} if domain else {"zero": False}
+        return {
+            "transform": [{"filter": {"field": "metric", "equal": metric}}],
+            "mark": {"type": "line", "point": True, "color": color},
+            "encoding": {
+                "x": {"field": "epoch", "type": "quantitative", "axis": {"tickMinStep": 1}},
+                "y": {"field": "value", "type": "quantitative", "title": metric, "scale": scale},
+            },
+        }
 
-    epochs = list(range(1, len(metrics["train_loss"]) + 1))
-    fig, loss_ax = plt.subplots(figsize=(7, 3), dpi=100)
-    loss_ax.plot(epochs, metrics["train_loss"], "o-", color="#d8573b", label="train loss")
-    loss_ax.set_xlabel("epoch")
-    loss_ax.set_xticks(epochs)  # whole epochs, not 1.25
-    loss_ax.set_ylabel("train loss", color="#d8573b")
-    accuracy_ax = loss_ax.twinx()
-    accuracy_ax.plot(epochs, metrics["val_accuracy"], "s-", color="#3b7dd8", label="val accuracy")
-    accuracy_ax.set_ylim(0, 1.05)
-    accuracy_ax.set_ylabel("val accuracy", color="#3b7dd8")
-    loss_ax.set_title("Training loss and validation accuracy")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return {
+        "data": {"values": rows},
+        "layer": [line("train loss", "#d8573b"), line("val accuracy", "#3b7dd8", [0, 1])],
+        "resolve": {"scale": {"y": "independent"}},
+        "height": 220,
+    }
 
 
 def cost_table(summary: dict[str, Any], prices: PriceBook) -> Table:
@@ -100,7 +102,7 @@ def build_report(
         title="TrainFlow",
         headline=headline(summary),
         sections=[
-            Chart("Loss and accuracy per epoch", curves_png(metrics)),
+            Chart("Loss and accuracy per epoch", curves_spec(metrics)),
             Table(
                 "Per-epoch metrics",
                 ["epoch", "train loss", "val accuracy"],

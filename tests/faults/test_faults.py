@@ -239,6 +239,8 @@ def reference_predictions(fault_input: Path, model_file: str, tmp_path_factory: 
     return load_predictions(str(base / "out")).sort_values("key").reset_index(drop=True)
 
 
+# The default run's representatives are tests/flows/test_infer_flow.py's two killed InferFlow runs.
+@pytest.mark.slow
 @pytest.mark.parametrize("point", KILL_POINTS)
 def test_sigkilled_inference_is_retried_to_identical_predictions(
     point: str,

@@ -12,7 +12,7 @@ from PIL import Image
 
 from steps.report import usd
 from steps.stats.rejects import count_reasons
-from tests.support.flows import SPOT_BATCH, FlowRun, S3Server, card_text, run_flow, upload_dir
+from tests.support.flows import SPOT_BATCH, FlowRun, S3Server, card_components, card_text, run_flow, upload_dir
 
 SHARDING = ("--shard-size", "20", "--threads", "4", "--chunk-size", "8")
 
@@ -83,7 +83,12 @@ def test_local_run_writes_outputs_manifests_report_and_rerun_skips(sample_dir: P
     assert "Preprocessed" in first.output and "images/s" in first.output
 
     card = card_text("preprocess", tmp_path / "wd", f"{run.id}/join")
-    assert "Throughput per shard" in card and "data:image/png;base64" in card
+    # A Vega-Lite chart (drawn by the UI, not by the join task): a bar per shard, at its images/s.
+    (chart,) = [c for c in card_components(card) if c["type"] == "vegaChart"]
+    bars = {row["label"]: row["value"] for row in chart["spec"]["data"]["values"]}
+    assert "Throughput per shard" in card
+    worked = [task.data.shard_stats for task in run["process_shard"]]
+    assert bars == pytest.approx({s["name"]: s["images"] / s["seconds"] for s in worked})
     # Rejects counted by reason, the same counts as the manifests give.
     assert f"Rejected inputs by reason ({len(bad)} in all)" in card
     for reason, count in count_reasons(rejected.values()):

@@ -167,10 +167,12 @@ def run_flow_killing(
     ready: Callable[[], bool],
     env: dict[str, str] | None = None,
     victims: Callable[[int, str], list[int]] = first_attempt_task_pids,
+    poll_s: float = 0.01,
 ) -> tuple[FlowRun, bool]:
     """Run a flow, SIGKILL its first-attempt ``step`` task (or the processes ``victims(flow_pid, step)``
     names among the flow process's descendants) once ``ready()`` (a spot loss seen from outside: no hook
-    in the code under test), and let ``@retry`` finish it.
+    in the code under test), and let ``@retry`` finish it. ``ready`` is polled every ``poll_s`` seconds
+    (a listing of the loopback S3 server wants a longer interval than a glob of local files).
 
     Returns the run and whether the kill happened before the task finished on its own.
     """
@@ -193,6 +195,6 @@ def run_flow_killing(
             for pid in victims(process.pid, step):
                 os.kill(pid, signal.SIGKILL)
                 killed = True
-        time.sleep(0.002)
+        time.sleep(poll_s)
     stdout, _ = process.communicate(timeout=300)
     return FlowRun(subprocess.CompletedProcess(process.args, process.returncode, stdout, ""), workdir), killed

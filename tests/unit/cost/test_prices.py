@@ -54,7 +54,9 @@ def test_live_endpoint_from_the_environment(s3_server: S3Server, monkeypatch: py
 def test_dead_endpoint_falls_back_to_the_snapshot_quickly() -> None:
     started = time.monotonic()
     book = load_prices(read_snapshot(), endpoint_url="http://127.0.0.1:1")
-    assert time.monotonic() - started < 5
+    # Refused at once; the bound only has to rule out the client's 60 s timeouts and backoff (and
+    # allow for a boto3 import on a loaded machine).
+    assert time.monotonic() - started < 20
     assert book.live_at is None
     assert book.quotes == parse_snapshot(read_snapshot()).quotes
     assert "(live lookup failed: Could not connect to the endpoint URL" in book.describe(TODAY)

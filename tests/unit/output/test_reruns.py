@@ -179,7 +179,7 @@ def seeds(count: int, default: int) -> list:
     return [seed if seed < default else pytest.param(seed, marks=pytest.mark.slow) for seed in range(count)]
 
 
-@pytest.mark.parametrize("seed", seeds(8, default=3))
+@pytest.mark.parametrize("seed", seeds(8, default=2))
 def test_preprocess_reruns_over_changing_inputs_and_settings_stay_exactly_once(tmp_path: Path, seed: int) -> None:
     source, output = tmp_path / "in", tmp_path / "out"
     rng = random.Random(seed)
@@ -227,7 +227,7 @@ def good_keys(output: Path) -> list[str]:
     return sorted(row["key"] for rows in table for row in rows if row["status"] == "ok")
 
 
-@pytest.mark.parametrize("seed", seeds(4, default=2))
+@pytest.mark.parametrize("seed", seeds(4, default=1))
 def test_webdataset_tars_hold_each_good_input_once_across_formats_chunk_sizes_and_layouts(
     tmp_path: Path, seed: int
 ) -> None:

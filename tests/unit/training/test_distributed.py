@@ -67,6 +67,7 @@ def two_rank_config(sample_dir: Path, root: Path, **changes: object) -> TrainCon
     return tiny_config(sample_dir, root, **{"epochs": 4, "checkpoint_every": 0, "processes": 2, **changes})
 
 
+@pytest.mark.slow  # in process; the default run's representative is the TrainFlow test of a killed gloo rank
 def test_two_ranks_learn_and_a_killed_rank_resumes_bit_identically(
     sample_dir: Path, tmp_path: Path, tiny_data: Dataset
 ) -> None:
