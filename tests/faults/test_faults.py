@@ -27,6 +27,11 @@ from tests.support.processes import look_alike_task
 ONE_SHARD = ("--shard-size", "1000", "--threads", "1", "--chunk-size", "4")
 
 
+def one_shard(source: object, output: object) -> tuple[str, ...]:
+    """PreprocessFlow's arguments for ``source`` → ``output`` as one shard of 4-image chunks."""
+    return ("--input", str(source), "--output", str(output), *ONE_SHARD)
+
+
 @pytest.fixture(scope="module")
 def fault_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("fault-input")
@@ -38,7 +43,7 @@ def fault_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def reference_output(fault_input: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An uninterrupted run, for byte-for-byte comparison."""
     base = tmp_path_factory.mktemp("reference")
-    result = run_flow("preprocess", base / "wd", "--input", str(fault_input), "--output", str(base / "out"), *ONE_SHARD)
+    result = run_flow("preprocess", base / "wd", *one_shard(fault_input, base / "out"))
     assert result.ok, result.output
     return base / "out"
 
@@ -95,11 +100,7 @@ def test_sigkill_mid_shard_is_retried_to_an_identical_output(
         result, killed = run_flow_killing(
             "preprocess",
             tmp_path / "wd",
-            "--input",
-            str(fault_input),
-            "--output",
-            str(out),
-            *ONE_SHARD,
+            *one_shard(fault_input, out),
             step="process_shard",
             ready=ready,
         )
@@ -127,11 +128,7 @@ def test_spot_notice_commits_exits_and_the_retry_finishes(
         result = run_flow(
             "preprocess",
             tmp_path / "wd",
-            "--input",
-            str(fault_input),
-            "--output",
-            str(out),
-            *ONE_SHARD,
+            *one_shard(fault_input, out),
             env={"SPOT_BATCH_METADATA_URL": imds, "SPOT_BATCH_POLL_SECONDS": "0.1"},
         )
     assert result.ok, result.output
@@ -151,11 +148,7 @@ def test_throttling_and_5xx_from_s3_do_not_fail_the_run(
         result = run_flow(
             "preprocess",
             tmp_path / "wd",
-            "--input",
-            f"{bucket}/in",
-            "--output",
-            f"{bucket}/out",
-            *ONE_SHARD,
+            *one_shard(f"{bucket}/in", f"{bucket}/out"),
             env={"METAFLOW_S3_ENDPOINT_URL": proxy},
         )
     assert result.ok, result.output

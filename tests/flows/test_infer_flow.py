@@ -23,6 +23,12 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 # Nine parts of 6: the kill lands while parts are still to come.
 FAST = ("--shard-size", "1000", "--chunk-size", "6", "--batch-size", "6", "--top-k", "3", "--workers", "2")
 
+
+def infer_args(source: object, output: object, model: str, *extra: str) -> tuple[str, ...]:
+    """InferFlow's arguments for ``source`` → ``output`` with ``model``, one shard of small chunks."""
+    return ("--input", str(source), "--output", str(output), "--model", model, *FAST, *extra)
+
+
 # Stands in for flows/train.py (tested on its own): `--model latest` only needs a successful
 # TrainFlow run with a `model_uri` artifact in the same metadata and namespace.
 STAND_IN_TRAINFLOW = textwrap.dedent(
@@ -73,13 +79,7 @@ def test_latest_model_with_a_killed_shard_then_a_rerun_that_skips(sample_dir: Pa
     first, killed = run_flow_killing(
         "infer",
         workdir,
-        "--input",
-        str(sample_dir),
-        "--output",
-        str(output),
-        "--model",
-        "latest",
-        *FAST,
+        *infer_args(sample_dir, output, "latest"),
         step="process_shard",
         ready=lambda: any((output / "predictions" / "all").glob("part-*.parquet")),
     )
@@ -130,7 +130,7 @@ def test_latest_model_with_a_killed_shard_then_a_rerun_that_skips(sample_dir: Pa
         assert f"{first_wrong['label']} {first_wrong['score']:.2f}; truth {truth[wrong[0]]}" in html
 
     parts = {p: p.stat().st_mtime_ns for p in (output / "predictions").rglob("*.parquet")}
-    again = run_flow("infer", workdir, "--input", str(sample_dir), "--output", str(output), "--model", bundle, *FAST)
+    again = run_flow("infer", workdir, *infer_args(sample_dir, output, bundle))
     assert again.ok, again.output[-3000:]
     assert again.client_run().data.summary["skipped_shards"] == 1
     assert {p: p.stat().st_mtime_ns for p in (output / "predictions").rglob("*.parquet")} == parts
@@ -148,13 +148,7 @@ def test_torchscript_model_input_and_output_on_s3(s3_server: S3Server, sample_di
     result = run_flow(
         "infer",
         tmp_path / "work",
-        "--input",
-        f"{bucket}/images",
-        "--output",
-        f"{bucket}/out",
-        "--model",
-        f"{bucket}/models/scripted.pt",
-        *FAST,
+        *infer_args(f"{bucket}/images", f"{bucket}/out", f"{bucket}/models/scripted.pt"),
         "--decode",
         "gpu",  # the device pipeline, here on CPU tensors
         env=s3_server.env,
@@ -181,13 +175,7 @@ def test_bad_model_fails_in_start_with_one_line(sample_dir: Path, tmp_path: Path
     result = run_flow(
         "infer",
         tmp_path / "work",
-        "--input",
-        str(sample_dir),
-        "--output",
-        str(tmp_path / "out"),
-        "--model",
-        fill(model),
-        *FAST,
+        *infer_args(sample_dir, tmp_path / "out", fill(model)),
     )
     assert not result.ok
     assert fill(message) in result.output
@@ -202,13 +190,7 @@ def test_readme_model_is_typed_exactly_once_after_a_sigkill_and_a_rerun_skips(sa
     first, killed = run_flow_killing(
         "infer",
         tmp_path / "work",
-        "--input",
-        str(sample_dir),
-        "--output",
-        str(output),
-        "--model",
-        spec,
-        *FAST,
+        *infer_args(sample_dir, output, spec),
         step="process_shard",
         ready=lambda: any((output / "predictions" / "all").glob("part-*.parquet")),
     )
@@ -232,9 +214,7 @@ def test_readme_model_is_typed_exactly_once_after_a_sigkill_and_a_rerun_skips(sa
     assert "columns: rgb_mean fixed_size_list<element: float>[3], brightness float" in shown.stdout
 
     parts = {p: p.stat().st_mtime_ns for p in (output / "predictions").rglob("*.parquet")}
-    again = run_flow(
-        "infer", tmp_path / "work", "--input", str(sample_dir), "--output", str(output), "--model", spec, *FAST
-    )
+    again = run_flow("infer", tmp_path / "work", *infer_args(sample_dir, output, spec))
     assert again.ok, again.output[-3000:]
     assert again.client_run().data.summary["skipped_shards"] == 1
     assert {p: p.stat().st_mtime_ns for p in (output / "predictions").rglob("*.parquet")} == parts
@@ -264,13 +244,7 @@ def test_an_exception_in_the_users_model_fails_the_task_once_with_its_traceback(
     result = run_flow(
         "infer",
         tmp_path / "work",
-        "--input",
-        str(sample_dir),
-        "--output",
-        str(tmp_path / "out"),
-        "--model",
-        f"python:{model}:build",
-        *FAST,
+        *infer_args(sample_dir, tmp_path / "out", f"python:{model}:build"),
     )
     assert not result.ok
     assert "ZeroDivisionError: bug in the user's model" in result.output
@@ -302,17 +276,7 @@ def test_embed_and_detect_with_random_init_torchvision_weights(
     result = run_flow(
         "infer",
         tmp_path / "work",
-        "--input",
-        str(sample_dir),
-        "--output",
-        str(output),
-        "--model",
-        f"torchvision:{arch}:{weights}",
-        "--task",
-        task,
-        "--min-score",
-        "0.05",
-        *FAST,
+        *infer_args(sample_dir, output, f"torchvision:{arch}:{weights}", "--task", task, "--min-score", "0.05"),
     )
     assert result.ok, result.output[-3000:]
     predictions = load_predictions(str(output))
