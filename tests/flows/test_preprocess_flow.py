@@ -1,18 +1,23 @@
-"""PreprocessFlow, really run: local datastore, S3 input/output, and Metaflow's S3 datastore."""
+"""PreprocessFlow, really run: local datastore (its cards, live and final, and its --notify hook), S3
+input/output, and Metaflow's S3 datastore."""
 
 import csv
 import io
 import os
 import subprocess
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from steps.progress import reason_kind
 from steps.report import usd
 from steps.stats.rejects import count_reasons
 from tests.support.flows import SPOT_BATCH, FlowRun, S3Server, card_components, card_text, run_flow, upload_dir
+from tests.support.http_sink import http_sink
 
 SHARDING = ("--shard-size", "20", "--threads", "4", "--chunk-size", "8")
 
@@ -53,10 +58,27 @@ def assert_results_only(run) -> None:
     assert not project_types, project_types
 
 
-def test_local_run_writes_outputs_manifests_report_and_rerun_skips(sample_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    first = run_flow("preprocess", tmp_path / "wd", "--input", str(sample_dir), "--output", str(out), *SHARDING)
+@dataclass(frozen=True)
+class LocalRun:
+    """One local run, shared by the tests that read it: its output and what its --notify hook posted."""
+
+    run: FlowRun
+    output: Path
+    posted: list[dict]
+
+
+@pytest.fixture(scope="module")
+def local_run(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> LocalRun:
+    base = tmp_path_factory.mktemp("preprocess-local")
+    with http_sink() as sink:
+        args = ("--input", str(sample_dir), "--output", str(base / "out"), *SHARDING, "--notify", sink.url)
+        first = run_flow("preprocess", base / "wd", *args)
     assert first.ok, first.output
+    return LocalRun(first, base / "out", sink.received)
+
+
+def test_local_run_writes_outputs_manifests_report_and_rerun_skips(sample_dir: Path, local_run: LocalRun) -> None:
+    first, out = local_run.run, local_run.output
     assert "(retry)" not in first.output, "a healthy run must not need retries"
     good, bad = good_and_bad(sample_dir)
 
@@ -82,7 +104,7 @@ def test_local_run_writes_outputs_manifests_report_and_rerun_skips(sample_dir: P
     assert {r["key"] for r in run.data.rejects} == bad
     assert "Preprocessed" in first.output and "images/s" in first.output
 
-    card = card_text("preprocess", tmp_path / "wd", f"{run.id}/join")
+    card = card_text("preprocess", first.workdir, f"{run.id}/join")
     # A Vega-Lite chart (drawn by the UI, not by the join task): a bar per shard, at its images/s.
     (chart,) = [c for c in card_components(card) if c["type"] == "vegaChart"]
     bars = {row["label"]: row["value"] for row in chart["spec"]["data"]["values"]}
@@ -102,7 +124,7 @@ def test_local_run_writes_outputs_manifests_report_and_rerun_skips(sample_dir: P
 
     # A CPU step is priced on a CPU instance, locally from the calibrated rate; one $ per million
     # images in the summary, the headline printed at the end, and the report card.
-    assert_region_chosen_in_start_and_the_run_told_it_is_local(first, tmp_path / "wd")
+    assert_region_chosen_in_start_and_the_run_told_it_is_local(first, first.workdir)
     assert summary["cost_basis"].startswith("local run, priced as the same work on no GPU, 4 vCPU, 8000 MB a task")
     assert summary["instance_types"] == run.data.instance_type and "xlarge" in summary["instance_types"]
     per_million = f"{usd(summary['usd_per_million_images'])} per million images"  # card JSON escapes ≈
@@ -110,12 +132,63 @@ def test_local_run_writes_outputs_manifests_report_and_rerun_skips(sample_dir: P
     assert per_million in first.output
     assert per_million in card and usd(summary["usd_per_million_images"]) in card.split("$ per million images")[1][:40]
 
-    second = run_flow("preprocess", tmp_path / "wd", "--input", str(sample_dir), "--output", str(out), *SHARDING)
+    second = run_flow("preprocess", first.workdir, "--input", str(sample_dir), "--output", str(out), *SHARDING)
     assert second.ok, second.output
     rerun = second.client_run().data.summary
     assert rerun["skipped_shards"] == rerun["shards"] == summary["shards"]
     assert (rerun["processed"], rerun["rejected"]) == (summary["processed"], summary["rejected"])
     assert "complete in an earlier run" in second.output
+
+
+def test_each_shard_task_card_shows_a_full_progress_bar_and_its_final_counts(local_run: LocalRun) -> None:
+    result = local_run.run
+    tasks = list(result.client_run()["process_shard"])
+    assert len(tasks) > 1
+    shown_rejects = 0
+    for task in tasks:
+        stats = task.data.shard_stats
+        card = card_text("preprocess", result.workdir, task.pathspec.split("/", 1)[1])
+        found = list(card_components(card))
+        bars = [c for c in found if c["type"] == "progressBar"]
+        assert len(bars) == 1 and bars[0]["value"] == bars[0]["max"] == stats["images"], bars
+        assert f"{stats['images']}/{stats['images']} images" in bars[0]["details"]
+        boxes = {c["title"]: c for c in found if c["type"] == "valueBox"}
+        assert boxes["chunks committed"]["value"] == f"{stats['chunks']}/{stats['chunks']}"
+        assert boxes["rejected so far"]["value"] == stats["rejected"]
+        assert boxes["ETA"]["value"] == "done"
+        text = "\n".join(c.get("source", "") for c in found if c["type"] == "markdown")
+        assert f"# Shard {stats['name']}" in text and "finished" in text
+        kinds = Counter(reason_kind(reason) for _, reason in stats["rejects"])
+        assert all(f"| {kind} | {n} |" in text for kind, n in kinds.items()) if kinds else "no rejects" in text
+        shown_rejects += sum(kinds.values())
+    assert shown_rejects == result.client_run().data.summary["rejected"] > 0
+
+    report = card_text("preprocess", result.workdir, f"{result.client_run().id}/join")
+    assert "Shard durations and stragglers" in report and "median" in report and "ms/image" in report
+
+
+def test_success_and_failure_are_posted(local_run: LocalRun, tmp_path: Path) -> None:
+    """--notify: the exit hook posts once when a run succeeds (the shared local run) and once when it fails."""
+    with http_sink() as sink:
+        failed = run_flow(
+            "preprocess",
+            tmp_path / "bad",
+            "--input",
+            str(tmp_path / "missing"),
+            "--output",
+            str(tmp_path / "o2"),
+            "--notify",
+            sink.url,
+        )
+    assert not failed.ok
+    (succeeded,), (crashed,) = local_run.posted, sink.received
+    run = local_run.run.client_run()
+    assert (succeeded["flow"], succeeded["run"], succeeded["status"]) == ("PreprocessFlow", run.pathspec, "succeeded")
+    assert succeeded["headline"] == run.data.headline and succeeded["headline"].startswith("Preprocessed ")
+    assert succeeded["summary"]["images"] == run.data.summary["images"]
+    assert (crashed["status"], crashed["failed_step"]) == ("failed", "start")
+    assert crashed["run"] == failed.client_run().pathspec
+    assert "missing" in crashed["error"] and "\n" not in crashed["error"]
 
 
 def test_s3_input_and_output_with_s3_datastore(sample_dir: Path, tmp_path: Path, s3_server: S3Server) -> None:

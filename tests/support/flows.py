@@ -66,13 +66,17 @@ class FlowRun:
         return self.process.stdout + self.process.stderr
 
     def client_run(self):
-        """The Metaflow ``Run`` of this flow run, read from its own local metadata."""
-        from metaflow import Flow, metadata, namespace
+        """The Metaflow ``Run`` of this flow run (by the run id it printed, not the workdir's latest run),
+        read from its own local metadata."""
+        import re
+
+        from metaflow import Run, metadata, namespace
 
         metadata(f"local@{self.workdir}")
         namespace(None)
         flow_name = next(line for line in self.output.splitlines() if "executing" in line).split()[3]
-        return Flow(flow_name).latest_run
+        run_id = re.search(r"\(run-id ([^)]+)\)", self.output).group(1)  # its own (the first), not a child's
+        return Run(f"{flow_name}/{run_id}")
 
 
 def run_flow(
