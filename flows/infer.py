@@ -5,7 +5,8 @@
 
 ``--model``: ``latest`` (the newest successful TrainFlow run's ``model_uri``), a TrainFlow model
 URI, a TorchScript file, ``torchvision:<arch>:<local weights file>`` (see
-steps/models/loading.py), ``hf:<checkpoint dir>`` or your own ``python:<file.py>:<factory>``.
+steps/models/loading.py), ``hf:<checkpoint dir>``, ``timm:<arch>:<checkpoint>``,
+``open_clip:<arch>:<checkpoint>`` or your own ``python:<file.py>:<factory>``.
 ``--task``: classify, embed or detect (steps/inference/tasks.py). Output:
 ``<output>/predictions/<shard>/part-NNNNN.parquet``, read with ``spot-batch predictions OUTPUT``.
 A retried shard skips its committed parts; a rerun into the same output skips finished shards.

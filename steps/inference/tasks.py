@@ -186,18 +186,25 @@ def load_task(
     from steps.models.embedding import embedding_model
     from steps.models.huggingface import HF_PREFIX, load_hf
     from steps.models.loading import load_model
+    from steps.models.open_clip_models import OPEN_CLIP_PREFIX, load_open_clip
+    from steps.models.timm_models import TIMM_PREFIX, load_timm
     from steps.models.user import PYTHON_PREFIX, load_user_model
 
+    # Other libraries' models: none detects; each loader refuses a task its model cannot do.
+    libraries = {HF_PREFIX: load_hf, TIMM_PREFIX: load_timm, OPEN_CLIP_PREFIX: load_open_clip}
+    library = next((prefix for prefix in libraries if spec.startswith(prefix)), None)
     if task not in TASKS:
         raise ConfigError("--task", task, f"one of {', '.join(TASKS)}", "pick the kind of outputs you want")
     if spec.startswith(PYTHON_PREFIX):
         if task != "classify":
             raise ConfigError("--task", task, "no --task with a python: model", "its outputs are what it returns")
         model = load_user_model(spec, device)
-    elif spec.startswith(HF_PREFIX):
+    elif library:
         if task == "detect":
-            raise ConfigError("--task", task, "classify or embed with an hf: checkpoint", "use a torchvision detector")
-        loaded = load_hf(spec, task)
+            raise ConfigError(
+                "--task", task, f"a torchvision detector, not a {library} model", "pass torchvision:<arch>:<weights>"
+            )
+        loaded = libraries[library](spec, task)
         if isinstance(loaded, LoadedModel):
             return ClassifyTask(loaded, top_k)
         model = loaded

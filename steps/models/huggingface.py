@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from types import ModuleType
 
 import torch
 from torch import nn
@@ -24,6 +23,7 @@ from steps.io.storage import is_s3, open_storage
 from steps.models.architectures import IMAGENET_MEAN, IMAGENET_STD
 from steps.models.callable_model import CallableModel
 from steps.models.embedding import Embedder, per_device
+from steps.models.extras import import_extra
 from steps.models.loading import LoadedModel
 
 HF_PREFIX = "hf:"
@@ -88,14 +88,6 @@ class PooledFeatures(nn.Module):
         return hidden[:, 0] if hidden.dim() == 3 else hidden.mean(dim=(2, 3))
 
 
-def _import_transformers(spec: str) -> ModuleType:
-    try:
-        import transformers
-    except ImportError as err:
-        raise ConfigError("--model", spec, "the transformers package", "pip install 'spot-batch[hf]'") from err
-    return transformers
-
-
 def load_hf(spec: str, task: str) -> LoadedModel | CallableModel:
     """``hf:<dir>`` as a classifier (``LoadedModel``) or, for ``embed``, a pooled-feature model."""
     location = spec.removeprefix(HF_PREFIX)
@@ -103,7 +95,7 @@ def load_hf(spec: str, task: str) -> LoadedModel | CallableModel:
     if not (directory / "config.json").is_file():
         raise ConfigError("--model", spec, "a directory written by save_pretrained (config.json)", "check the path")
     settings = _preprocessing(spec, directory)
-    transformers = _import_transformers(spec)
+    transformers = import_extra(spec, "transformers", "hf")
     auto = transformers.AutoModelForImageClassification if task == "classify" else transformers.AutoModel
     try:
         model = auto.from_pretrained(str(directory), local_files_only=True).eval()

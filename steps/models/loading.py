@@ -23,9 +23,11 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -124,6 +126,19 @@ def read_required(uri: str, what: str) -> bytes:
             what, uri, "an existing file or s3:// object", f"check the path, or pass --model {MODEL_FORMS}"
         )
     return data
+
+
+def local_file(uri: str, what: str) -> Path:
+    """``uri`` as a local path, for libraries that load from one: an ``s3://`` object is copied
+    into a temporary directory under its own name (its suffix tells ``.safetensors`` apart)."""
+    if not is_s3(uri):
+        path = Path(uri)
+        if not path.is_file():
+            raise ConfigError(what, uri, "an existing file or s3:// object", "check the path (absolute?)")
+        return path.resolve()
+    local = Path(tempfile.mkdtemp(prefix="spot-batch-model-")) / uri.rpartition("/")[2]
+    local.write_bytes(read_required(uri, what))
+    return local
 
 
 def sidecar_classes(uri: str) -> list[str] | None:

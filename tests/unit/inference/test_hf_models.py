@@ -10,10 +10,8 @@ import pytest
 
 from steps.errors import ConfigError
 from steps.inference.predictions import load_predictions
-from steps.inference.shard import infer_shard
 from steps.inference.tasks import CallableTask, ClassifyTask, load_task
-from steps.io.local_storage import LocalStorage
-from steps.planning.inputs import list_inputs
+from tests.support.inference import infer_directory
 
 transformers = pytest.importorskip("transformers", reason="the hf extra: pip install 'spot-batch[hf]'")
 
@@ -45,21 +43,6 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def run(sample_dir: Path, out: Path, task: ClassifyTask | CallableTask) -> None:
-    source = LocalStorage(sample_dir)
-    infer_shard(
-        name="all",
-        keys=list_inputs(source),
-        source=source,
-        target=LocalStorage(out),
-        task=task,
-        batch_size=16,
-        chunk_size=64,
-        threads=2,
-        workers=2,
-    )
-
-
 def test_hf_classifier_takes_labels_and_preprocessing_from_the_checkpoint(
     checkpoint: Path, sample_dir: Path, tmp_path: Path
 ) -> None:
@@ -68,7 +51,7 @@ def test_hf_classifier_takes_labels_and_preprocessing_from_the_checkpoint(
     model = task.model
     assert (model.input_size, model.resize, model.mean, model.std) == (32, "stretch", (0.5,) * 3, (0.25,) * 3)
     assert model.class_names == LABELS and model.kind == "hf"
-    run(sample_dir, tmp_path / "out", task)
+    infer_directory(sample_dir, tmp_path / "out", task)
     rows = load_predictions(str(tmp_path / "out"))
     ok = rows[rows["status"] == "ok"]
     assert len(ok) == 51 and set(ok["label"]) <= set(LABELS)
@@ -78,7 +61,7 @@ def test_hf_embed_gives_unit_vectors_of_the_hidden_size(checkpoint: Path, sample
     task = load_task(f"hf:{checkpoint}", "embed", top_k=1, min_score=0)
     assert isinstance(task, CallableTask)
     assert task.schema.field("embedding").type == pa.list_(pa.float16(), 16)
-    run(sample_dir, tmp_path / "out", task)
+    infer_directory(sample_dir, tmp_path / "out", task)
     rows = load_predictions(str(tmp_path / "out"))
     vectors = np.stack(rows.loc[rows["status"] == "ok", "embedding"].to_numpy()).astype(np.float32)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=2e-3)
