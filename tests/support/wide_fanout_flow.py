@@ -1,6 +1,6 @@
 """A foreach of ``--width`` trivial shards joined by the sharded flows' own join helpers.
 
-``start`` stores what ShardedFlow's ``start`` and ``select_region`` store for the join
+``start`` stores what ShardedFlow's ``start`` stores for the join
 (``sharded.RUN_ARTIFACTS``, without planning any input), so the join runs ``merge_shards`` and
 ``finish_summary`` exactly as PreprocessFlow and InferFlow do. Measures what a wide fan-out costs
 the join: it stores ``join_seconds`` and ``join_peak_rss_mb``. Run by
@@ -37,6 +37,7 @@ class WideFanoutFlow(FlowSpec):
         self.instance_type = "c7i.xlarge"
         rate = BillingRate("us-east-1", self.instance_type, "no GPU, 4 vCPU", 0.1, 1, 0.01, "wide fan-out test")
         self.billing_rate = rate.to_artifact()
+        self.run_region = {"sentence": "Local run: no region to judge (wide fan-out test)."}
         assert {name for name in RUN_ARTIFACTS if hasattr(self, name)} == set(RUN_ARTIFACTS)
         self.shard_names = [f"{i:04x}" for i in range(self.width)]
         self.next(self.process_shard, foreach="shard_names")
