@@ -4,21 +4,28 @@ a share of its node's part of each global batch that is a pure function of (seed
 
 from __future__ import annotations
 
+import io
 import threading
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
+import pyarrow as pa
 import pytest
 import torch
+from PIL import Image
 
+from steps.io.local_storage import LocalStorage
 from steps.io.storage import open_storage
+from steps.output.layout import edges_key, manifest_key, resized_key
+from steps.preprocess.webdataset import WebDatasetPacker
 from steps.training import data as data_module
 from steps.training.data import Dataset, load_dataset, read_labels
 from steps.training.determinism import key_split
 from steps.training.gang_inputs import NodeInput, join_gang
 from steps.training.nodes import Gang, NodeWatch
 from steps.training.sampling import NodeSampler
+from steps.training.webdataset_input import samples, webdataset_tars
 from tests.unit.training.conftest import TINY_IMAGE, free_port, tiny_config
 
 NODES, RANKS, BATCH = 2, 2, 12
@@ -46,6 +53,31 @@ def test_each_node_reads_and_decodes_only_its_slice(
     assert all(
         torch.equal(image, whole[key]) for part in slices for key, image in zip(part.keys, part.images, strict=True)
     )
+
+
+def test_a_node_of_a_webdataset_input_reads_whole_tars_of_its_own(tmp_path: Path) -> None:
+    keys = [f"{i:02d}.jpg" for i in range(6)]
+    target = LocalStorage(tmp_path / "shards")
+    for i, key in enumerate(keys):
+        jpeg = io.BytesIO()
+        Image.new("RGB", (16, 16), (40 * i, 0, 0)).save(jpeg, "JPEG")
+        target.write(resized_key(key), jpeg.getvalue())
+        target.write(edges_key(key), b"png")
+    labels = {key: "cat" if i % 2 else "dog" for i, key in enumerate(keys)}
+    packer = WebDatasetPacker(target, "all", keys, 2, labels, threads=1)
+    for chunk in range(3):  # a tar per chunk of 2
+        rows = [{"key": k, "status": "ok", "width": 16, "height": 16, "input_bytes": 9} for k in keys[2 * chunk :][:2]]
+        packer(pa.Table.from_pylist(rows))
+    target.write(manifest_key("all"), b"")
+    tars = webdataset_tars(target)
+    assert len(tars) == 3
+    parts = [load_dataset(str(tmp_path / "shards"), TINY_IMAGE, 1, node, NODES) for node in range(NODES)]
+    for node, part in enumerate(parts):
+        mine = tars[node::NODES]
+        assert (part.read.objects, part.read.listed, part.read.unit) == (len(mine), 3, "tars")
+        assert part.read.bytes == sum(len(target.read(tar)) for tar in mine)
+        assert part.keys == [meta["key"] for meta, _ in samples(target, images=False, tars=mine)]
+    assert sorted(key for part in parts for key in part.keys) == keys
 
 
 @pytest.fixture(scope="module")
