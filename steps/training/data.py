@@ -1,4 +1,4 @@
-"""The labelled input: labels.csv, and every labelled image decoded into memory.
+"""The labelled input: labels.csv, and every labelled image (or a gang node's slice) decoded into memory.
 
 Input: a directory or ``s3://`` prefix of images with ``labels.csv`` (header ``key,label``; each key
 relative to the input root) at its root, which is what ``spot-batch sample-data DIR`` writes.
@@ -23,7 +23,7 @@ from steps.io.storage import Storage, open_storage, read_input
 from steps.io.validation import check_input
 from steps.models.architectures import IMAGENET_MEAN, IMAGENET_STD
 from steps.output.layout import LABELS_FILE
-from steps.training.webdataset_input import describe_webdataset, is_webdataset_input, load_webdataset
+from steps.training.webdataset_input import describe_webdataset, is_webdataset_input, load_webdataset, webdataset_tars
 
 
 @dataclass(frozen=True)
@@ -99,48 +99,102 @@ def normalize(batch: torch.Tensor) -> torch.Tensor:
     return (batch.float() / 255.0 - mean) / std
 
 
+@dataclass(frozen=True)
+class InputRead:
+    """What loading read: ``objects`` of the input's ``listed`` ``unit`` (images, or tars for a
+    WebDataset input) and their bytes."""
+
+    objects: int
+    listed: int
+    unit: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class GangSlice:
+    """A gang node's slice as every node agreed before training (``steps.training.gang_inputs``)."""
+
+    node: int
+    nodes: int
+    per_epoch: int  # global batches an epoch: as many as the node with the fewest training images fills
+    train_images: int  # on every node together
+    val_images: int
+
+
 @dataclass
 class Dataset:
     class_names: list[str]
     keys: list[str]
     images: torch.Tensor  # uint8 N x 3 x S x S, in key order
     targets: torch.Tensor  # int64 N
+    read: InputRead
     rejects: list[dict[str, str]] = field(default_factory=list)
+    gang: GangSlice | None = None  # set: this node's slice of a gang's input
 
 
-def load_dataset(input_uri: str, image_size: int, threads: int) -> Dataset:
-    """Decode every labelled image (threads; reduced-size JPEG decode) into memory.
+def load_dataset(input_uri: str, image_size: int, threads: int, part: int = 0, parts: int = 1) -> Dataset:
+    """Decode the labelled images (threads; reduced-size JPEG decode) into memory: every one, or
+    with ``parts`` > 1 slice ``part``: every ``parts``-th key of the sorted labels.csv keys from
+    the ``part``-th on (of a WebDataset input, every ``parts``-th tar), nothing else read.
 
     Unreadable images become rejects, reported with their reason; training goes on without them.
     """
     storage = open_storage(input_uri, threads)
     if is_webdataset_input(storage):
-        return dataset_of(input_uri, *load_webdataset(storage, lambda image: image_to_tensor(image, image_size)))
+        tars = webdataset_tars(storage)
+        mine = tars[part::parts]
+        loaded = load_webdataset(storage, mine, lambda image: image_to_tensor(image, image_size))
+        read = InputRead(len(mine), len(tars), "tars", loaded.bytes)
+        return dataset_of(input_uri, loaded.keys, loaded.labels, loaded.images, loaded.rejects, read=read, parts=parts)
     labels = read_labels(storage)
+    mine = range(part, len(labels.keys), parts)
 
-    def one(index: int) -> tuple[int, torch.Tensor | str]:
+    def one(index: int) -> tuple[int, torch.Tensor | str, int]:
+        data = b""
         try:
-            decoded = decode(read_input(storage, labels.keys[index]), max_side=image_size)
+            data = read_input(storage, labels.keys[index])
+            decoded = decode(data, max_side=image_size)
         except RejectedInput as err:
-            return index, str(err)
-        return index, image_to_tensor(decoded.image, image_size)
+            return index, str(err), len(data)
+        return index, image_to_tensor(decoded.image, image_size), len(data)
 
-    results = dict(map_bounded(one, range(len(labels.keys)), threads))
-    good = [i for i in range(len(labels.keys)) if isinstance(results[i], torch.Tensor)]
-    rejects = [
-        {"key": labels.keys[i], "reason": reason} for i, reason in sorted(results.items()) if isinstance(reason, str)
-    ]
+    results = {index: (image, size) for index, image, size in map_bounded(one, mine, threads)}
+    good = [i for i in mine if isinstance(results[i][0], torch.Tensor)]
+    rejects = [{"key": labels.keys[i], "reason": results[i][0]} for i in mine if isinstance(results[i][0], str)]
+    read = InputRead(len(mine), len(labels.keys), "images", sum(size for _, size in results.values()))
+    images = [results[i][0] for i in good]
     return dataset_of(
-        input_uri, [labels.keys[i] for i in good], [labels.labels[i] for i in good], [results[i] for i in good], rejects
+        input_uri,
+        [labels.keys[i] for i in good],
+        [labels.labels[i] for i in good],
+        images,
+        rejects,
+        read=read,
+        parts=parts,
     )
 
 
 def dataset_of(
-    input_uri: str, keys: list[str], labels: list[str], images: list[torch.Tensor], rejects: list[dict[str, str]]
+    input_uri: str,
+    keys: list[str],
+    labels: list[str],
+    images: list[torch.Tensor],
+    rejects: list[dict[str, str]],
+    *,
+    read: InputRead,
+    parts: int,
 ) -> Dataset:
-    """The in-memory dataset of the readable labelled images (classes sorted by name)."""
+    """The in-memory dataset of the readable labelled images (classes sorted by name). A gang
+    node's slice (``parts`` > 1) may hold fewer classes: the gang agrees on them later."""
     class_names = sorted(set(labels))
-    if len(class_names) < 2:
+    if parts > 1 and not keys:
+        raise ConfigError(
+            f"readable images in one node's slice of {input_uri}",
+            0,
+            "at least one",
+            f"{len(rejects)} of its images were unreadable; fix them or pass fewer --nodes",
+        )
+    if parts == 1 and len(class_names) < 2:
         raise ConfigError(
             f"readable images in {input_uri}",
             len(keys),
@@ -154,4 +208,5 @@ def dataset_of(
         images=torch.stack(images),
         targets=torch.tensor([index_of[label] for label in labels], dtype=torch.int64),
         rejects=rejects,
+        read=read,
     )

@@ -4,7 +4,8 @@ Why a resumed run ends with exactly the weights of an uninterrupted one (on CPU)
 - the train/validation split is a pure function of the seed, and an epoch's data order a pure
   function of (seed, epoch), so a checkpoint needs only the position (epoch, batch index); with
   several ranks each takes a fixed slice of every global batch, so what a rank reads is a pure
-  function of (seed, epoch, world size, rank), a DistributedSampler that needs no state;
+  function of (seed, epoch, world size, rank), a DistributedSampler that needs no state (in a gang
+  with per-node slices, of (seed, epoch, nodes, ranks per node, global rank): ``sampling``);
 - augmentation draws from a generator seeded from (seed, epoch, sample index), so it replays
   identically from any batch; the global RNG states (every rank's) are saved anyway, for layers
   like dropout;
@@ -19,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -63,7 +65,22 @@ def rank_batch(order: torch.Tensor, batch: int, batch_size: int, world_size: int
     return order[batch * batch_size : (batch + 1) * batch_size].tensor_split(world_size)[rank]
 
 
-def augment(batch: torch.Tensor, seed: int, epoch: int, sample_ids: list[int]) -> torch.Tensor:
+def key_split(keys: list[str], val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train/validation split of a gang's node slice: each key's side is a pure function of (seed,
+    key), so no node needs another's keys and the split does not depend on the number of nodes."""
+    held_out = [derive_seed(seed, "split", key) < val_fraction * 2**63 for key in keys]
+    train = [i for i, val in enumerate(held_out) if not val]
+    val = [i for i, val in enumerate(held_out) if val]
+    return torch.tensor(train, dtype=torch.int64), torch.tensor(val, dtype=torch.int64)
+
+
+def node_parts(batch_size: int, nodes: int) -> list[int]:
+    """Each node's part of a global batch: sizes differing by at most one, larger parts first."""
+    base, extra = divmod(batch_size, nodes)
+    return [base + (node < extra) for node in range(nodes)]
+
+
+def augment(batch: torch.Tensor, seed: int, epoch: int, sample_ids: Sequence[object]) -> torch.Tensor:
     """Random flip and shift (reflect-padded crop) per sample, from a (seed, epoch, sample) generator."""
     pad = max(1, batch.shape[-1] // 8)
     padded = F.pad(batch.float(), (pad, pad, pad, pad), mode="reflect")

@@ -18,7 +18,8 @@ interface: gloo on CPU, NCCL between GPUs (rank r on GPU r). The task then only 
 If the task itself is killed the ranks get a signal from the kernel (torch sets PR_SET_PDEATHSIG)
 and exit, so no orphan goes on writing checkpoints.
 
-In a gang the ranks meet through the main node's store instead of a file, and a rank whose
+In a gang the task loads only its node's slice of the input (``steps.training.gang_inputs``), the
+ranks meet through the main node's store instead of a file, and a rank whose
 collective failed because another node went away, or a node the watch finds silent, fails the
 task with ``RankLost``: the gang's retry resumes from rank 0's checkpoint.
 """
@@ -215,16 +216,17 @@ def fit_on_ranks(
     run_dir: str,
     local_ranks: int,
     *,
-    gang: Gang | None = None,
+    watch: NodeWatch | None = None,
     stop: StopSignal | None = None,
     on_event: TrainingCallback | None = None,
 ) -> FitResult | None:
-    """Train with ``local_ranks`` data-parallel ranks here (of ``gang.num_nodes`` x as many);
-    raise RankLost/RankFailed if any rank fails. The result is rank 0's: None on other nodes."""
+    """Train with ``local_ranks`` data-parallel ranks here (in a gang, ``watch``'s: of
+    ``num_nodes`` x as many); raise RankLost/RankFailed if any rank fails. The result is rank 0's:
+    None on other nodes."""
     context = multiprocessing.get_context("spawn")
     notice = context.Event()
     events_in, events_out = context.Pipe(duplex=False)
-    watch = NodeWatch(gang) if gang else None
+    gang = watch.gang if watch else None
     with tempfile.TemporaryDirectory(prefix="spot-batch-ranks-") as workdir:
         job = RankJob(cfg, data, run_dir, local_ranks, workdir, notice, events_out, gang)
         ranks = torch_mp.start_processes(rank_main, args=(job,), nprocs=local_ranks, join=False, start_method="spawn")

@@ -20,7 +20,6 @@ from steps.training.checkpoints import Checkpoint, CheckpointStore, load_resume_
 from steps.training.collective import Group, Solo
 from steps.training.config import TrainConfig
 from steps.training.data import Dataset
-from steps.training.determinism import epoch_order
 from steps.training.events import (
     BatchDone,
     CheckpointWritten,
@@ -105,8 +104,8 @@ def fit(
             epochs=cfg.epochs,
             batches_per_epoch=trainer.per_epoch,
             batch_size=cfg.batch_size,
-            train_images=len(trainer.train_ids),
-            val_images=len(trainer.val_ids),
+            train_images=trainer.sampler.train_images,
+            val_images=trainer.sampler.val_images,
             world_size=group.world_size,
             device=trainer.device.type,
             nodes=nodes,
@@ -136,7 +135,7 @@ def fit(
         last_save = time.monotonic()
 
     while trainer.epoch < cfg.epochs:
-        order = trainer.train_ids[epoch_order(cfg.seed, trainer.epoch, len(trainer.train_ids))]
+        order = trainer.sampler.order(trainer.epoch)
         while trainer.batch < trainer.per_epoch:
             loss = trainer.train_batch(order)
             steps_this_attempt += 1

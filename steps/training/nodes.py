@@ -18,11 +18,13 @@ wait in the barrier after it; NCCL's default is 10 minutes):
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 from ipaddress import ip_address
+from typing import Any
 
 from torch.distributed import TCPStore
 
@@ -92,8 +94,10 @@ def is_peer_loss(error: BaseException) -> bool:
 class NodeWatch:
     """Heartbeats through the gang's store; ``lost`` says which node stopped (None while all beat).
 
-    Node 0's watch serves the store. ``finish()`` marks this node's ranks done; node 0 then waits
-    (up to ``FAREWELL_S``) for every node to finish before the store goes away with it.
+    Node 0's watch serves the store; ``exchange`` passes small facts between the nodes' tasks
+    through it (what each node's input slice holds). ``finish()`` marks this node's ranks done;
+    node 0 then waits (up to ``FAREWELL_S``) for every node to finish before the store goes away
+    with it. As a context manager it stops beating on exit.
     """
 
     def __init__(self, gang: Gang) -> None:
@@ -125,6 +129,18 @@ class NodeWatch:
             if not self._stop.is_set():
                 self.lost = f"node 0 of {self.gang.num_nodes} (the gang's store) is gone: {error}"
 
+    def __enter__(self) -> NodeWatch:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def exchange(self, name: str, value: Any) -> list[Any]:
+        """Every node's ``value`` (JSON), in node order: this node's is published, the others' awaited."""
+        store = self.gang.store()  # a connection of its own: the watch's thread uses the other
+        store.set(f"{name}/{self.gang.node_index}", json.dumps(value))
+        return [json.loads(store.get(f"{name}/{node}")) for node in range(self.gang.num_nodes)]
+
     def finish(self) -> None:
         """This node's ranks are done: stop beating; node 0 waits for the others to be done too."""
         self._stop.set()
@@ -140,5 +156,6 @@ class NodeWatch:
             pass
 
     def close(self) -> None:
+        """Stop beating (idempotent; after ``finish`` too)."""
         self._stop.set()
         self._thread.join()

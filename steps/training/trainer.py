@@ -28,15 +28,8 @@ from steps.training.checkpoints import Checkpoint
 from steps.training.collective import Group, Solo
 from steps.training.config import TrainConfig
 from steps.training.data import Dataset, normalize
-from steps.training.determinism import (
-    augment,
-    derive_seed,
-    make_deterministic,
-    rank_batch,
-    restore_rng_state,
-    rng_state,
-    split_indices,
-)
+from steps.training.determinism import augment, derive_seed, make_deterministic, restore_rng_state, rng_state
+from steps.training.sampling import sampler_for
 
 
 def load_initial_weights(model: nn.Module, path: str) -> int:
@@ -114,9 +107,8 @@ class Trainer:
         random.seed(rank_seed)
         np.random.seed(rank_seed % 2**32)
         self.model = model.to(self.device)
-        self.train_ids, self.val_ids = split_indices(data.targets, cfg.val_fraction, cfg.seed)
-        # Full batches only: BatchNorm cannot train on a batch of one.
-        self.per_epoch = max(1, len(self.train_ids) // cfg.batch_size)
+        self.sampler = sampler_for(cfg, data, self.group)
+        self.per_epoch = self.sampler.per_epoch
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.learning_rate, weight_decay=1e-4)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs * self.per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.device.type == "cuda")
@@ -172,8 +164,9 @@ class Trainer:
     def train_batch(self, order: torch.Tensor) -> float:
         """Train this rank's share of the next global batch; return the global batch's mean loss."""
         cfg = self.cfg
-        ids = rank_batch(order, self.batch, cfg.batch_size, self.group.world_size, self.group.rank)
-        inputs = normalize(augment(self.data.images[ids], cfg.seed, self.epoch, ids.tolist()).to(self.device))
+        ids = self.sampler.rank_ids(order, self.batch)
+        augmented = augment(self.data.images[ids], cfg.seed, self.epoch, self.sampler.augment_ids(ids))
+        inputs = normalize(augmented.to(self.device))
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
             share = len(ids) / cfg.batch_size
             loss = self.loss_fn(self.model(inputs), self.data.targets[ids].to(self.device)) * share
@@ -203,7 +196,7 @@ class Trainer:
 
     def evaluate(self) -> tuple[float, list[list[int]]]:
         """Accuracy and confusion on the validation images; each rank counts its share, summed."""
-        mine = self.val_ids.tensor_split(self.group.world_size)[self.group.rank]
+        mine = self.sampler.val_share()
         confusion = confusion_matrix(
             self.model,
             self.data.images[mine],
@@ -212,7 +205,7 @@ class Trainer:
             self.cfg.batch_size,
         )
         self.group.sum_(confusion)
-        return confusion.trace().item() / max(1, len(self.val_ids)), confusion.tolist()
+        return confusion.trace().item() / max(1, self.sampler.val_images), confusion.tolist()
 
     def end_epoch(self) -> tuple[float, float]:
         """Record the finished epoch's train loss and validation accuracy; move to the next."""

@@ -2,8 +2,9 @@
 samples from its tar shards (steps/preprocess/webdataset.py) instead of images + labels.csv.
 
 Only shards with a completion manifest count, so a half-written run's tars are never read.
-Tars are read one at a time (bounded memory beyond the decoded dataset itself). A sample
-without a label (its input had no labels.csv row) or with an unreadable image is a reject.
+Tars are read one at a time (bounded memory beyond the decoded dataset itself); a gang node reads
+only its share of them (``steps.training.data.load_dataset``). A sample without a label (its
+input had no labels.csv row) or with an unreadable image is a reject.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import tarfile
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -37,10 +39,16 @@ def is_webdataset_input(storage: Storage) -> bool:
     return not storage.exists(LABELS_FILE) and bool(webdataset_tars(storage))
 
 
-def samples(storage: Storage, images: bool = True) -> Iterator[tuple[dict[str, Any], bytes]]:
-    """(metadata, resized JPEG bytes or b"") per sample, in tar and member order."""
-    for tar_key in webdataset_tars(storage):
-        with tarfile.open(fileobj=io.BytesIO(storage.read(tar_key))) as archive:
+def samples(
+    storage: Storage, images: bool = True, tars: list[str] | None = None, sizes: list[int] | None = None
+) -> Iterator[tuple[dict[str, Any], bytes]]:
+    """(metadata, resized JPEG bytes or b"") per sample of ``tars`` (default: every complete one), in
+    tar and member order; each tar's size is appended to ``sizes`` when given."""
+    for tar_key in webdataset_tars(storage) if tars is None else tars:
+        data = storage.read(tar_key)
+        if sizes is not None:
+            sizes.append(len(data))
+        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
             members: dict[str, dict[str, bytes]] = {}
             for member in archive.getmembers():
                 sample_id, _, extension = member.name.partition(".")
@@ -60,18 +68,33 @@ def describe_webdataset(storage: Storage) -> dict[str, Any]:
     return {"input": storage.uri, "images": sum(counts.values()), "classes": len(counts), "per_class": dict(counts)}
 
 
-def load_webdataset(storage: Storage, to_tensor) -> tuple[list[str], list[str], list[torch.Tensor], list[dict]]:
-    """(keys, labels, image tensors, rejects) of the samples; ``to_tensor`` maps a decoded image."""
-    keys, labels, images, rejects = [], [], [], []
-    for meta, jpeg in samples(storage):
+@dataclass
+class LoadedSamples:
+    """The readable labelled samples of some tars, the rejects, and the tars' sizes."""
+
+    keys: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    images: list[torch.Tensor] = field(default_factory=list)
+    rejects: list[dict[str, str]] = field(default_factory=list)
+    tar_sizes: list[int] = field(default_factory=list)
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.tar_sizes)
+
+
+def load_webdataset(storage: Storage, tars: list[str], to_tensor) -> LoadedSamples:
+    """The samples of ``tars``, decoded; ``to_tensor`` maps a decoded image."""
+    loaded = LoadedSamples()
+    for meta, jpeg in samples(storage, tars=tars, sizes=loaded.tar_sizes):
         try:
             if not meta.get("label"):
                 raise RejectedInput(f"no label for {meta['key']} in the preprocessed input's {LABELS_FILE}")
             tensor = to_tensor(decode(jpeg).image)
         except RejectedInput as err:
-            rejects.append({"key": meta["key"], "reason": str(err)})
+            loaded.rejects.append({"key": meta["key"], "reason": str(err)})
             continue
-        keys.append(meta["key"])
-        labels.append(meta["label"])
-        images.append(tensor)
-    return keys, labels, images, rejects
+        loaded.keys.append(meta["key"])
+        loaded.labels.append(meta["label"])
+        loaded.images.append(tensor)
+    return loaded

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,13 +19,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from steps.io.storage import open_storage
+from steps.training.data import read_labels
 from steps.training.nodes import PEER_LOSS_MESSAGES
 from tests.flows.test_train_flow import bundle
 from tests.support.flows import REPO, FlowRun, card_text, run_flow
 from tests.support.processes import metaflow_tasks
 
 VENV_FIRST = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-# 41 training images in global batches of 8 over 4 ranks: 5 steps per epoch, 10 in all.
+# Each node trains its slice's training images (19 and 21 at seed 3) in parts of 4 of every global
+# batch of 8 over 4 ranks: 4 steps per epoch, 8 in all.
 GANG = ("--nodes", "2", "--processes", "2", "--epochs", "2", "--batch-size", "8", "--image-size", "24", "--seed", "3")
 # The surviving node must fail this soon after the kill, not at the collective timeout (30 min).
 # Measured 29.2 s at load average 17-40 on 2 cores: 0.2 s gloo, 3 s rank grace, the rest Metaflow's
@@ -59,13 +63,24 @@ def straight(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return run, artifacts(run)
 
 
-def test_two_nodes_of_two_ranks_train_as_one_group_of_four(straight: tuple[FlowRun, dict]) -> None:
+def test_two_nodes_of_two_ranks_train_as_one_group_of_four(straight: tuple[FlowRun, dict], sample_dir: Path) -> None:
     run, found = straight
     summary = found["summary"]
     assert summary["world_size"] == 4 and summary["nodes"] == 2 and summary["attempt"] == 0
     assert found["metrics"]["val_accuracy"][-1] > summary["chance_accuracy"], found["metrics"]
     assert "node 0 of 2 (main 127.0.0.1:" in run.output and "ranks 2-3 of 4" in run.output
     assert "4 data-parallel ranks on cpu (2 nodes × 2 × cpu), 8 images per global batch" in run.output
+    # Each node read and decoded only its slice: together the whole labelled set, once.
+    pattern = r"node {} of 2: read (\d+) of (\d+) images \(its slice, [\d.]+ MB\)"
+    reads = [re.search(pattern.format(k), run.output) for k in (0, 1)]
+    assert all(reads), run.output[-3000:]
+    (first, listed), (second, same) = ((int(n) for n in read.groups()) for read in reads)
+    assert listed == same == first + second == summary["images"] + summary["rejected"] and 0 < first < listed
+    assert [node["read"] for node in summary["read_per_node"]] == [first, second]
+    listed_keys = read_labels(open_storage(str(sample_dir))).keys
+    assert sum(node["bytes"] for node in summary["read_per_node"]) == sum(
+        (sample_dir / key).stat().st_size for key in listed_keys
+    )
     # A line per node at each checkpoint: rank 0's, and node 1's once past the barrier after it.
     written = [line for line in run.output.splitlines() if "checkpoint written (" in line]
     barrier = [line for line in run.output.splitlines() if "node 1 of 2 (ranks 2-3): past the barrier" in line]

@@ -157,9 +157,10 @@ class Step:
         return None if value in (None, "None") else value
 
 
-def flow_graph(flow: Path, cwd: Path) -> dict[str, Step]:
-    """The flow's graph from Metaflow itself (``output-raw --json``), decorators resolved."""
-    result = flow_command(flow, "--quiet", "output-raw", "--json", env={}, cwd=cwd)
+def flow_graph(flow: Path, cwd: Path, *options: str, env: dict[str, str] | None = None) -> dict[str, Step]:
+    """The flow's graph from Metaflow itself (``output-raw --json``), decorators resolved; ``options``
+    go before the command (``--with batch``: the Batch decorator's attributes as Metaflow merges them)."""
+    result = flow_command(flow, *options, "--quiet", "output-raw", "--json", env=env or {}, cwd=cwd)
     assert result.returncode == 0, result.stderr
     graph = json.loads(result.stdout[result.stdout.index("{") :])["graph"]
     return {

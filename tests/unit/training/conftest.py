@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,3 +32,9 @@ def tiny_config(sample_dir: Path, root: Path, **changes: object) -> TrainConfig:
         threads=2,
     )
     return replace(config, **changes)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gc
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -27,8 +26,9 @@ from steps.training.determinism import epoch_order, rank_batch
 from steps.training.distributed import RankFailed, RankLost, fit_on_ranks, ranks_per_node
 from steps.training.events import CheckpointWritten, EpochDone, Resumed, TrainingEvent, TrainingStarted
 from steps.training.nodes import Gang, NodeWatch, gang_port, is_peer_loss
+from steps.training.run import TrainOutcome, train_run
 from tests.support.flows import spawned_children
-from tests.unit.training.conftest import tiny_config
+from tests.unit.training.conftest import free_port, tiny_config
 
 
 def test_each_rank_reads_its_own_slice_of_every_global_batch() -> None:
@@ -123,26 +123,24 @@ def test_a_spot_notice_checkpoints_and_a_bad_resume_is_not_retried(
     assert not is_transient(failed.value)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+# 2 x 2 against 1 x 4, mean train loss per epoch (4 epochs of 4-5 steps, 51 images at 32 px, batches
+# of 12; losses 1.7 to 0.95): at most 0.072 apart at seed 0 (this test's), 0.195 over seeds 0-2.
+# The nodes draw other batches from their slices and hold out other images (the split is by key).
+LOSS_TOLERANCE = 0.25
 
 
-@pytest.mark.slow  # two trainings of 4 ranks (2.5 min on 2 busy cores); the flow test runs the gang by default
-def test_a_gang_of_two_nodes_trains_bit_identically_to_one_node_with_as_many_ranks(
-    sample_dir: Path, tmp_path: Path, tiny_data: Dataset, capfd: pytest.CaptureFixture[str]
+@pytest.mark.slow  # two trainings of 4 ranks (1 min on 2 busy cores); the flow test runs the gang by default
+def test_a_gang_of_two_nodes_trains_like_one_node_with_as_many_ranks(
+    sample_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """2 nodes x 2 ranks (each node's part in its own thread, as each node's task would run it)
-    against 1 node x 4 ranks: the same world size reads the same slices and reduces in the same
-    order, so the weights agree bit for bit on CPU."""
-    cfg = tiny_config(sample_dir, tmp_path, epochs=2, checkpoint_every=0, processes=2, nodes=2, batch_size=12)
+    """2 nodes x 2 ranks (each node's task in its own thread, each reading only its slice) against
+    1 node x 4 ranks on the same data and seed: the loss curves agree within ``LOSS_TOLERANCE``."""
+    cfg = tiny_config(sample_dir, tmp_path, epochs=4, checkpoint_every=0, processes=2, nodes=2, batch_size=12)
     port = free_port()
-    results: dict[int, object] = {}
+    results: dict[int, TrainOutcome | None] = {}
 
     def node(index: int) -> None:
-        gang = Gang(index, 2, "127.0.0.1", port)
-        results[index] = fit_on_ranks(cfg, tiny_data, "gang", 2, gang=gang)
+        results[index] = train_run(cfg, "gang", 0, gang=Gang(index, 2, "127.0.0.1", port))
 
     other = threading.Thread(target=node, args=(1,))
     other.start()
@@ -150,16 +148,19 @@ def test_a_gang_of_two_nodes_trains_bit_identically_to_one_node_with_as_many_ran
     other.join()
     gang, quiet = results[0], results[1]
     assert quiet is None, "only node 0 returns the result"
-    assert gang.world_size == 4
+    assert gang is not None and gang.summary["world_size"] == 4
     # A log line from node 1 at each of rank 0's checkpoints (one per step: checkpoint_every 0).
     written = CheckpointStore(open_storage(cfg.checkpoint_root), "gang").committed_steps()[-1]
     barrier = [
         line for line in capfd.readouterr().out.splitlines() if "node 1 of 2 (ranks 2-3): past the barrier" in line
     ]
     assert len(barrier) == written and barrier[-1].endswith(f"ckpt-{written:010d}.pt, step {written}")
-    one_node = fit_on_ranks(replace(cfg, processes=4, nodes=1), tiny_data, "one-node", 4)
-    assert gang.history == one_node.history
-    assert all(torch.equal(gang.state_dict[k], one_node.state_dict[k]) for k in one_node.state_dict)
+    one_node = train_run(replace(cfg, processes=4, nodes=1), "one-node", 0)
+    assert one_node is not None
+    curves = gang.metrics["train_loss"], one_node.metrics["train_loss"]
+    print(f"mean train loss per epoch, 2 x 2: {curves[0]}, 1 x 4: {curves[1]}")
+    assert max(abs(a - b) for a, b in zip(*curves, strict=True)) <= LOSS_TOLERANCE, curves
+    assert all(curve[-1] < curve[0] for curve in curves), curves
 
 
 def test_peer_loss_is_transient_and_each_attempt_meets_on_its_own_port() -> None:
