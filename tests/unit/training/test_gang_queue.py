@@ -42,7 +42,7 @@ def test_a_gang_on_a_spot_queue_fails_in_start_naming_the_fix(
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
     on_demand_queue = spot_queue(s3_server.endpoint, "gpu-mixed")
-    on_batch = {"AWS_BATCH_JOB_ID": "job-1", "AWS_BATCH_JQ_NAME": "gpu-mixed"}
+    on_batch = {"AWS_BATCH_JOB_ID": "job-1", "AWS_BATCH_JQ_NAME": "gpu-mixed", "METAFLOW_DEFAULT_METADATA": "service"}
     with pytest.raises(ConfigError) as refused:
         check_gang_queue(2, on_batch)
     message = str(refused.value)
@@ -53,3 +53,15 @@ def test_a_gang_on_a_spot_queue_fails_in_start_naming_the_fix(
     check_gang_queue(1, on_batch)
     check_gang_queue(2, {**on_batch, "AWS_BATCH_JQ_NAME": on_demand_queue})
     check_gang_queue(2, {})
+
+
+def test_a_gang_on_batch_without_the_metadata_service_fails_in_start_naming_the_fix() -> None:
+    on_batch = {"AWS_BATCH_JOB_ID": "job-1", "AWS_BATCH_JQ_NAME": "gpu-ondemand"}
+    for metadata in ({}, {"METAFLOW_DEFAULT_METADATA": "local"}):
+        with pytest.raises(ConfigError) as refused:
+            check_gang_queue(2, {**on_batch, **metadata})
+        message = str(refused.value)
+        assert message.startswith("--nodes 2: expected Metaflow's metadata service for a gang on AWS Batch")
+        assert "this run's metadata is local" in message and "METAFLOW_DEFAULT_METADATA=service" in message
+        assert "\n" not in message
+    check_gang_queue(1, on_batch)  # one node needs no gang
