@@ -19,6 +19,7 @@ from steps.demo.sample_data import generate
 from steps.dispatch.placing import Selector, flow_defaults, place_row
 from steps.io.storage import open_storage
 from tests.support.flows import S3Server, card_text, run_flow, upload_dir
+from tests.support.models import save_bundle
 
 IMAGES_PER_BUCKET = 10
 EXTRA_FILES = 6  # generate() adds a CMYK JPEG, a PNG, a greyscale JPEG and three bad files
@@ -167,11 +168,17 @@ def test_dispatch_trains_per_row_a_failing_row_is_reported_and_a_rerun_redoes_on
     assert again[1]["summary"]["images"] == labelled["train-eu"]
     assert "2 TrainFlow rows: 1 ran, 1 done earlier, 0 failed" in rerun.output
 
-    # InferFlow per bucket with the us model; no region column: each bucket's location decides.
+
+@pytest.mark.slow  # the default run dispatches PreprocessFlow and TrainFlow; InferFlow rows are the same rows
+def test_dispatch_infers_per_bucket_where_each_buckets_location_decides(
+    s3_server: S3Server, labelled_buckets: dict[str, Path], tmp_path: Path
+) -> None:
+    # Both buckets labelled, as the training test's rerun leaves them. No region column: each
+    # bucket's location decides.
+    s3_server.client().upload_file(str(labelled_buckets["train-eu"] / "labels.csv"), "train-eu", "raw/labels.csv")
+    model = save_bundle(tmp_path / "model.pt")
     infer_manifest = tmp_path / "infer.csv"
-    infer_manifest.write_text(
-        "".join(f"s3://{b}/raw,s3://{b}/predicted,model={trained['summary']['model_uri']}\n" for b in labelled_buckets)
-    )
+    infer_manifest.write_text("".join(f"s3://{b}/raw,s3://{b}/predicted,model={model}\n" for b in labelled_buckets))
     infer = run_flow("dispatch", tmp_path, "--flow", "infer", "--manifest", str(infer_manifest), env=s3_server.env)
     assert infer.ok, infer.output[-3000:]
     data = infer.client_run().data
@@ -180,6 +187,7 @@ def test_dispatch_trains_per_row_a_failing_row_is_reported_and_a_rerun_redoes_on
     assert [(r["region"], r["place"], r["status"]) for r in data.rows] == [
         (p["region"], p, "succeeded") for p in chosen
     ]
+    labelled = {b: len((d / "labels.csv").read_text().splitlines()) - 1 for b, d in labelled_buckets.items()}
     per_bucket = IMAGES_PER_BUCKET + 2 + EXTRA_FILES
     assert data.summary["images"] == 2 * per_bucket == sum(r["summary"]["images"] for r in data.rows)
     assert data.summary["labelled"] == sum(labelled.values())

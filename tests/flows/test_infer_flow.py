@@ -258,7 +258,9 @@ def test_an_exception_in_the_users_model_fails_the_task_once_with_its_traceback(
 @pytest.mark.parametrize(
     ("task", "arch", "card_section"),
     [
-        ("embed", "mobilenet_v3_small", "Nearest neighbours of"),
+        # Embedding end to end in process (its card sections, `spot-batch similar`): the unit test
+        # test_embed_writes_unit_float16_vectors...; detect is the default run's flow representative.
+        pytest.param("embed", "mobilenet_v3_small", "Nearest neighbours of", marks=pytest.mark.slow),
         ("detect", "ssdlite320_mobilenet_v3_large", "Detections by label"),
     ],
 )

@@ -16,9 +16,6 @@ from steps.inference.tasks import CallableTask, ClassifyTask, load_task
 from tests.support.flows import S3Server
 from tests.support.inference import infer_directory
 
-timm = pytest.importorskip("timm", reason="the timm extra: pip install 'spot-batch[timm]'")
-open_clip = pytest.importorskip("open_clip", reason="the clip extra: pip install 'spot-batch[clip]'")
-
 LABELS = ["cat", "dog", "fish"]
 TIMM_ARCH = "test_convnext"  # timm's own ~0.2M-parameter test model: 160 px, head.fc, 64 features
 CLIP_ARCH = "spot-batch-tiny-clip"
@@ -33,6 +30,7 @@ TINY_CLIP = {  # a ViT image tower on 32 px inputs and a 1-layer text tower: ~25
 @pytest.fixture(scope="module")
 def timm_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3-way test_convnext state_dict saved with torch.save, with its class names next to it."""
+    import timm  # here, not at import: the dev extras' imports would slow every worker's collection
     import torch
 
     torch.manual_seed(0)
@@ -45,6 +43,7 @@ def timm_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def headless_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """test_convnext without a classifier, as .safetensors."""
+    import timm
     from safetensors.torch import save_file
 
     path = tmp_path_factory.mktemp("timm") / "convnext.safetensors"
@@ -55,6 +54,7 @@ def headless_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def clip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny CLIP, registered with open_clip under CLIP_ARCH, its weights saved with torch.save."""
+    import open_clip
     import torch
 
     directory = tmp_path_factory.mktemp("clip")
