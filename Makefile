@@ -28,12 +28,13 @@ demo: install
 	$(BIN)/spot-batch verify $(DEMO)/predictions --input $(DEMO)/holdout
 	$(BIN)/spot-batch predictions $(DEMO)/predictions --labels $(DEMO)/holdout
 
+# pytest: one worker per core (at most 4: a flow test's tasks hold ~800 MB each). Tests go to
+# whichever worker is free, one by one, except a module marked xdist_group: its tests share
+# module-scoped runs, so one worker runs them all.
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	# One worker per core (at most 4: a flow test's tasks hold ~800 MB each); a module's tests share a
-	# worker, so its module-scoped reference runs are made once.
-	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadscope
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadgroup
 
 clean:
 	rm -rf $(DEMO) .metaflow

@@ -16,8 +16,8 @@ import tomllib
 from dataclasses import asdict
 
 from cards import render
-from live_card import REFRESH_S, SHARD_CARD, ShardCard
-from metaflow import Config, Parameter, card, config_expr, current, package_sources, resources, retry, step
+from live_card import REFRESH_S, SHARD_CARD
+from metaflow import Config, Parameter, card, config_expr, package_sources, resources, retry, step
 from notifying import notify_on_exit
 from parameter_types import POSITIVE
 from sharded import ShardedFlow
@@ -29,9 +29,8 @@ from steps.io.input_format import input_format
 from steps.io.storage import open_storage
 from steps.io.validation import check_names
 from steps.models.forms import MODEL_FORMS
-from steps.output.attempts import attempt_seconds
 from steps.progress import log
-from steps.stats.summary import RunSummary, shard_stats
+from steps.stats.summary import RunSummary
 
 LATEST = "latest"
 
@@ -139,15 +138,12 @@ class InferFlow(ShardedFlow):
         from steps.inference.report import shard_scores
         from steps.inference.shard import infer_shard
 
-        source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
-        attempt = self.begin_attempt(target)
-        inputs, planned_images = self.shard_inputs()
-        with self.writing_output(target) as stop, ShardCard(self.input, current.retry_count) as on_progress:
+        with self.shard_task() as shard:
             result = infer_shard(
                 name=self.input,
-                keys=self.shard_keys(target),
-                source=source,
-                target=target,
+                keys=shard.keys,
+                source=shard.source,
+                target=shard.target,
                 task=self.load_task(first_device()),
                 batch_size=self.batch_size,
                 chunk_size=self.chunk_size,
@@ -155,20 +151,20 @@ class InferFlow(ShardedFlow):
                 workers=self.workers,
                 prefetch_batches=self.prefetch,
                 decode=self.decode,
-                stop=stop,
-                on_progress=on_progress,
-                inputs=inputs,
-                images=planned_images,
+                stop=shard.stop,
+                on_progress=shard.on_progress,
+                inputs=shard.inputs,
+                images=shard.planned_images,
             )
-        stats = shard_stats(result.outcome, attempt_seconds(target, attempt))
+        stats = shard.stats(result.outcome)
         if self.outputs is None:  # classify
-            scores, samples = shard_scores(result.outcome.manifest, load_labels(source), stats.samples)
+            scores, samples = shard_scores(result.outcome.manifest, load_labels(shard.source), stats.samples)
             self.digest = None
         else:
             from steps.inference.task_report import DIGEST_COLUMNS, shard_digest
 
             scores, samples = Scores(), []
-            parts = INFER_FILES.ledger(target, self.input).tables(DIGEST_COLUMNS)
+            parts = INFER_FILES.ledger(shard.target, self.input).tables(DIGEST_COLUMNS)
             self.digest = shard_digest(self.task, (part for _, part in parts))  # small: the card's samples
         # Plain data, not project classes: readable in the Metaflow UI and notebooks.
         self.shard_stats, self.scores, self.samples = asdict(stats), scores.to_dict(), [asdict(s) for s in samples]

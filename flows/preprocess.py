@@ -8,8 +8,8 @@ import tomllib
 from dataclasses import asdict
 
 from cards import render
-from live_card import REFRESH_S, SHARD_CARD, ShardCard
-from metaflow import Config, Parameter, card, config_expr, current, package_sources, resources, retry, step
+from live_card import REFRESH_S, SHARD_CARD
+from metaflow import Config, Parameter, card, config_expr, package_sources, resources, retry, step
 from notifying import notify_on_exit
 from parameter_types import POSITIVE
 from sharded import ShardedFlow
@@ -19,9 +19,8 @@ from steps.errors import ConfigError
 from steps.io.input_format import input_format
 from steps.io.storage import open_storage
 from steps.io.validation import check_names
-from steps.output.attempts import attempt_seconds
 from steps.preprocess.files import PREPROCESS_FILES
-from steps.stats.summary import RunSummary, shard_stats
+from steps.stats.summary import RunSummary
 
 
 # config/ travels in the code package too, so remote tasks can read it like a local run.
@@ -67,39 +66,34 @@ class PreprocessFlow(ShardedFlow):
         from steps.preprocess.shard import preprocess_shard, tensor_device
         from steps.preprocess.webdataset import WebDatasetPacker, read_label_map
 
-        source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
-        attempt = self.begin_attempt(target)
-        inputs, planned_images = self.shard_inputs()
-        with self.writing_output(target) as stop, ShardCard(self.input, current.retry_count) as on_progress:
-            keys = self.shard_keys(target)
+        with self.shard_task() as shard:
             pack = None
             if self.output_format == "webdataset":
-                labels = read_label_map(source)
                 pack = WebDatasetPacker(
-                    target,
+                    shard.target,
                     self.input,
-                    keys,
-                    inputs.chunk_size(self.chunk_size),
-                    labels,
+                    shard.keys,
+                    shard.inputs.chunk_size(self.chunk_size),
+                    read_label_map(shard.source),
                     self.threads,
-                    unit_of=inputs.unit_of,
+                    unit_of=shard.inputs.unit_of,
                 )
             outcome = preprocess_shard(
                 name=self.input,
-                keys=keys,
-                source=source,
-                target=target,
+                keys=shard.keys,
+                source=shard.source,
+                target=shard.target,
                 size=self.size,
                 threads=self.threads,
                 chunk_size=self.chunk_size,
                 device=tensor_device(self.compute_device),
-                stop=stop,
-                on_progress=on_progress,
+                stop=shard.stop,
+                on_progress=shard.on_progress,
                 pack=pack,
-                inputs=inputs,
-                images=planned_images,
+                inputs=shard.inputs,
+                images=shard.planned_images,
             )
-        self.shard_stats = asdict(shard_stats(outcome, attempt_seconds(target, attempt)))  # plain data: UI-readable
+        self.shard_stats = asdict(shard.stats(outcome))  # plain data: UI-readable
         self.next(self.join)
 
     @card(type="blank", id="report")

@@ -15,18 +15,23 @@ every task, and these are code, not results.
 The foreach runs over shard names (a shard task's card is titled by its shard and its log lines
 start with it; the Metaflow UI's timeline labels tasks by task id); everything else a shard task
 needs travels as artifacts or in the shard's key file under the output, so the fan-out stays small
-at any scale.
+at any scale. A shard step works inside ``shard_task``: its storage, keys, spot guard, lease
+heartbeat and live card.
 """
+
+from __future__ import annotations
 
 import time
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from threading import Event
+from typing import TYPE_CHECKING
 
 from cards import render
 from clean_errors import configuration_checked
+from live_card import ShardCard
 from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, step
 from parameter_types import NON_NEGATIVE, POSITIVE, POSITIVE_REAL, PREFIX_WIDTH
 from spot_guard import spot_guard
@@ -42,17 +47,38 @@ from steps.cost.throughput import image_cost
 from steps.io.input_format import InputFormat, input_format
 from steps.io.storage import Storage, open_storage
 from steps.io.validation import check_output
-from steps.output.attempts import AttemptClock, start_attempt
+from steps.output.attempts import AttemptClock, attempt_seconds, start_attempt
 from steps.output.lease import acquire, heartbeat, release
 from steps.output.supersede import ShardFiles, retire_superseded
 from steps.planning.store import read_shard_keys
 from steps.planning.tars import check_input_format
-from steps.progress import log
+from steps.progress import ProgressCallback, log
 from steps.spot import on_cloud
-from steps.stats.summary import RunSummary, ShardStats
+from steps.stats.summary import RunSummary, ShardStats, shard_stats
 
-# What ``start`` and ``select_region`` store for the join: every shard task carries them over.
+if TYPE_CHECKING:
+    from steps.output.ledger import ShardOutcome
+
+# What ``start`` stores for the join: every shard task carries them over.
 RUN_ARTIFACTS = ("started_at", "shard_plan", "superseded", "lease", "instance_type", "billing_rate", "run_region")
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """What a shard task works with (``ShardedFlow.shard_task``)."""
+
+    source: Storage
+    target: Storage
+    keys: list[str]
+    inputs: InputFormat  # images, or tars
+    planned_images: int | None  # of tar inputs: the images the plan expects in this shard
+    stop: Event  # set by a spot notice: commit the chunk in flight and exit
+    on_progress: ProgressCallback  # the live card
+    clock: AttemptClock
+
+    def stats(self, outcome: ShardOutcome) -> ShardStats:
+        """The finished shard's stats, timed over every attempt of this run."""
+        return shard_stats(outcome, attempt_seconds(self.target, self.clock))
 
 
 class ShardedFlow(FlowSpec):
@@ -180,20 +206,22 @@ class ShardedFlow(FlowSpec):
             capacity=live_capacity(prices, prices.instance_types, shards),
         )
 
-    def shard_keys(self, target: Storage) -> list[str]:
-        """In a shard task: this shard's keys, from its key file under the output."""
-        return read_shard_keys(target, self.input)
-
-    def shard_inputs(self) -> tuple[InputFormat, int | None]:
-        """In a shard task: what its keys are (images, or tars) and, for tars, the images planned."""
+    @contextmanager
+    def shard_task(self) -> Iterator[ShardTask]:
+        """In a shard task: its storage, keys and inputs, with this attempt recorded (billing counts
+        killed ones), under the spot guard and the output lease's heartbeat, with its live card."""
+        source, target = open_storage(self.input_uri, self.threads), open_storage(self.output_uri, self.threads)
+        log(f"shard {self.input}: attempt {current.retry_count} of task {current.pathspec}")
+        clock = start_attempt(target, current.run_id, self.input, current.retry_count)
         inputs = input_format(self.shard_plan["input_format"])
         planned = self.planned_images[self.input] if inputs.tars else None
-        return inputs, planned
-
-    def begin_attempt(self, target: Storage) -> AttemptClock:
-        """In a shard task, before any work: record this attempt's start (billing counts killed ones)."""
-        log(f"shard {self.input}: attempt {current.retry_count} of task {current.pathspec}")
-        return start_attempt(target, current.run_id, self.input, current.retry_count)
+        keys = read_shard_keys(target, self.input)
+        with (
+            spot_guard() as stop,
+            heartbeat(target, self.lease, stop),
+            ShardCard(self.input, current.retry_count) as on_progress,
+        ):
+            yield ShardTask(source, target, keys, inputs, planned, stop, on_progress, clock)
 
     def merge_shards(self, inputs) -> list[ShardStats]:
         """In a join: carry the run's artifacts over, store ``rejects``, return the shards' stats by name."""
@@ -213,12 +241,6 @@ class ShardedFlow(FlowSpec):
         self.headline = run.headline(self._VERB, self.output_uri)
         log(f"merged {run.shards} shards: {run.processed} ok, {run.rejected} rejected; {run.cost_line()}")
         return run
-
-    @contextmanager
-    def writing_output(self, target: Storage) -> Iterator[Event]:
-        """A shard task's guard: spot watcher and retry policy, plus the output lease's heartbeat."""
-        with spot_guard() as stop, heartbeat(target, self.lease, stop):
-            yield stop
 
     @step
     def end(self):
