@@ -277,7 +277,12 @@ def test_empty_input_fails_in_start(tmp_path: Path) -> None:
     assert "expected at least one object" in result.output
 
 
-def test_reruns_after_new_images_and_new_settings_keep_inputs_exactly_once(sample_dir: Path, tmp_path: Path) -> None:
+# The first two runs are the default run's representative; new settings after them (fewer shards,
+# a layout kept) are a slow variant, their planning tested in process in tests/unit/output/test_reruns.py.
+@pytest.mark.parametrize("settings_changed", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_reruns_after_new_images_and_new_settings_keep_inputs_exactly_once(
+    sample_dir: Path, tmp_path: Path, settings_changed: bool
+) -> None:
     """The issue's case: a one-shard (width 0) output, 30 more images, the same command again."""
     import shutil
 
@@ -308,6 +313,8 @@ def test_reruns_after_new_images_and_new_settings_keep_inputs_exactly_once(sampl
     assert grown["images"] == first["images"] + 36 and grown["shards"] == 2
     assert grown["stale_files"] >= 3 and "stale files of earlier runs removed" in grown["output"]
 
+    if not settings_changed:
+        return
     fewer = rerun("--shard-size", "70", "--max-shards", "1", "--threads", "2", "--chunk-size", "16")
     assert "anew, superseding its earlier shards: its 2 shards exceed --max-shards 1" in fewer["output"]
     assert fewer["shards"] == 1 and "retired 2 superseded shards" in fewer["output"]

@@ -113,7 +113,7 @@ def test_sigkilled_training_resumes_bit_identically_from_s3(
         step="train",
         ready=lambda: checkpoints_committed() >= 4,
         env=s3_server.env,
-        poll_s=0.05,
+        poll_s=0.2,
     )
     assert killed, "training finished before the kill"
     found = artifacts(run)
@@ -180,7 +180,7 @@ def test_two_gloo_ranks_learn_and_survive_a_sigkilled_rank_bit_identically_from_
         ready=lambda: checkpoints_committed() >= 3,
         victims=first_attempt_rank_pids,
         env=s3_server.env,
-        poll_s=0.05,
+        poll_s=0.2,
     )
     assert killed, "training finished before the kill"
     found = artifacts(run)

@@ -179,7 +179,7 @@ def seeds(count: int, default: int) -> list:
     return [seed if seed < default else pytest.param(seed, marks=pytest.mark.slow) for seed in range(count)]
 
 
-@pytest.mark.parametrize("seed", seeds(8, default=2))
+@pytest.mark.parametrize("seed", seeds(8, default=1))
 def test_preprocess_reruns_over_changing_inputs_and_settings_stay_exactly_once(tmp_path: Path, seed: int) -> None:
     source, output = tmp_path / "in", tmp_path / "out"
     rng = random.Random(seed)
