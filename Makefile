@@ -28,13 +28,13 @@ demo: install
 	$(BIN)/spot-batch verify $(DEMO)/predictions --input $(DEMO)/holdout
 	$(BIN)/spot-batch predictions $(DEMO)/predictions --labels $(DEMO)/holdout
 
-# pytest: one worker per core (at most 4: a flow test's tasks hold ~800 MB each). Tests go to
-# whichever worker is free, one by one, except a module marked xdist_group: its tests share
-# module-scoped runs, so one worker runs them all.
+# pytest: one worker per core (at most 4: a flow test's tasks hold ~800 MB each). A module goes
+# whole to one worker (its tests share module-scoped runs), in collection order: the long flow
+# modules (tests/deploy, faults, flows) first, the many short unit modules fill the end evenly.
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadgroup
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadscope --no-loadscope-reorder
 
 clean:
 	rm -rf $(DEMO) .metaflow

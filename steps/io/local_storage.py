@@ -9,7 +9,6 @@ import fcntl
 import hashlib
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,15 +58,17 @@ class LocalStorage:
             return f.read()
 
     def write(self, key: str, data: bytes) -> None:
+        """Write ``key`` whole or not at all: a temporary file beside it, then a rename. The
+        temporary name is the key's own, so a write that a SIGKILL cut short leaves a file that
+        the retry's write of the same key truncates and renames (no leftovers)."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)
+        tmp = path.with_name(_TEMP_PREFIX + path.name)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            tmp.write_bytes(data)
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
 
     def exists(self, key: str) -> bool:

@@ -32,7 +32,7 @@ from tests.support.flows import REPO, S3Server, run_flow, upload_dir
 from tests.support.models import save_bundle
 from tests.support.remote_harness import IMAGE, create_batch_queue, flow_graph, metaflow_env
 
-pytestmark = [pytest.mark.batch, pytest.mark.xdist_group("test_batch")]
+pytestmark = pytest.mark.batch
 
 START_TIMEOUT_S = 60
 

@@ -35,9 +35,6 @@ from tests.support.remote_harness import (
     metaflow_env,
 )
 
-# Its tests share module-scoped runs: one worker runs them all (make test's --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("test_deploy")
-
 FLOWS = flow_files()
 
 

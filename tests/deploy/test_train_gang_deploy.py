@@ -34,9 +34,6 @@ from tests.support.remote_harness import (
     metaflow_env,
 )
 
-# Its tests share module-scoped runs: one worker runs them all (make test's --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("test_train_gang_deploy")
-
 FLOW = REPO / "flows" / "train.py"
 NODES = 2  # --nodes: Metaflow's num_parallel
 TRAIN_GPUS = tomllib.loads((REPO / "config" / "train.toml").read_text())["resources"]["gpu"]

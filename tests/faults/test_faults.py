@@ -24,9 +24,6 @@ from tests.support.models import save_bundle
 from tests.support.plans import plan_shards
 from tests.support.processes import look_alike_task
 
-# Its tests share module-scoped runs: one worker runs them all (make test's --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("test_faults")
-
 ONE_SHARD = ("--shard-size", "1000", "--threads", "1", "--chunk-size", "4")
 
 

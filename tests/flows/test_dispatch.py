@@ -21,9 +21,6 @@ from steps.io.storage import open_storage
 from tests.support.flows import S3Server, card_text, run_flow, upload_dir
 from tests.support.models import save_bundle
 
-# Its tests share module-scoped runs: one worker runs them all (make test's --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("test_dispatch")
-
 IMAGES_PER_BUCKET = 10
 EXTRA_FILES = 6  # generate() adds a CMYK JPEG, a PNG, a greyscale JPEG and three bad files
 BAD_FILES = 3

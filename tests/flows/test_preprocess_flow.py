@@ -19,9 +19,6 @@ from steps.stats.rejects import count_reasons
 from tests.support.flows import SPOT_BATCH, FlowRun, S3Server, card_components, card_text, run_flow, upload_dir
 from tests.support.http_sink import http_sink
 
-# Its tests share module-scoped runs: one worker runs them all (make test's --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("test_preprocess_flow")
-
 SHARDING = ("--shard-size", "20", "--threads", "4", "--chunk-size", "8")
 
 

@@ -13,9 +13,6 @@ from steps.models.bundle import ModelBundle
 from steps.training.checkpoints import CheckpointStore
 from tests.support.flows import FlowRun, card_components, card_text, first_attempt_rank_pids, run_flow, run_flow_killing
 
-# Its tests share module-scoped runs: one worker runs them all (make test's --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("test_train_flow")
-
 # 51 labelled images, 41 for training in batches of 16: 2 batches per epoch, 12 in all.
 SETTINGS = ("--epochs", "6", "--batch-size", "16", "--image-size", "64", "--seed", "7")
 

@@ -36,7 +36,7 @@ GANG = ("--nodes", "2", "--processes", "2", "--epochs", "2", "--batch-size", "8"
 FAIL_WITHIN_S = 60
 # Two nodes' tasks, four ranks and their cards start torch a dozen times: minutes on 2 busy cores.
 RUN_TIMEOUT_S = 1500
-pytestmark = [pytest.mark.timeout(2 * RUN_TIMEOUT_S), pytest.mark.xdist_group("test_train_gang")]
+pytestmark = pytest.mark.timeout(2 * RUN_TIMEOUT_S)
 
 
 def artifacts(run: FlowRun) -> dict:

@@ -49,6 +49,16 @@ def test_local_write_leaves_no_temporary_files(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["k"]
 
 
+def test_a_write_cut_short_by_a_kill_leaves_nothing_once_the_key_is_written_again(tmp_path: Path) -> None:
+    storage = open_storage(str(tmp_path))
+    (tmp_path / "resized").mkdir()
+    (tmp_path / "resized" / ".tmp-a.jpg").write_bytes(b"half of a")  # what a SIGKILL mid-write leaves
+    assert storage.list() == []  # never listed as an object
+    storage.write("resized/a.jpg", b"all of a")  # the retry writes the same key
+    assert sorted(p.name for p in (tmp_path / "resized").iterdir()) == ["a.jpg"]
+    assert storage.read("resized/a.jpg") == b"all of a"
+
+
 def test_missing_bucket_is_a_one_line_config_error(s3_server) -> None:
     storage = open_storage("s3://no-such-bucket-here/x")
     with pytest.raises(ConfigError, match="bucket 'no-such-bucket-here': expected an existing S3 bucket"):
