@@ -8,6 +8,9 @@ DEMO := demo
 export USER ?= spot-batch
 # Metaflow's local @parallel (TrainFlow --nodes K) starts the other nodes as `python` from PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
+# A flow run starts a Python process per task and per card refresh, and the suite starts
+# hundreds: each compiles what it imports unless bytecode is cached, so caching stays on here.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install demo test lint clean
 
@@ -15,8 +18,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# --no-compile: pip would compile every module of torch & co. (~80 s); the few hundred that
+# are imported compile once, on first import (~15 s).
 install: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-compile -e '.[dev]'
 
 demo: install
 	$(BIN)/spot-batch sample-data $(DEMO)/images --count 240
