@@ -16,11 +16,10 @@ import tomllib
 from dataclasses import asdict
 
 from cards import render
-from live_card import REFRESH_S, SHARD_CARD
-from metaflow import Config, Parameter, card, config_expr, package_sources, resources, retry, step
+from metaflow import Config, Parameter, card, config_expr, package_sources, step
 from notifying import notify_on_exit
 from parameter_types import POSITIVE
-from sharded import ShardedFlow
+from sharded import ShardedFlow, shard_step
 
 from steps.config_files import config_file
 from steps.errors import ConfigError
@@ -128,10 +127,7 @@ class InferFlow(ShardedFlow):
             self.model_uri, self.task, top_k=self.top_k, min_score=self.min_score, columns=self.outputs, device=device
         )
 
-    @card(type="blank", id=SHARD_CARD, refresh_interval=REFRESH_S)
-    @resources(gpu=config.resources.gpu, cpu=config.resources.cpu, memory=config.resources.memory)
-    @retry(times=config.retry.times, minutes_between_retries=config.retry.minutes_between_retries)
-    @step
+    @shard_step(config)
     def process_shard(self):
         from steps.inference.pipeline import first_device
         from steps.inference.predictions import Scores, load_labels

@@ -8,11 +8,10 @@ import tomllib
 from dataclasses import asdict
 
 from cards import render
-from live_card import REFRESH_S, SHARD_CARD
-from metaflow import Config, Parameter, card, config_expr, package_sources, resources, retry, step
+from metaflow import Config, Parameter, card, config_expr, package_sources, step
 from notifying import notify_on_exit
 from parameter_types import POSITIVE
-from sharded import ShardedFlow
+from sharded import ShardedFlow, shard_step
 
 from steps.config_files import config_file
 from steps.errors import ConfigError
@@ -58,10 +57,7 @@ class PreprocessFlow(ShardedFlow):
         if self.output_format not in FORMATS:
             raise ConfigError("--format", self.output_format, " or ".join(FORMATS), "pass --format webdataset or files")
 
-    @card(type="blank", id=SHARD_CARD, refresh_interval=REFRESH_S)
-    @resources(gpu=config.resources.gpu, cpu=config.resources.cpu, memory=config.resources.memory)
-    @retry(times=config.retry.times, minutes_between_retries=config.retry.minutes_between_retries)
-    @step
+    @shard_step(config)
     def process_shard(self):
         from steps.preprocess.shard import preprocess_shard, tensor_device
         from steps.preprocess.webdataset import WebDatasetPacker, read_label_map

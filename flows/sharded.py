@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from threading import Event
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cards import render
 from clean_errors import configuration_checked
-from live_card import ShardCard
-from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, step
+from live_card import REFRESH_S, SHARD_CARD, ShardCard
+from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, resources, retry, step
 from parameter_types import NON_NEGATIVE, POSITIVE, POSITIVE_REAL, PREFIX_WIDTH
 from spot_guard import spot_guard
 
@@ -79,6 +79,22 @@ class ShardTask:
     def stats(self, outcome: ShardOutcome) -> ShardStats:
         """The finished shard's stats, timed over every attempt of this run."""
         return shard_stats(outcome, attempt_seconds(self.target, self.clock))
+
+
+def shard_step(config: Config) -> Callable[[Callable], Any]:
+    """A subclass's ``process_shard`` decorators: its live card, the resources and retries its
+    ``config`` names (never @batch or @kubernetes: ``--with`` adds those), and @step."""
+
+    def decorate(function: Callable) -> Any:
+        function = retry(times=config.retry.times, minutes_between_retries=config.retry.minutes_between_retries)(
+            step(function)
+        )
+        function = resources(gpu=config.resources.gpu, cpu=config.resources.cpu, memory=config.resources.memory)(
+            function
+        )
+        return card(type="blank", id=SHARD_CARD, refresh_interval=REFRESH_S)(function)
+
+    return decorate
 
 
 class ShardedFlow(FlowSpec):

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from steps.cost.billing import BillingRate
 from steps.cost.capacity import Capacity
-from steps.cost.model import GB, NO_CAPACITY, Job, Ranking, RegionQuote, explain, home_region, rank
+from steps.cost.explanation import explain
+from steps.cost.model import GB, NO_CAPACITY, Job, Ranking, RegionQuote, home_region, rank
 from steps.cost.prices import PriceBook
 from steps.cost.resources import StepResources
 from steps.cost.throughput import ImageCost, image_cost

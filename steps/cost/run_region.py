@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
-from steps.cost.model import explain
+from steps.cost.explanation import explain
 from steps.cost.placement import RegionChoice
 from steps.report import usd
 from steps.spot import on_cloud

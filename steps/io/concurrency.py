@@ -9,8 +9,6 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
-
-
 R = TypeVar("R")
 
 
@@ -33,9 +31,6 @@ def map_bounded(fn: Callable[[T], R], items: Iterable[T], threads: int, in_fligh
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             yield from (f.result() for f in done)
-
-
-T = TypeVar("T")
 
 
 class Prefetcher(Generic[T]):

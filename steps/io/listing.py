@@ -71,11 +71,9 @@ def crawl(seeds: list[Task], threads: int) -> Iterator[Page]:
 
     def work() -> None:
         nonlocal pending
-        while not stop.is_set():
-            try:
-                task = tasks.get(timeout=0.1)
-            except queue.Empty:
-                continue
+        # None (one per worker, queued when the consumer is done) ends a worker at once: a poll
+        # with a timeout would add it to every listing, and a rerun lists several times.
+        while (task := tasks.get()) is not None and not stop.is_set():
             try:
                 for page in task(add):
                     put(page)
@@ -101,6 +99,8 @@ def crawl(seeds: list[Task], threads: int) -> Iterator[Page]:
             yield item
     finally:
         stop.set()
+        for _ in workers:
+            tasks.put(None)
         for worker in workers:
             worker.join()
 

@@ -18,7 +18,7 @@ from steps.output.supersede import layout_misfit
 from steps.planning.inputs import input_pages
 from steps.planning.inventory import manifest_pages
 from steps.planning.prefixes import PrefixCounts, ShardLayout, ShardRange, cell_of, plan_layout
-from steps.planning.sizing import Sizing
+from steps.planning.sizing import PlanSettings, Sizing
 from steps.planning.spill import KeySpill
 from steps.planning.store import stored_layout, write_layout, write_shard_keys
 from steps.planning.tars import plan_tars, resolve_format
@@ -68,49 +68,43 @@ def _within(inner: str, outer: str) -> bool:
     return normal(inner).startswith(normal(outer))
 
 
-def layout_for_output(
-    target: Storage, counts: PrefixCounts, sizing: Sizing, max_shards: int, prefix_width: int
-) -> ShardLayout:
+def layout_for_output(target: Storage, counts: PrefixCounts, settings: PlanSettings) -> ShardLayout:
     """Choose shards; an output written before keeps its layout (prefix width and ranges) while it
     still fits the settings, so a rerun's shards line up with the manifests already there.
 
     Otherwise the output is planned anew and ``start`` retires the earlier shards
     (``steps.output.supersede``): shards of two layouts would count keys twice.
     """
+    sizing, max_shards = settings.sizing, settings.max_shards
     earlier = stored_layout(target)
     if earlier is not None:
         width, starts = earlier
         misfit = layout_misfit(
-            width, starts, counts, shard_size=sizing.target_images(), max_shards=max_shards, prefix_width=prefix_width
+            width,
+            starts,
+            counts,
+            shard_size=sizing.target_images(),
+            max_shards=max_shards,
+            prefix_width=settings.prefix_width,
         )
         if not misfit:
             log(f"keeping prefix width {width} of the earlier run into {target.uri}")
             return plan_layout(counts, sizing.target_images(), max_shards, width, starts)
         log(f"planning {target.uri} anew, superseding its earlier shards: {misfit}")
-    layout = plan_layout(counts, sizing.target_images(), max_shards, prefix_width)
+    layout = plan_layout(counts, sizing.target_images(), max_shards, settings.prefix_width)
     sizing.check_fanout(layout, counts.total, max_shards)
     return layout
 
 
-def stream_plan(
-    pages: Iterable[list[ObjectInfo]],
-    source_uri: str,
-    target: Storage,
-    *,
-    sizing: Sizing,
-    max_shards: int,
-    prefix_width: int,
-    threads: int,
-    store: bool = True,
-    buffer_bytes: int = 8 << 20,
-) -> RunPlan:
+def stream_plan(pages: Iterable[list[ObjectInfo]], source_uri: str, target: Storage, settings: PlanSettings) -> RunPlan:
     """Plan the keys of ``pages`` (listed from ``source_uri``) without holding them: each key is
     counted and parked in a local spill file as it arrives, and each shard's key list is written
-    to ``target`` as soon as it is complete, so memory is bounded by ``buffer_bytes`` plus a few
-    of the largest shards. ``store=False`` only counts: nothing is written anywhere. No key: a
-    plan without shards."""
+    to ``target`` as soon as it is complete, so memory is bounded by ``settings.buffer_bytes`` plus
+    a few of the largest shards. ``settings.store`` False only counts: nothing is written anywhere.
+    No key: a plan without shards."""
+    store = settings.store
     with tempfile.TemporaryDirectory(prefix="spot-batch-plan-") as spill_directory:
-        spill = KeySpill(spill_directory, buffer_bytes)
+        spill = KeySpill(spill_directory, settings.buffer_bytes)
         counts, input_bytes = spill.counts, 0
         for page in pages:
             for obj in page:
@@ -121,20 +115,20 @@ def stream_plan(
                     input_bytes += obj.size
         if not counts.total:
             return RunPlan(source_uri, target.uri, 0, "no input", 0, ())
-        layout = layout_for_output(target, counts, sizing, max_shards, prefix_width)
+        layout = layout_for_output(target, counts, settings)
         shards = layout.ranges
         if store:
             write_layout(target, layout)
-            shards = tuple(write_shard_keys(target, spill.shard_keys(layout.ranges), threads))
+            shards = tuple(write_shard_keys(target, spill.shard_keys(layout.ranges), settings.threads))
             input_bytes = spill.input_bytes
     return RunPlan(
         source_uri,
         target.uri,
         layout.width,
-        sizing.explain(layout),
+        settings.sizing.explain(layout),
         input_bytes,
         shards,
-        sizing.largest_minutes(layout),
+        settings.sizing.largest_minutes(layout),
     )
 
 
@@ -168,20 +162,11 @@ def prepare_run(
         )
     source = check_input(input_uri)
     target = check_output(output_uri) if store else open_storage(output_uri)
-    sizing = Sizing(shard_size, task_minutes, cost)
+    settings = PlanSettings(Sizing(shard_size, task_minutes, cost), max_shards, prefix_width, threads, store)
     pages = manifest_pages(manifest, source) if manifest else input_pages(source)
     resolved, pages = resolve_format(pages, input_format, manifest or input_uri)
     planner = partial(plan_tars, source=source) if resolved == WEBDATASET else stream_plan
-    plan = planner(
-        pages,
-        source.uri,
-        target,
-        sizing=sizing,
-        max_shards=max_shards,
-        prefix_width=prefix_width,
-        threads=threads,
-        store=store,
-    )
+    plan = planner(pages, source.uri, target, settings)
     if not plan.shards:
         what, where = ("--manifest", manifest) if manifest else ("--input", input_uri)
         raise ConfigError(

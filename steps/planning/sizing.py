@@ -78,3 +78,16 @@ class Sizing:
             f"METAFLOW_RUN_MAX_NUM_SPLITS={needed}; see docs/deploy.md for --max-workers), "
             f"or accept longer tasks with --task-minutes {math.ceil(minutes)}",
         )
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """What shapes a plan besides its keys: shard size, fan-out, prefix width, and how it is written
+    (``threads`` for the key lists; ``store=False`` only counts; ``buffer_bytes`` of keys in memory)."""
+
+    sizing: Sizing
+    max_shards: int
+    prefix_width: int
+    threads: int
+    store: bool = True
+    buffer_bytes: int = 8 << 20

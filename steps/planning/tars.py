@@ -32,7 +32,7 @@ from steps.io.listing import ObjectInfo
 from steps.io.storage import Storage
 from steps.io.tar_reader import TAR_SUFFIX, read_tar
 from steps.planning.prefixes import ShardLayout
-from steps.planning.sizing import Sizing
+from steps.planning.sizing import PlanSettings, Sizing
 from steps.planning.spill import KeySpill
 from steps.planning.store import write_layout, write_shard_keys
 from steps.progress import log
@@ -160,24 +160,14 @@ def _in_images(layout: ShardLayout, per_image: float, target_images: int, measur
 
 
 def plan_tars(
-    pages: Iterable[list[ObjectInfo]],
-    source_uri: str,
-    target: Storage,
-    *,
-    source: Storage,
-    sizing: Sizing,
-    max_shards: int,
-    prefix_width: int,
-    threads: int,
-    store: bool = True,
-    buffer_bytes: int = 8 << 20,
+    pages: Iterable[list[ObjectInfo]], source_uri: str, target: Storage, settings: PlanSettings, *, source: Storage
 ) -> RunPlan:
     """``stream_plan`` for tars: the same prefix layout, each tar weighing its bytes, the target
     in bytes from the images of the first tar; the shards' ``images`` are estimates."""
     from steps.planning.run_plan import RunPlan, layout_for_output  # run_plan hooks this module in
 
     with tempfile.TemporaryDirectory(prefix="spot-batch-plan-") as spill_directory:
-        spill = KeySpill(spill_directory, buffer_bytes)
+        spill = KeySpill(spill_directory, settings.buffer_bytes)
         first, calibration = None, None
         for page in pages:
             for obj in page:
@@ -191,16 +181,17 @@ def plan_tars(
             return RunPlan(source_uri, target.uri, 0, "no input", 0, (), input_format=WEBDATASET)
         calibration = calibration or calibrate(source, first)
         per_image, measured = calibration.per_image, calibration.measured
+        sizing = settings.sizing
         target_images = sizing.target_images()
         by_bytes = Sizing(shard_size=max(1, round(target_images * per_image)))
-        layout = layout_for_output(target, spill.counts, by_bytes, max_shards, prefix_width)
+        layout = layout_for_output(target, spill.counts, replace(settings, sizing=by_bytes))
         in_images = _in_images(layout, per_image, target_images, measured)
-        sizing.check_fanout(in_images, sum(r.images for r in in_images.ranges), max_shards)
+        sizing.check_fanout(in_images, sum(r.images for r in in_images.ranges), settings.max_shards)
         shards = in_images.ranges
-        if store:
+        if settings.store:
             images = {r.name: r.images for r in in_images.ranges}
             write_layout(target, layout)
-            written = write_shard_keys(target, spill.shard_keys(layout.ranges), threads)
+            written = write_shard_keys(target, spill.shard_keys(layout.ranges), settings.threads)
             shards = tuple(replace(shard, images=images[shard.name]) for shard in written)
     return RunPlan(
         source_uri,

@@ -17,7 +17,7 @@ from steps.io.listing import ObjectInfo
 from steps.io.local_storage import LocalStorage
 from steps.output.layout import PLAN_LAYOUT_KEY
 from steps.planning.run_plan import RunPlan, prepare_run, stream_plan
-from steps.planning.sizing import Sizing
+from steps.planning.sizing import PlanSettings, Sizing
 from steps.planning.store import read_shard_keys
 from tests.support.flows import REPO
 from tests.support.plans import plan_shards
@@ -96,17 +96,8 @@ def planner_memory(out: str) -> tuple[int, int, int, int]:
     count = 100_000
 
     def plan(pages: Iterator[list[ObjectInfo]], into: str) -> RunPlan:
-        storage, sizing = LocalStorage(into), Sizing(1000)
-        return stream_plan(
-            pages,
-            "generated",
-            storage,
-            sizing=sizing,
-            max_shards=256,
-            prefix_width=0,
-            threads=2,
-            buffer_bytes=256 << 10,
-        )
+        settings = PlanSettings(Sizing(1000), max_shards=256, prefix_width=0, threads=2, buffer_bytes=256 << 10)
+        return stream_plan(pages, "generated", LocalStorage(into), settings)
 
     plan(generated_pages(2000), f"{out}/warm-up")  # first-use imports and caches are not the planner's keys
     tracemalloc.start()
