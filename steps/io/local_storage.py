@@ -57,6 +57,9 @@ class LocalStorage:
         with os.fdopen(fd, "rb") as f:
             return f.read()
 
+    def read_view(self, key: str) -> memoryview:
+        return memoryview(self.read(key))  # a file is read into memory once either way
+
     def write(self, key: str, data: bytes) -> None:
         """Write ``key`` whole or not at all: a temporary file beside it, then a rename. The
         temporary name is the key's own, so a write that a SIGKILL cut short leaves a file that

@@ -57,8 +57,15 @@ class ObjectReader:
         return self._store
 
     def read(self, key: str) -> bytes:
+        return bytes(self._body(key))
+
+    def read_view(self, key: str) -> memoryview:
+        """The body as obstore received it, lent: no copy into a Python ``bytes``."""
+        return memoryview(self._body(key))
+
+    def _body(self, key: str) -> object:
         try:
-            return bytes(self._get(self._opened(), key).bytes())
+            return self._get(self._opened(), key).bytes()
         except (FileNotFoundError, self._errors.NotFoundError) as err:  # obstore raises the builtin
             raise _client_error("NoSuchKey", str(err).splitlines()[0]) from err
         except (PermissionError, self._errors.PermissionDeniedError) as err:

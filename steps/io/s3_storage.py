@@ -70,6 +70,11 @@ class S3Storage:
             return self._reader.read(self._key(key))
         return self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
 
+    def read_view(self, key: str) -> memoryview:
+        if self._reader is not None:
+            return self._reader.read_view(self._key(key))
+        return memoryview(self.read(key))
+
     def write(self, key: str, data: bytes) -> None:
         self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 

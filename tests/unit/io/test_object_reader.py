@@ -13,7 +13,7 @@ from steps.io import object_reader as reader_module
 from steps.io.concurrency import map_bounded
 from steps.io.object_reader import object_reader
 from steps.io.s3_storage import S3Storage, s3_client
-from steps.io.storage import open_storage, read_input
+from steps.io.storage import open_storage, read_input, read_input_view
 from tests.support.flows import S3Server
 
 
@@ -33,6 +33,9 @@ def test_objects_are_read_by_obstore_from_the_configured_endpoint(bucket: str) -
     assert reader.read("in/007.jpg") == payloads["007.jpg"]  # path-style, plain http, env credentials
     read = dict(map_bounded(lambda key: (key, storage.read(key)), sorted(payloads), 8))
     assert read == payloads and all(type(data) is bytes for data in read.values())
+    # A view lends obstore's own buffer (tars are read whole this way, never copied whole).
+    view = storage.read_view("039.jpg")
+    assert isinstance(view, memoryview) and view.readonly and view == payloads["039.jpg"]
 
 
 def test_a_missing_object_is_s3s_no_such_key_and_a_reject(bucket: str) -> None:
@@ -40,8 +43,9 @@ def test_a_missing_object_is_s3s_no_such_key_and_a_reject(bucket: str) -> None:
     with pytest.raises(ClientError) as raised:
         reader.read("nothing/here.jpg")
     assert raised.value.response["Error"]["Code"] == "NoSuchKey"
-    with pytest.raises(RejectedInput, match="unreadable object: S3 NoSuchKey"):
-        read_input(open_storage(f"s3://{bucket}"), "nothing/here.jpg")
+    for read in (read_input, read_input_view):
+        with pytest.raises(RejectedInput, match="unreadable object: S3 NoSuchKey"):
+            read(open_storage(f"s3://{bucket}"), "nothing/here.jpg")
 
 
 def test_without_obstore_botocore_reads_and_says_so_once(
@@ -52,7 +56,7 @@ def test_without_obstore_botocore_reads_and_says_so_once(
     storage = open_storage(f"s3://{bucket}")
     storage.write("a.jpg", b"abc")
     assert object_reader(bucket, s3_client(), 2) is None
-    assert storage.read("a.jpg") == b"abc"
+    assert storage.read("a.jpg") == b"abc" and storage.read_view("a.jpg") == b"abc"
     said = [line for line in capsys.readouterr().err.splitlines() if "read with botocore" in line]
     assert len(said) == 1 and "obstore is not installed" in said[0]
 

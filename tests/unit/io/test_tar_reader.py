@@ -40,7 +40,7 @@ def test_samples_group_by_basename_and_keep_each_image_with_its_label() -> None:
 def test_long_member_names_are_read_from_gnu_and_pax_headers(fmt: int) -> None:
     name = "d" * 120 + "/" + "sample-" + "x" * 110 + ".jpg"
     data = tar_bytes([(name, b"long"), ("short.jpg", b"short")], fmt)
-    assert [n for n, _, _ in tar_members(data)] == [name, "short.jpg"]
+    assert [n for n, _, _ in tar_members(memoryview(data))] == [name, "short.jpg"]
     assert split_samples("t.tar", data).keys == [f"t.tar/{name}", "t.tar/short.jpg"]
 
 
