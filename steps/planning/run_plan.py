@@ -75,7 +75,7 @@ def layout_for_output(target: Storage, counts: PrefixCounts, settings: PlanSetti
     Otherwise the output is planned anew and ``start`` retires the earlier shards
     (``steps.output.supersede``): shards of two layouts would count keys twice.
     """
-    sizing, max_shards = settings.sizing, settings.max_shards
+    sizing, max_shards, shard_size = settings.sizing, settings.max_shards, settings.sizing.target_images()
     earlier = stored_layout(target)
     if earlier is not None:
         width, starts = earlier
@@ -83,15 +83,15 @@ def layout_for_output(target: Storage, counts: PrefixCounts, settings: PlanSetti
             width,
             starts,
             counts,
-            shard_size=sizing.target_images(),
+            shard_size=shard_size,
             max_shards=max_shards,
             prefix_width=settings.prefix_width,
         )
         if not misfit:
             log(f"keeping prefix width {width} of the earlier run into {target.uri}")
-            return plan_layout(counts, sizing.target_images(), max_shards, width, starts)
+            return plan_layout(counts, shard_size, max_shards, width, starts)
         log(f"planning {target.uri} anew, superseding its earlier shards: {misfit}")
-    layout = plan_layout(counts, sizing.target_images(), max_shards, settings.prefix_width)
+    layout = plan_layout(counts, shard_size, max_shards, settings.prefix_width)
     sizing.check_fanout(layout, counts.total, max_shards)
     return layout
 
