@@ -182,7 +182,7 @@ def wait_for(condition: Callable[[], object], timeout_s: float) -> float:
 
 def test_a_silent_node_or_a_lost_main_node_is_noticed_in_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
     """The heartbeat watch alone (no training): what ends a node's wait when no socket closes."""
-    # A quarter of the real beat and timeout: what is tested is the watch, not the production figures.
+    # A quarter of the real beat, silent for four beats: what is tested is the watch, not the production figures.
     monkeypatch.setattr(nodes, "BEAT_S", 0.25)
     monkeypatch.setattr(nodes, "LOST_AFTER_S", 1.0)
     port = free_port()
