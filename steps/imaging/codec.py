@@ -7,7 +7,8 @@ YCbCr or gray, baseline or progressive, per ``steps.imaging.jpeg_header``) are d
 libjpeg-turbo through simplejpeg, at the scale ``Image.draft`` picks and with the same
 (accurate) IDCT and upsampling, so the pixels are Pillow's bit for bit; it takes the whole buffer
 in one call, where Pillow feeds libjpeg 64 KB at a time and converts each row: ~15% less CPU
-per 8 MP photo. Everything else, and anything simplejpeg refuses or warns about, takes Pillow.
+per 8 MP photo. Everything else, and anything simplejpeg refuses or warns about, takes Pillow,
+as does every JPEG where simplejpeg is not installed (a bare image with torch and Pillow only).
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-import simplejpeg
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from steps.errors import RejectedInput
 from steps.imaging.jpeg_header import JpegHeader, read_jpeg_header
 from steps.imaging.png import encode_gray_png
+
+try:
+    import simplejpeg
+except ImportError:  # a dependency, but the GPU check's machine has torch and Pillow only: same pixels, more CPU
+    simplejpeg = None
 
 JPEG_QUALITY = 90
 # PNGs other than 8-bit gray (edge maps have their own writer, steps.imaging.png): zlib level 1,
@@ -143,8 +148,10 @@ def decode(data: bytes, max_side: int | None = None) -> Decoded:
     if not data:
         raise RejectedInput("empty file (0 bytes)")
     header = read_jpeg_header(data)
-    if header is not None and (decoded := _decode_turbo(data, header, max_side)) is not None:
-        return decoded
+    if header is not None and simplejpeg is not None:
+        decoded = _decode_turbo(data, header, max_side)
+        if decoded is not None:
+            return decoded
     try:
         image = _open(data)
         fmt = image.format or "unknown"

@@ -2,6 +2,9 @@
 
 import io
 import itertools
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,6 +54,24 @@ def turbo_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 
     monkeypatch.setattr(codec.simplejpeg, "decode_jpeg", recording)
     return calls
+
+
+def test_without_simplejpeg_pillow_decodes_every_jpeg_to_the_same_pixels(
+    tmp_path: Path, turbo_calls: list[bytes]
+) -> None:
+    data = jpeg(photo_like(1200, 900), orientation=6)
+    (tmp_path / "photo.jpg").write_bytes(data)
+    script = (
+        "import sys\n"
+        "sys.modules['simplejpeg'] = None  # import simplejpeg raises ImportError, as where it is not installed\n"
+        "from steps.imaging import codec\n"
+        "assert codec.simplejpeg is None\n"
+        f"decoded = codec.decode(open({str(tmp_path / 'photo.jpg')!r}, 'rb').read(), 256)\n"
+        "sys.stdout.buffer.write(decoded.image.tobytes())\n"
+    )
+    without = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True).stdout
+    assert without == decode(data, 256).image.tobytes()
+    assert turbo_calls == [data]  # here, simplejpeg decoded it
 
 
 def test_draft_scale_is_pillows_choice() -> None:
