@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from steps.preprocess.webdataset import tar_member
+
 
 def synthetic_photo(rng: np.random.Generator, width: int, height: int, grain: int = 6) -> Image.Image:
     """Smooth colour gradients, a few rectangles and per-pixel noise: compresses like a photo."""
@@ -56,11 +58,8 @@ def write_tars(directory: Path, unique: list[bytes], count: int, per_tar: int) -
     tars = []
     for first in range(0, count, per_tar):
         name = f"shard-{first // per_tar:05d}.tar"
-        with tarfile.open(directory / name, "w") as tar:
+        with tarfile.open(directory / name, "w", format=tarfile.USTAR_FORMAT) as tar:
             for index in range(first, min(first + per_tar, count)):
-                data = unique[index % len(unique)]
-                info = tarfile.TarInfo(f"{index:06d}.jpg")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
+                tar_member(tar, f"{index:06d}.jpg", unique[index % len(unique)])
         tars.append(name)
     return tars
