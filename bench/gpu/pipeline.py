@@ -91,6 +91,22 @@ def end_to_end(args: argparse.Namespace, device: torch.device, scratch: Path, ro
         )
 
 
+def preprocess_rate(
+    source: LocalStorage, keys: list[str], output: Path, threads: int, device: torch.device | None
+) -> float:
+    """images/s of ``preprocess_shard`` over ``keys`` (``device`` None: the CPU path), after a warm-up."""
+
+    def shard(name: str, subset: list[str]) -> None:
+        target = LocalStorage(output / name)
+        preprocess_shard(name=name, keys=subset, source=source, target=target, size=256, threads=threads, device=device)
+
+    with redirect_stdout(io.StringIO()):
+        shard("warm", keys[:8])
+        started = time.perf_counter()
+        shard("bench", keys)
+        return len(keys) / (time.perf_counter() - started)
+
+
 def preprocessing(args: argparse.Namespace, device: torch.device, scratch: Path, rows: Rows) -> None:
     """Camera-size JPEGs to ``--size 256``: the tensor path on ``device`` against the CPU path."""
     rng = np.random.default_rng(1)
@@ -99,29 +115,13 @@ def preprocessing(args: argparse.Namespace, device: torch.device, scratch: Path,
     source = LocalStorage(scratch / "camera")
     keys = write_set(source.root, unique, args.camera_images)
     cores = len(os.sched_getaffinity(0))
-    rates = {}
-    for label, on in (("cpu", None), ("gpu", device)):
-        threads = max(cores, 16) if on is not None else cores
-        with redirect_stdout(io.StringIO()):
-            for name, subset in (("warm", keys[:8]), ("bench", keys)):
-                started = time.perf_counter()
-                preprocess_shard(
-                    name=name,
-                    keys=subset,
-                    source=source,
-                    target=LocalStorage(scratch / f"pre-{name}-{label}"),
-                    size=256,
-                    threads=threads,
-                    device=on,
-                )
-        rates[label] = len(keys) / (time.perf_counter() - started)
-    rows.append(
-        (f"preprocessing {width}x{height} JPEGs: CPU path, {cores} threads", images_per_second(rates["cpu"]), "")
-    )
+    on_cpu = preprocess_rate(source, keys, scratch / "pre-cpu", cores, None)
+    on_device = preprocess_rate(source, keys, scratch / "pre-device", max(cores, 16), device)
+    rows.append((f"preprocessing {width}x{height} JPEGs: CPU path, {cores} threads", images_per_second(on_cpu), ""))
     rows.append(
         (
             f"preprocessing {width}x{height} JPEGs: tensor path on {device.type}",
-            images_per_second(rates["gpu"]),
-            f"{rates['gpu'] / rates['cpu']:.1f}x the CPU path (target >= 10x)",
+            images_per_second(on_device),
+            f"{on_device / on_cpu:.1f}x the CPU path (target >= 10x)",
         )
     )
