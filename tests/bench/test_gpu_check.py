@@ -73,3 +73,5 @@ def test_smoke_run_with_only_the_device_machines_packages(tmp_path: Path) -> Non
     for label in measured:
         assert re.fullmatch(r"[\d,.]+", rows[label]), f"{label}: {rows[label]}"
     assert "end to end from tar shards: --decode gpu (decode_jpeg on cpu), 11 timed" in rows
+    ratios = re.findall(r"^ratio: from (JPEG files|tar shards): [\d,.]+ img/s, [\d.]+ of Predictor", done.stdout, re.M)
+    assert ratios == ["JPEG files", "tar shards"], done.stdout
