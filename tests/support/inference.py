@@ -1,4 +1,5 @@
-"""Run a loaded InferTask over a local directory in-process, as one shard task would."""
+"""InferFlow in tests: the arguments of a small real run, and a loaded InferTask run over a local
+directory in-process, as one shard task would."""
 
 from __future__ import annotations
 
@@ -23,3 +24,12 @@ def infer_directory(source_dir: Path, out: Path, task: InferTask) -> None:
         threads=2,
         workers=2,
     )
+
+
+# One shard in nine parts of 6: a kill lands while parts are still to come.
+SMALL_CHUNKS = ("--shard-size", "1000", "--chunk-size", "6", "--batch-size", "6", "--top-k", "3", "--workers", "2")
+
+
+def infer_args(source: object, output: object, model: str, *extra: str) -> tuple[str, ...]:
+    """InferFlow's arguments for ``source`` → ``output`` with ``model``, one shard of small chunks."""
+    return ("--input", str(source), "--output", str(output), "--model", model, *SMALL_CHUNKS, *extra)
