@@ -35,8 +35,9 @@ import numpy as np
 import torch
 import torchvision
 from gpu.inputs import jpeg_bytes, synthetic_photo
-from gpu.model import classifier, model_only
+from gpu.model import model_only
 from gpu.pipeline import end_to_end, preprocessing
+from gpu.settings import FULL, SMOKE
 from gpu.table import Rows
 from PIL import Image
 
@@ -53,31 +54,6 @@ if "botocore" not in sys.modules:
         exceptions.ClientError = type("ClientError", (Exception,), {})
         sys.modules["botocore"] = types.ModuleType("botocore")
         sys.modules["botocore.exceptions"] = exceptions
-
-# End to end: 14 chunks of 4,096 images, 53,248 timed from files (from the first committed chunk to
-# the last); tars of 1,000 images (one chunk each), 56,344 timed.
-FULL = dict(
-    batch_size=256,
-    seconds=3.0,
-    images=57_344,
-    chunk_size=4096,
-    tar_images=1000,
-    unique=256,
-    camera=(3264, 2448),
-    camera_unique=16,
-    camera_images=512,
-)
-SMOKE = dict(
-    batch_size=4,
-    seconds=0.2,
-    images=16,
-    chunk_size=4,
-    tar_images=5,
-    unique=8,
-    camera=(640, 480),
-    camera_unique=2,
-    camera_images=8,
-)
 
 
 def decode_agreement(device: torch.device) -> str:
@@ -121,9 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device("cuda" if cuda else "cpu")
     if not cuda and not args.smoke:
         parser.error("no CUDA device visible; run with --smoke for a CPU dry run")
-    for name, value in (SMOKE if args.smoke else FULL).items():
-        setattr(args, name, value)
-    args.model = classifier("resnet18" if args.smoke else "resnet50")
+    settings = SMOKE if args.smoke else FULL
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     if cuda:
         torch.backends.cudnn.benchmark = True
@@ -137,10 +111,10 @@ def main(argv: list[str] | None = None) -> None:
     print(decode_agreement(device))
     rows = Rows()
     rows.header()
-    reference = model_only(args, device, rows, sync)
+    reference = model_only(settings, device, rows, sync)
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:  # on disk; the page cache keeps it in memory
-        end_to_end(args, device, Path(tmp), rows, reference)
-        preprocessing(args, device, Path(tmp), rows)
+        end_to_end(settings, device, Path(tmp), rows, reference)
+        preprocessing(settings, device, Path(tmp), rows)
     for source, start in (("JPEG files", "end to end: --decode gpu"), ("tar shards", "end to end from tar shards")):
         found = [f"{rate} img/s, {ratio}" for label, rate, ratio in rows if label.startswith(start)]
         print(

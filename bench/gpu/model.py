@@ -2,40 +2,36 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 
 import torch
 import torchvision
 
+from gpu.settings import CheckSettings
 from gpu.table import Rows, images_per_second, timed_rate
 from steps.inference.pipeline import Predictor
 from steps.models.loading import DEFAULT_INPUT_SIZE, LoadedModel
 
 
-def classifier(architecture: str) -> Callable[[], LoadedModel]:
-    """Fresh CPU copies of a random-weight torchvision model (Predictor moves its module in place)."""
-
-    def build() -> LoadedModel:
-        module = getattr(torchvision.models, architecture)(weights=None).eval()
-        return LoadedModel(
-            module,
-            f"{architecture} (random init)",
-            "torchvision",
-            architecture,
-            [str(i) for i in range(1000)],
-            DEFAULT_INPUT_SIZE,
-        )
-
-    return build
+def classifier(architecture: str) -> LoadedModel:
+    """A fresh CPU copy of a random-weight torchvision model (Predictor moves its module in place)."""
+    module = getattr(torchvision.models, architecture)(weights=None).eval()
+    return LoadedModel(
+        module,
+        f"{architecture} (random init)",
+        "torchvision",
+        architecture,
+        [str(i) for i in range(1000)],
+        DEFAULT_INPUT_SIZE,
+    )
 
 
-def model_only(args: argparse.Namespace, device: torch.device, rows: Rows, sync: Callable[[], None]) -> float:
+def model_only(settings: CheckSettings, device: torch.device, rows: Rows, sync: Callable[[], None]) -> float:
     """The model rows: channels-last eager bf16 and fp16, a CUDA graph, ``torch.compile``, then
     ``Predictor`` (the pipeline's model stage: uint8 in, normalise, top-5 out), whose rate it returns."""
-    predictor = Predictor(args.model(), device, top_k=5)  # channels-last on CUDA
+    predictor = Predictor(classifier(settings.architecture), device, top_k=5)  # channels-last on CUDA
     cuda = device.type == "cuda"
-    size, batch = DEFAULT_INPUT_SIZE, args.batch_size
+    size, batch = DEFAULT_INPUT_SIZE, settings.batch_size
     x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
     pixels = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, device=device)
 
@@ -47,7 +43,7 @@ def model_only(args: argparse.Namespace, device: torch.device, rows: Rows, sync:
         return run
 
     def rate_of(run: Callable[[], None]) -> Callable[[], float]:
-        return lambda: timed_rate(run, batch, args.seconds, sync)
+        return lambda: timed_rate(run, batch, settings.seconds, sync)
 
     def cuda_graph() -> float:
         if not cuda:
@@ -65,7 +61,7 @@ def model_only(args: argparse.Namespace, device: torch.device, rows: Rows, sync:
         return rate_of(graph.replay)()
 
     def compiled() -> float:
-        if args.smoke:
+        if settings.smoke:
             raise RuntimeError("skipped in --smoke (minutes of compilation)")
         return rate_of(eager(torch.bfloat16, torch.compile(predictor.module, mode="reduce-overhead")))()
 

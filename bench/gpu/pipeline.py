@@ -6,7 +6,6 @@ the class-name probe and the pipeline fill stay outside the figure.
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import time
@@ -17,6 +16,8 @@ import numpy as np
 import torch
 
 from gpu.inputs import jpeg_bytes, synthetic_photo, write_set, write_tars
+from gpu.model import classifier
+from gpu.settings import CheckSettings
 from gpu.table import Rows, images_per_second
 from steps.inference.shard import infer_shard
 from steps.inference.tasks import ClassifyTask
@@ -38,23 +39,23 @@ class TimedTarget(LocalStorage):
             self.committed.append(time.perf_counter())
 
 
-def end_to_end(args: argparse.Namespace, device: torch.device, scratch: Path, rows: Rows, reference: float) -> None:
+def end_to_end(settings: CheckSettings, device: torch.device, scratch: Path, rows: Rows, reference: float) -> None:
     """ImageNet-size photos as JPEG files (in page cache) with ``--decode cpu`` and ``gpu``, then the
     same images as WebDataset tars on local disk, read by the project's tar input (one read per tar,
     members sliced from memory), with ``--decode gpu``."""
     rng = np.random.default_rng(0)
-    unique = [jpeg_bytes(synthetic_photo(rng, 500, 375)) for _ in range(args.unique)]
+    unique = [jpeg_bytes(synthetic_photo(rng, 500, 375)) for _ in range(settings.unique)]
     photos = LocalStorage(scratch / "photos")
-    photo_keys = write_set(photos.root, unique, args.images)
+    photo_keys = write_set(photos.root, unique, settings.images)
     tars = LocalStorage(scratch / "tars")
-    tar_keys = write_tars(tars.root, unique, args.images, args.tar_images)
+    tar_keys = write_tars(tars.root, unique, settings.images, settings.tar_images)
     cores = len(os.sched_getaffinity(0))
 
     def seconds_after_first_chunk(
         source: LocalStorage, keys: list[str], inputs: InputFormat, decode: str, out: str
     ) -> float:
         output = TimedTarget(scratch / out)
-        model = args.model()  # built before the clock starts
+        model = classifier(settings.architecture)  # built before the clock starts
         with redirect_stdout(io.StringIO()):
             infer_shard(
                 name="bench",
@@ -62,8 +63,8 @@ def end_to_end(args: argparse.Namespace, device: torch.device, scratch: Path, ro
                 source=source,
                 target=output,
                 task=ClassifyTask(model, 5),
-                batch_size=args.batch_size,
-                chunk_size=args.chunk_size,
+                batch_size=settings.batch_size,
+                chunk_size=settings.chunk_size,
                 threads=16,
                 workers=cores,
                 decode=decode,
@@ -73,15 +74,15 @@ def end_to_end(args: argparse.Namespace, device: torch.device, scratch: Path, ro
         return output.committed[-1] - output.committed[0]
 
     runs = (
-        ("", photos, photo_keys, IMAGE_OBJECTS, "cpu", f"Pillow, {cores} threads", args.chunk_size),
-        ("", photos, photo_keys, IMAGE_OBJECTS, "gpu", f"decode_jpeg on {device.type}", args.chunk_size),
-        (" from tar shards", tars, tar_keys, TAR_SHARDS, "gpu", f"decode_jpeg on {device.type}", args.tar_images),
+        ("", photos, photo_keys, IMAGE_OBJECTS, "cpu", f"Pillow, {cores} threads", settings.chunk_size),
+        ("", photos, photo_keys, IMAGE_OBJECTS, "gpu", f"decode_jpeg on {device.type}", settings.chunk_size),
+        (" from tar shards", tars, tar_keys, TAR_SHARDS, "gpu", f"decode_jpeg on {device.type}", settings.tar_images),
     )
     for index, (what, source, keys, inputs, decode, how, first_chunk) in enumerate(runs):
-        warm_keys = keys[: 2 * args.chunk_size if inputs is IMAGE_OBJECTS else 2]
+        warm_keys = keys[: 2 * settings.chunk_size if inputs is IMAGE_OBJECTS else 2]
         seconds_after_first_chunk(source, warm_keys, inputs, decode, f"warm-{index}")  # cudnn autotuning, nvJPEG
         seconds = seconds_after_first_chunk(source, keys, inputs, decode, f"out-{index}")
-        timed = args.images - first_chunk
+        timed = settings.images - first_chunk
         rows.append(
             (
                 f"end to end{what}: --decode {decode} ({how}), {timed:,} timed",
@@ -107,13 +108,14 @@ def preprocess_rate(
         return len(keys) / (time.perf_counter() - started)
 
 
-def preprocessing(args: argparse.Namespace, device: torch.device, scratch: Path, rows: Rows) -> None:
+def preprocessing(settings: CheckSettings, device: torch.device, scratch: Path, rows: Rows) -> None:
     """Camera-size JPEGs to ``--size 256``: the tensor path on ``device`` against the CPU path."""
     rng = np.random.default_rng(1)
-    width, height = args.camera
-    unique = [jpeg_bytes(synthetic_photo(rng, width, height, grain=6), quality=92) for _ in range(args.camera_unique)]
+    width, height = settings.camera
+    photos = (synthetic_photo(rng, width, height, grain=6) for _ in range(settings.camera_unique))
+    unique = [jpeg_bytes(photo, quality=92) for photo in photos]
     source = LocalStorage(scratch / "camera")
-    keys = write_set(source.root, unique, args.camera_images)
+    keys = write_set(source.root, unique, settings.camera_images)
     cores = len(os.sched_getaffinity(0))
     on_cpu = preprocess_rate(source, keys, scratch / "pre-cpu", cores, None)
     on_device = preprocess_rate(source, keys, scratch / "pre-device", max(cores, 16), device)
